@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from shoal._pickling import dumps, dumps_callable, find_unpicklable, loads
 from shoal.errors import PicklingError, ShoalError
 

@@ -1,7 +1,23 @@
-//! The `shoal._shoal` extension module.
+//! `shoal._shoal`: thin bindings over shoal-engine. This file only declares the module;
+//! each exposed class has its own file, and `errors.rs` holds the whole error mapping.
+
 use pyo3::prelude::*;
 
+mod blocking;
+mod errors;
+mod queue;
+
 #[pymodule(gil_used = false)]
-fn _shoal(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<queue::QueueCore>()?;
+    m.add(
+        "DEFAULT_QUEUE_CAPACITY",
+        shoal_engine::queue::DEFAULT_CAPACITY,
+    )?;
+    m.add("MIN_QUEUE_CAPACITY", shoal_engine::queue::MIN_CAPACITY)?;
+    m.add(
+        "__all__",
+        ["DEFAULT_QUEUE_CAPACITY", "MIN_QUEUE_CAPACITY", "QueueCore"],
+    )?;
     Ok(())
 }

@@ -1,0 +1,172 @@
+"""``shoal.Queue``: a drop-in for ``multiprocessing.Queue`` on shared memory.
+
+Messages are pickled here and moved by the Rust engine through a ring in a memfd segment.
+There is no feeder thread: ``put`` copies the message into shared memory before it returns.
+"""
+
+from __future__ import annotations
+
+import queue as _stdlib_queue
+from collections.abc import Iterable
+from multiprocessing.reduction import DupFd
+from typing import Any, Generic, TypeVar
+
+from shoal._pickling import dumps, loads
+from shoal._shoal import DEFAULT_QUEUE_CAPACITY, QueueCore
+
+__all__ = ["Queue"]
+
+T = TypeVar("T")
+
+# How a message body is encoded, stored by the engine beside the bytes.
+_PICKLED = 0
+_RAW_BYTES = 1  # a `bytes` object sent as is: no pickling, one copy each way
+
+
+def _timeout(block: bool, timeout: float | None) -> float | None:
+    """The engine's wait: None forever, 0.0 not at all, otherwise seconds."""
+    if not block:
+        return 0.0
+    return timeout
+
+
+def _encode(obj: object) -> tuple[int, bytes]:
+    if type(obj) is bytes:
+        return _RAW_BYTES, obj
+    return _PICKLED, dumps(obj)
+
+
+def _decode(tag: int, body: bytes) -> Any:
+    return body if tag == _RAW_BYTES else loads(body)
+
+
+class Queue(Generic[T]):
+    """A process-safe FIFO queue in shared memory, with ``multiprocessing.Queue``'s API.
+
+    Any number of processes may put and get. Hand the queue to other processes as a
+    ``multiprocessing.Process`` argument, in a ``Pool``'s ``initargs`` (fork, spawn or
+    forkserver), or inside any pickled message: it travels as a descriptor, never by copy.
+
+    Args:
+        maxsize: the most messages the queue holds; ``put`` waits (or raises ``queue.Full``)
+            beyond it. ``0`` or less: no limit but ``capacity``.
+        capacity: the size of the shared ring in bytes (default 64 MiB, backed by memory
+            only as it is used). ``put`` waits while the ring is full. A message larger
+            than the ring still gets through, in pieces.
+
+    Example:
+        >>> from shoal import Queue
+        >>> q = Queue()
+        >>> q.put({"answer": 42})
+        >>> q.get(timeout=1)
+        {'answer': 42}
+        >>> q.put_many([1, 2, 3]); q.get_many()
+        [1, 2, 3]
+    """
+
+    def __init__(self, maxsize: int = 0, *, capacity: int | None = None) -> None:
+        size = DEFAULT_QUEUE_CAPACITY if capacity is None else capacity
+        self._core = QueueCore(size, max(maxsize, 0))
+        self._maxsize = max(maxsize, 0)
+
+    @classmethod
+    def _attach(cls, core: QueueCore) -> Queue[T]:
+        self = cls.__new__(cls)
+        self._core = core
+        self._maxsize = core.max_items
+        return self
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # DupFd hands the descriptor to a child being started (spawn, forkserver) or,
+        # at any other time, through multiprocessing's resource sharer.
+        return (_rebuild, (DupFd(self._core.fileno()),))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._core.closed else f"size={self._core.qsize()}"
+        return f"<shoal.Queue {state} maxsize={self._maxsize}>"
+
+    def put(self, obj: T, block: bool = True, timeout: float | None = None) -> None:
+        """Puts ``obj`` at the back of the queue.
+
+        Waits for room when ``block`` is true, up to ``timeout`` seconds (``None``:
+        forever); raises ``queue.Full`` when there is none. Raises
+        ``shoal.errors.PicklingError`` (naming the part that failed) if ``obj`` cannot be
+        pickled, and ``ValueError`` after ``close()``.
+        """
+        tag, body = _encode(obj)
+        self._core.put(tag, body, _timeout(block, timeout))
+
+    def put_nowait(self, obj: T) -> None:
+        """``put(obj, block=False)``."""
+        self.put(obj, False)
+
+    def put_many(self, objs: Iterable[T], block: bool = True, timeout: float | None = None) -> None:
+        """Puts several objects in order, in one operation.
+
+        When they fit in the ring together they go in all at once or not at all
+        (``queue.Full``); a batch larger than the ring goes in message by message.
+        """
+        self._core.put_many([_encode(obj) for obj in objs], _timeout(block, timeout))
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        """Removes and returns the object at the front of the queue.
+
+        Waits when ``block`` is true, up to ``timeout`` seconds (``None``: forever); raises
+        ``queue.Empty`` when nothing came.
+        """
+        tag, body = self._core.get(_timeout(block, timeout))
+        result: T = _decode(tag, body)
+        return result
+
+    def get_nowait(self) -> T:
+        """``get(block=False)``."""
+        return self.get(False)
+
+    def get_many(
+        self, max_messages: int = 1000, block: bool = True, timeout: float | None = None
+    ) -> list[T]:
+        """Returns between 1 and ``max_messages`` objects: waits for the first as ``get``
+        does, then takes those already waiting, in one operation."""
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages}")
+        items = self._core.get_many(max_messages, _timeout(block, timeout))
+        return [_decode(tag, body) for tag, body in items]
+
+    def qsize(self) -> int:
+        """The number of messages waiting: a snapshot, as in multiprocessing."""
+        return self._core.qsize()
+
+    def empty(self) -> bool:
+        """Whether no message is waiting (a snapshot)."""
+        return self._core.qsize() == 0
+
+    def full(self) -> bool:
+        """Whether ``maxsize`` messages are waiting (a snapshot; never true without one)."""
+        return self._core.full()
+
+    def close(self) -> None:
+        """Ends this process's use of the queue: later calls here raise ``ValueError``.
+
+        Messages already put stay in the queue for other processes. The shared memory
+        is freed when the last process lets go.
+        """
+        self._core.close()
+
+    def join_thread(self) -> None:
+        """Present for compatibility. There is no feeder thread to wait for: every ``put``
+        has reached shared memory when it returns. Raises ``ValueError`` before ``close()``,
+        as multiprocessing requires closing first."""
+        if not self._core.closed:
+            raise ValueError("join_thread() can only be called after close()")
+
+    def cancel_join_thread(self) -> None:
+        """Present for compatibility: nothing is ever left to flush, so this does nothing."""
+
+
+def _rebuild(dupfd: Any) -> Queue[Any]:
+    return Queue._attach(QueueCore.from_fd(dupfd.detach()))
+
+
+Queue.__module__ = "shoal"
+Full = _stdlib_queue.Full
+Empty = _stdlib_queue.Empty

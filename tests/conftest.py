@@ -1,0 +1,26 @@
+"""Shared fixtures: every test runs under a timeout (pyproject) so a hang fails loudly."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+
+def open_fds() -> set[int]:
+    """This process's open file descriptors."""
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def memfd_mappings() -> int:
+    """How many of this process's mappings are shoal memfd segments."""
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if re.search(r"/memfd:shoal-", line))
+
+
+@pytest.fixture(params=["fork", "spawn", "forkserver"])
+def start_method(request: pytest.FixtureRequest) -> str:
+    """Each multiprocessing start method in turn."""
+    method: str = request.param
+    return method
