@@ -7,6 +7,7 @@
 pub mod error;
 pub mod lock;
 pub mod queue;
+pub mod ring;
 pub mod seg;
 pub mod wait;
 
