@@ -339,6 +339,12 @@ impl Queue {
         Ok((len, kind, tag, u64::from_le_bytes(total)))
     }
 
+    /// Whether a message of `len` bytes travels as one record: it must leave room for
+    /// another, and its length must fit the record header's 32 bits.
+    fn goes_whole(&self, len: u64) -> bool {
+        record_len(len) <= self.cap / 2 && len <= u64::from(u32::MAX)
+    }
+
     /// The largest chunk body, chosen so that two chunks and their headers fit in the ring.
     fn chunk_len(&self) -> u64 {
         ((self.cap / 4 - RECORD_HEADER) / 8 * 8).min(u64::from(u32::MAX) / 8 * 8)
@@ -379,7 +385,6 @@ impl Queue {
         if h.writer.mode.load(Ordering::Acquire) == OPEN {
             self.abort_open_message(deadline, interrupt)?;
         }
-        let half = self.cap / 2;
         let total: u64 = messages
             .iter()
             .map(|m| record_len(m.body.len() as u64))
@@ -388,7 +393,7 @@ impl Queue {
         let max = h.max_items;
         let all_whole = messages
             .iter()
-            .all(|m| record_len(m.body.len() as u64) <= half);
+            .all(|m| self.goes_whole(m.body.len() as u64));
         if all_whole && total <= self.cap && (max == 0 || count <= max) {
             self.wait_for_room(total, count, deadline, interrupt)?;
             let (mut tail, put, _) = h.writer.load();
@@ -400,7 +405,7 @@ impl Queue {
         } else {
             for m in messages {
                 let len = m.body.len() as u64;
-                if record_len(len) <= half {
+                if self.goes_whole(len) {
                     self.wait_for_room(record_len(len), 1, deadline, interrupt)?;
                     let (tail, put, _) = h.writer.load();
                     let used = self.write_record(tail, WHOLE, m.tag, m.body, 0);
