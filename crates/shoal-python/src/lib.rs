@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod blocking;
 mod errors;
 mod queue;
+mod sink;
 
 #[pymodule(gil_used = false)]
 fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {

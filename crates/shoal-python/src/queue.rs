@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
-use shoal_engine::queue::{Message, Queue, VecSink};
+use shoal_engine::queue::{Message, Queue};
 
 use crate::blocking::blocking;
 use crate::errors::to_py;
+use crate::sink::BytesSink;
 
 /// A handle on a shared-memory queue. Closing drops this process's mapping; the segment
 /// itself lives until the last process lets go.
@@ -46,14 +47,6 @@ impl QueueCore {
             inner: Mutex::new(Some(Arc::new(queue))),
         }
     }
-}
-
-fn collect<'py>(py: Python<'py>, sink: VecSink) -> PyResult<Bound<'py, PyList>> {
-    let items = sink
-        .messages
-        .into_iter()
-        .map(|(tag, bytes)| (tag, PyBytes::new(py, &bytes)));
-    PyList::new(py, items)
 }
 
 #[pymethods]
@@ -119,10 +112,10 @@ impl QueueCore {
         let q = self.queue()?;
         let until = deadline(timeout);
         let sink = blocking(py, |interrupt| {
-            let mut sink = VecSink::default();
+            let mut sink = BytesSink::default();
             q.get(&mut sink, 1, until, interrupt).map(|_| sink)
         })?;
-        let item = collect(py, sink)?.get_item(0)?;
+        let item = sink.into_list(py)?.get_item(0)?;
         Ok(item.cast_into::<PyTuple>()?)
     }
 
@@ -138,10 +131,10 @@ impl QueueCore {
         let q = self.queue()?;
         let until = deadline(timeout);
         let sink = blocking(py, |interrupt| {
-            let mut sink = VecSink::default();
+            let mut sink = BytesSink::default();
             q.get(&mut sink, max_items, until, interrupt).map(|_| sink)
         })?;
-        collect(py, sink)
+        sink.into_list(py)
     }
 
     /// Messages waiting (a snapshot).
