@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::lock::{Guard, RobustMutex};
-use crate::seg::Segment;
+use crate::seg::{Preamble, Segment, HEADER_BYTES};
 use crate::wait::{Doorbell, Interrupt, SLICE};
 
 /// Ring capacity in bytes when the caller does not choose one. Pages are backed only once
@@ -50,7 +50,6 @@ pub const DEFAULT_CAPACITY: usize = 64 << 20;
 pub const MIN_CAPACITY: usize = 4096;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"shoalQ\0\x01");
-const HEADER_BYTES: usize = 4096;
 const RECORD_HEADER: u64 = 16;
 /// How long a non-blocking call waits for another process that is in the middle of a copy.
 const LOCK_GRACE: Duration = Duration::from_millis(5);
@@ -166,8 +165,7 @@ impl Side {
 
 #[repr(C)]
 struct Header {
-    magic: u64,
-    capacity: u64,
+    preamble: Preamble,
     max_items: u64,
     write_lock: Padded<RobustMutex>,
     read_lock: Padded<RobustMutex>,
@@ -201,46 +199,22 @@ impl Queue {
                 "capacity must be at least {MIN_CAPACITY} bytes, got {capacity}"
             )));
         }
-        let capacity = capacity.div_ceil(64) * 64;
-        let total = capacity
-            .checked_add(HEADER_BYTES)
-            .ok_or_else(|| Error::Invalid(format!("capacity {capacity} is too large")))?;
-        let seg = Segment::create("queue", total)?;
+        let (seg, cap) = Segment::create_with_header("queue", MAGIC, capacity)?;
         let header = seg.base().cast::<Header>();
-        // SAFETY: the segment is fresh, zero-filled, page aligned and large enough for the
-        // header; no other process can see it yet. Zero bytes are a valid state for every
-        // atomic and doorbell; the mutexes are initialised in place.
+        // SAFETY: the segment is fresh, zero-filled and holds a header page; no other process
+        // can see it yet. Zero bytes are a valid state for every atomic and doorbell; the
+        // mutexes are initialised in place.
         unsafe {
-            (*header).capacity = capacity as u64;
             (*header).max_items = max_items as u64;
             RobustMutex::init(&raw mut (*header).write_lock.0)?;
             RobustMutex::init(&raw mut (*header).read_lock.0)?;
-            (*header).magic = MAGIC;
         }
-        Ok(Queue {
-            seg,
-            cap: capacity as u64,
-        })
+        Ok(Queue { seg, cap })
     }
 
     /// Attaches to a queue that another process created, taking ownership of `fd`.
     pub fn open(fd: OwnedFd) -> Result<Self> {
-        let seg = Segment::from_fd(fd)?;
-        if seg.len() < HEADER_BYTES + MIN_CAPACITY {
-            return Err(Error::Corrupt(
-                "the descriptor is not a shoal queue (too small)".into(),
-            ));
-        }
-        // SAFETY: the mapping holds at least a header's worth of bytes.
-        let (magic, cap) = unsafe {
-            let h = seg.base().cast::<Header>();
-            ((*h).magic, (*h).capacity)
-        };
-        if magic != MAGIC || cap as usize + HEADER_BYTES > seg.len() || cap % 64 != 0 {
-            return Err(Error::Corrupt(
-                "the descriptor is not a queue of this shoal version".into(),
-            ));
-        }
+        let (seg, cap) = Segment::open_with_header(fd, MAGIC, MIN_CAPACITY, "queue")?;
         Ok(Queue { seg, cap })
     }
 

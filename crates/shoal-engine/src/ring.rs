@@ -66,14 +66,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::seg::Segment;
+use crate::seg::{Preamble, Segment, HEADER_BYTES};
 use crate::wait::{Doorbell, Interrupt};
 
 /// The smallest ring accepted, in bytes.
 pub const MIN_CAPACITY: usize = 64;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"shoalR\0\x01");
-const HEADER_BYTES: usize = 4096;
 /// The length word in front of every message.
 const RECORD_HEADER: u64 = 8;
 
@@ -83,8 +82,7 @@ struct Padded<T>(T);
 
 #[repr(C)]
 struct Header {
-    magic: u64,
-    capacity: u64,
+    preamble: Preamble,
     /// The end of the published records. Written by the producer only.
     tail: Padded<AtomicU64>,
     /// The end of the consumed records. Written by the consumer only.
@@ -218,53 +216,15 @@ impl Ring {
                 "a ring needs at least {MIN_CAPACITY} bytes, got {capacity}"
             )));
         }
-        let too_large = || Error::Invalid(format!("a ring of {capacity} bytes is too large"));
-        let capacity = capacity
-            .checked_next_multiple_of(64)
-            .ok_or_else(too_large)?;
-        let total = capacity
-            .checked_add(HEADER_BYTES)
-            .filter(|&total| total <= isize::MAX as usize)
-            .ok_or_else(too_large)?;
-        let seg = Segment::create("ring", total)?;
-        let header = seg.base().cast::<Header>();
-        // SAFETY: the segment is fresh, zero-filled, page aligned and larger than the
-        // header; no other process can see it yet. Zero bytes are a valid state for the
-        // positions and the doorbells.
-        unsafe {
-            (*header).capacity = capacity as u64;
-            (*header).magic = MAGIC;
-        }
-        Ok(Ring::new(Mapping {
-            seg,
-            cap: capacity as u64,
-        }))
+        let (seg, cap) = Segment::create_with_header("ring", MAGIC, capacity)?;
+        // Zero bytes are a valid state for the positions and the doorbells.
+        Ok(Ring::new(Mapping { seg, cap }))
     }
 
     /// Attaches to a ring that another process (or handle) created, taking ownership of
     /// `fd`.
     pub fn open(fd: OwnedFd) -> Result<Self> {
-        let seg = Segment::from_fd(fd)?;
-        if seg.len() < HEADER_BYTES + MIN_CAPACITY {
-            return Err(Error::Corrupt(
-                "the descriptor is not a shoal ring (too small)".into(),
-            ));
-        }
-        // SAFETY: the mapping holds at least a header's worth of bytes; magic and capacity
-        // are written once, before the descriptor is shared.
-        let (magic, cap) = unsafe {
-            let h = seg.base().cast::<Header>();
-            ((*h).magic, (*h).capacity)
-        };
-        let fits = usize::try_from(cap)
-            .ok()
-            .and_then(|cap| cap.checked_add(HEADER_BYTES))
-            .is_some_and(|total| total <= seg.len());
-        if magic != MAGIC || !fits || cap % 64 != 0 || cap < MIN_CAPACITY as u64 {
-            return Err(Error::Corrupt(
-                "the descriptor is not a ring of this shoal version".into(),
-            ));
-        }
+        let (seg, cap) = Segment::open_with_header(fd, MAGIC, MIN_CAPACITY, "ring")?;
         Ok(Ring::new(Mapping { seg, cap }))
     }
 

@@ -123,6 +123,76 @@ impl Segment {
     }
 }
 
+/// The first bytes of every shoal structure that lives in a segment: what it is and how many
+/// bytes follow its header page. Written once by the creator, before the segment is shared.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Preamble {
+    /// Identifies the structure and its layout version.
+    pub magic: u64,
+    /// The size of the data area after the header page, a multiple of 64.
+    pub capacity: u64,
+}
+
+/// Size of the header page that precedes the data area of a queue or ring.
+pub const HEADER_BYTES: usize = 4096;
+
+impl Segment {
+    /// Creates a segment for a structure with a header page and `capacity` data bytes
+    /// (rounded up to a multiple of 64), writing its [`Preamble`]. Returns the segment and
+    /// the rounded capacity.
+    pub fn create_with_header(name: &str, magic: u64, capacity: usize) -> Result<(Self, u64)> {
+        let capacity = capacity
+            .checked_next_multiple_of(64)
+            .ok_or_else(|| Error::Invalid(format!("capacity {capacity} is too large")))?;
+        let total = capacity
+            .checked_add(HEADER_BYTES)
+            .ok_or_else(|| Error::Invalid(format!("capacity {capacity} is too large")))?;
+        let seg = Segment::create(name, total)?;
+        let preamble = seg.base().cast::<Preamble>();
+        // SAFETY: the segment is fresh, page aligned and larger than a preamble; nobody else
+        // can see it yet.
+        unsafe {
+            (*preamble).capacity = capacity as u64;
+            (*preamble).magic = magic;
+        }
+        Ok((seg, capacity as u64))
+    }
+
+    /// Maps a segment made by [`Segment::create_with_header`] with the same `magic`,
+    /// checking that it is what it claims to be. Returns the segment and its capacity.
+    pub fn open_with_header(
+        fd: OwnedFd,
+        magic: u64,
+        min_capacity: usize,
+        what: &str,
+    ) -> Result<(Self, u64)> {
+        let seg = Segment::from_fd(fd)?;
+        let not_ours = || {
+            Error::Corrupt(format!(
+                "the descriptor is not a {what} of this shoal version"
+            ))
+        };
+        if seg.len() < HEADER_BYTES + min_capacity {
+            return Err(not_ours());
+        }
+        // SAFETY: the mapping is larger than a preamble, which the creator wrote before
+        // sharing the descriptor.
+        let (found, cap) = unsafe {
+            let p = seg.base().cast::<Preamble>();
+            ((*p).magic, (*p).capacity)
+        };
+        let fits = usize::try_from(cap)
+            .ok()
+            .and_then(|cap| cap.checked_add(HEADER_BYTES))
+            .is_some_and(|total| total <= seg.len());
+        if found != magic || !fits || cap % 64 != 0 || cap < min_capacity as u64 {
+            return Err(not_ours());
+        }
+        Ok((seg, cap))
+    }
+}
+
 impl Drop for Segment {
     fn drop(&mut self) {
         // SAFETY: we unmap exactly the region `map` created; nothing borrows it past `self`.
