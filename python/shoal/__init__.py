@@ -14,6 +14,19 @@ from queue import Empty, Full
 
 from shoal._queue import Queue
 from shoal.errors import PicklingError, ShoalError
+from shoal.pool import AsyncResult, Pool, RemoteTraceback, TimeoutError, cpu_count, map
 
-__all__ = ["Empty", "Full", "PicklingError", "Queue", "ShoalError"]
+__all__ = [
+    "AsyncResult",
+    "Empty",
+    "Full",
+    "PicklingError",
+    "Pool",
+    "Queue",
+    "RemoteTraceback",
+    "ShoalError",
+    "TimeoutError",
+    "cpu_count",
+    "map",
+]
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ Example:
     [1, 2]
 """
 
+from shoal.dummy._pool import Pool
 from shoal.dummy._queue import Queue
 
-__all__ = ["Queue"]
+__all__ = ["Pool", "Queue"]

@@ -1,0 +1,217 @@
+"""The contract between ``shoal.Pool`` and the backends that run its tasks.
+
+The Pool front-end owns everything a user sees: argument checking, chunking, ordering,
+result objects, callbacks, laziness and the in-flight bound. A backend only runs chunks:
+it receives :class:`Chunk` objects through :meth:`Backend.submit` and hands back one
+:class:`ChunkResult` per chunk through the :data:`ResultSink` it was built with.
+
+Worker-side code of every backend calls :func:`run_chunk`, so a task behaves the same
+(same call convention, same error capture) on threads, processes or a cluster.
+
+Example, a backend's worker loop in miniature:
+    >>> results = []
+    >>> chunk = Chunk(job_id=0, chunk_id=7, fn=pow, items=[(2, 3), (2, 4)], call=CallKind.STAR)
+    >>> results.append(run_chunk(chunk, worker=0))
+    >>> results[0].chunk_id, results[0].values, results[0].failures
+    (7, [8, 16], {})
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "CallKind",
+    "Chunk",
+    "ChunkResult",
+    "Failure",
+    "ResultSink",
+    "WorkerSpec",
+    "run_chunk",
+]
+
+
+class CallKind(enum.Enum):
+    """How a chunk's ``fn`` is called on each of its items."""
+
+    ONE = "one"
+    """``fn(item)``: ``map``, ``imap``, ``imap_unordered``."""
+    STAR = "star"
+    """``fn(*item)``: ``starmap``."""
+    APPLY = "apply"
+    """``fn(*args, **kwargs)`` with ``item == (args, kwargs)``: ``apply`` and ``submit``."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What every worker of a pool is made of; fixed for the pool's life.
+
+    Attributes:
+        processes: how many workers to keep running (at least 1).
+        initializer: called as ``initializer(*initargs)`` once in each new worker, before its
+            first task, and again in every worker that replaces one.
+        initargs: the initializer's arguments.
+        maxtasksperchild: after this many chunks a worker exits and a fresh one (initializer
+            included) takes its place; ``None`` keeps workers for the pool's life. As in
+            ``multiprocessing``, a chunk counts as one task.
+    """
+
+    processes: int
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    maxtasksperchild: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Consecutive tasks of one job (one ``map``, ``imap``, ``apply``... call), run together
+    by one worker in order.
+
+    Attributes:
+        job_id: the job the chunk belongs to. Every chunk of a job carries the same ``fn``,
+            so a backend that must send ``fn`` elsewhere can send it once per job.
+        chunk_id: unique within the pool; the key of the matching :class:`ChunkResult`.
+        fn: the user's callable, as given (the backend pickles it if it needs to).
+        items: the tasks' arguments, one entry per call (see :class:`CallKind`).
+        call: how ``fn`` is called on each item.
+    """
+
+    job_id: int
+    chunk_id: int
+    fn: Callable[..., Any]
+    items: Sequence[Any]
+    call: CallKind
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A task that raised.
+
+    Attributes:
+        exception: the exception the task raised. A backend that moves it between
+            processes sends it pickled; the traceback is not part of a pickle, hence:
+        traceback: the worker-side traceback, formatted where it happened. The Pool chains
+            it as the exception's ``__cause__`` (a :class:`shoal.pool.RemoteTraceback`).
+    """
+
+    exception: BaseException
+    traceback: str
+
+    @classmethod
+    def capture(cls, exc: BaseException) -> Failure:
+        """The failure for ``exc``, with its traceback formatted now."""
+        return cls(exc, "".join(traceback.format_exception(exc)))
+
+
+@dataclass(slots=True)
+class ChunkResult:
+    """The outcome of every task of one chunk.
+
+    Attributes:
+        chunk_id: the :attr:`Chunk.chunk_id` this answers.
+        values: one entry per item, in order; ``None`` where the task failed.
+        failures: the failed tasks, by their index in the chunk. A failure does not stop
+            the rest of the chunk, so results never depend on how items were chunked.
+        elapsed: seconds the worker spent on the chunk; the Pool sizes later chunks from it.
+        worker: which worker ran it (any id stable for the worker's life), for stats.
+    """
+
+    chunk_id: int
+    values: list[Any]
+    failures: dict[int, Failure] = field(default_factory=dict)
+    elapsed: float = 0.0
+    worker: int = 0
+
+
+ResultSink = Callable[[ChunkResult], None]
+"""Where a backend delivers results: thread-safe, never blocks, callable from any thread."""
+
+
+class Backend(Protocol):
+    """What a Pool needs from a backend. Built by a :data:`BackendFactory`.
+
+    Guarantees the Pool gives the backend:
+        * ``submit`` is called with at most :attr:`max_in_flight` chunks outstanding (those
+          submitted and not yet answered through the sink), so the backend never needs a
+          queue of its own beyond that bound, and lazy inputs stay lazy upstream.
+        * ``submit`` is never called after ``shutdown``.
+
+    Guarantees the backend gives the Pool:
+        * Exactly one :class:`ChunkResult` per submitted chunk, through the sink, unless the
+          backend was shut down with ``cancel=True`` (then chunks not yet started are
+          dropped silently and late results are ignored by the Pool).
+        * A task's exception becomes a :class:`Failure` in the result, never an exception
+          out of the backend; a worker that dies is replaced, and the tasks it lost come
+          back as failures.
+    """
+
+    @property
+    def workers(self) -> int:
+        """How many tasks can run at the same time."""
+        ...
+
+    @property
+    def max_in_flight(self) -> int:
+        """How many chunks the Pool may keep submitted at once: enough that no worker waits
+        for its next chunk (e.g. twice :attr:`workers`), few enough that cancelling is cheap
+        and lazy inputs are not read far ahead."""
+        ...
+
+    def submit(self, chunk: Chunk) -> None:
+        """Queues ``chunk`` to run on some worker. Must not block (the Pool calls it while
+        holding its own lock) and must not run the chunk in the calling thread."""
+        ...
+
+    def shutdown(self, *, cancel: bool) -> None:
+        """Stops taking work and lets the workers exit; returns without waiting.
+
+        ``cancel=False`` (``Pool.close`` then ``join``): every submitted chunk still runs and
+        is answered. ``cancel=True`` (``Pool.terminate``): chunks not started are dropped;
+        running ones are stopped if the backend can (processes are killed, threads cannot
+        be). Calling it again, with either value, is allowed; ``cancel=True`` wins.
+        """
+        ...
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Waits up to ``timeout`` seconds (``None``: no limit) for every worker to exit after
+        ``shutdown``; true when they all did. Must return at once when called from one of
+        the backend's own workers (a task or callback that ends its own pool)."""
+        ...
+
+
+BackendFactory = Callable[[WorkerSpec, ResultSink], Backend]
+"""Builds a running backend: ``factory(spec, sink)``; registered by name in
+``shoal.backends``."""
+
+
+def run_chunk(chunk: Chunk, worker: int) -> ChunkResult:
+    """Runs every task of ``chunk`` in this thread and collects values and failures.
+
+    ``Exception`` subclasses are captured as failures; ``KeyboardInterrupt`` and
+    ``SystemExit`` propagate, so a worker can still be stopped.
+    """
+    fn, call = chunk.fn, chunk.call
+    values: list[Any] = []
+    failures: dict[int, Failure] = {}
+    started = time.perf_counter()
+    for index, item in enumerate(chunk.items):
+        try:
+            if call is CallKind.ONE:
+                values.append(fn(item))
+            elif call is CallKind.STAR:
+                values.append(fn(*item))
+            else:
+                args, kwargs = item
+                values.append(fn(*args, **kwargs))
+        except Exception as exc:
+            values.append(None)
+            failures[index] = Failure.capture(exc)
+    elapsed = time.perf_counter() - started
+    return ChunkResult(chunk.chunk_id, values, failures, elapsed, worker)

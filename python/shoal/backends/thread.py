@@ -1,0 +1,164 @@
+"""The thread backend: tasks run on threads of this process, nothing is pickled.
+
+Any callable works (lambdas, closures, bound methods, objects holding locks or sockets),
+and tasks share the process's objects. Pure-Python tasks take turns on the GIL, so this
+backend pays off for I/O and for code that releases the GIL (NumPy, compression, hashing).
+
+Example:
+    >>> import threading
+    >>> from shoal.backends.base import CallKind
+    >>> got = []
+    >>> done = threading.Event()
+    >>> def sink(result):
+    ...     got.append(result.values)
+    ...     done.set()
+    >>> backend = ThreadBackend(WorkerSpec(processes=2), sink)
+    >>> backend.submit(Chunk(0, 0, str.upper, ["a", "b"], CallKind.ONE))
+    >>> done.wait(10)
+    True
+    >>> got
+    [['A', 'B']]
+    >>> backend.shutdown(cancel=False); backend.join(10)
+    True
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+
+from shoal.backends.base import (
+    Chunk,
+    ChunkResult,
+    Failure,
+    ResultSink,
+    WorkerSpec,
+    run_chunk,
+)
+
+__all__ = ["ThreadBackend"]
+
+# Chunks queued per worker: one running and one waiting, so a worker that finishes a
+# chunk finds the next one already there while the Pool's feeder refills behind it.
+_CHUNKS_PER_WORKER = 2
+
+
+class ThreadBackend:
+    """Runs chunks on ``spec.processes`` daemon threads, as ``multiprocessing.dummy`` does.
+
+    Each thread runs ``spec.initializer(*spec.initargs)`` once before its first chunk. With
+    ``spec.maxtasksperchild``, a thread that has run that many chunks starts its replacement
+    and exits. If the initializer raises, that thread answers every chunk it takes with the
+    initializer's error (as each task's failure), so the failure is seen rather than
+    retried forever.
+
+    Threads are daemons: an interpreter that exits with a task still running does not wait
+    for it, and nothing can be forcibly stopped, so ``shutdown(cancel=True)`` drops queued
+    chunks and lets running ones finish.
+    """
+
+    def __init__(self, spec: WorkerSpec, sink: ResultSink) -> None:
+        self._spec = spec
+        self._sink = sink
+        self._tasks: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
+        # Guards _threads and _stopping, which workers change when they replace themselves.
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._stopping = False
+        self._cancelled = False
+        self._ids = itertools.count()
+        for _ in range(spec.processes):
+            self._start_worker()
+
+    @property
+    def workers(self) -> int:
+        """The number of worker threads."""
+        return self._spec.processes
+
+    @property
+    def max_in_flight(self) -> int:
+        """Two chunks per thread: one running, one ready to start."""
+        return _CHUNKS_PER_WORKER * self._spec.processes
+
+    def submit(self, chunk: Chunk) -> None:
+        """Queues ``chunk`` for the next free thread."""
+        self._tasks.put(chunk)
+
+    def shutdown(self, *, cancel: bool) -> None:
+        """Tells every thread to exit once the queue is drained (or at once if ``cancel``)."""
+        with self._lock:
+            self._cancelled = self._cancelled or cancel
+            if self._stopping:
+                return
+            self._stopping = True
+            count = len(self._threads)
+        # One sentinel per thread; a thread replacing itself hands its sentinel on.
+        for _ in range(count):
+            self._tasks.put(None)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Waits for the threads to exit; true when all did (this thread excepted)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        me = threading.current_thread()
+        while True:
+            with self._lock:
+                pending = [t for t in self._threads if t is not me]
+            if not pending:
+                return True
+            for thread in pending:
+                remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+                thread.join(remaining)
+                if thread.is_alive():
+                    return False
+
+    def _start_worker(self) -> None:
+        worker = next(self._ids)
+        thread = threading.Thread(
+            target=self._work, args=(worker,), name=f"shoal-thread-worker-{worker}", daemon=True
+        )
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _work(self, worker: int) -> None:
+        spec = self._spec
+        broken: Failure | None = None
+        if spec.initializer is not None:
+            try:
+                spec.initializer(*spec.initargs)
+            except Exception as exc:
+                broken = Failure.capture(exc)
+        done = 0
+        try:
+            while (chunk := self._tasks.get()) is not None:
+                if self._cancelled:
+                    continue
+                if broken is not None:
+                    result = ChunkResult(
+                        chunk.chunk_id,
+                        [None] * len(chunk.items),
+                        dict.fromkeys(range(len(chunk.items)), broken),
+                        worker=worker,
+                    )
+                else:
+                    result = run_chunk(chunk, worker)
+                self._sink(result)
+                done += 1
+                if spec.maxtasksperchild is not None and done >= spec.maxtasksperchild:
+                    self._replace()
+                    return
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _replace(self) -> None:
+        """Starts this worker's successor, unless the pool is stopping. The set of threads
+        always holds this one or its successor, so ``shutdown`` queues a sentinel for the
+        pair (one spare sentinel at worst, which nobody reads)."""
+        with self._lock:
+            stopping = self._stopping
+        if stopping:
+            return
+        self._start_worker()

@@ -1,0 +1,239 @@
+"""The Pool's machinery: jobs, the feeder thread, the result thread, and shutdown.
+
+One *job* per ``map``/``imap``/``apply``/``submit`` call. The feeder thread cuts jobs into
+chunks and submits them to the backend, round-robin over the jobs that may take more, while
+fewer than ``backend.max_in_flight`` chunks are outstanding. An ``imap`` job also stops
+reading its input while the consumer is ``READ_AHEAD`` chunks behind, which is what keeps
+an infinite generator lazy. The result thread takes the backend's results, frees their
+in-flight slots, feeds the chunk sizer and delivers values to the job's result object
+(running user callbacks there, as multiprocessing's result handler does).
+
+The threads hold this core, never the ``Pool`` object, so an abandoned Pool can be
+collected and its finalizer can shut the core down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, Protocol
+
+from shoal.backends.base import BackendFactory, CallKind, Chunk, ChunkResult, Failure, WorkerSpec
+from shoal.pool._chunks import ChunkSizer
+
+__all__ = ["CLOSE", "READ_AHEAD", "RUN", "TERMINATE", "Job", "PoolCore", "Target"]
+
+RUN: Final = "RUN"
+CLOSE: Final = "CLOSE"
+TERMINATE: Final = "TERMINATE"
+
+READ_AHEAD: Final = 2
+"""An ``imap`` job reads at most this many times ``max_in_flight`` chunks ahead of its
+consumer: enough to keep every worker busy while the consumer catches up."""
+
+
+class Target(Protocol):
+    """What a job's result object offers the core (see ``_results``)."""
+
+    def _wants_more(self) -> bool: ...
+    def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None: ...
+    def _set_length(self, length: int) -> None: ...
+    def _set_source_error(self, index: int, exc: BaseException) -> None: ...
+    def _cancel(self) -> None: ...
+
+
+class Job:
+    """One call's tasks: where they come from, how big a chunk is, where results go."""
+
+    __slots__ = (
+        "call",
+        "consumed",
+        "fn",
+        "items",
+        "iterator",
+        "job_id",
+        "pulled",
+        "sizer",
+        "target",
+        "window",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        call: CallKind,
+        source: Sequence[Any] | Iterator[Any],
+        sizer: ChunkSizer,
+        target: Target,
+        window: int | None,
+    ) -> None:
+        self.job_id = 0
+        self.fn = fn
+        self.call = call
+        # A sequence is sliced; an iterator is read item by item, so that an error while
+        # reading lands exactly at its position.
+        self.items = source if isinstance(source, Sequence) else None
+        self.iterator = source if not isinstance(source, Sequence) else None
+        self.sizer = sizer
+        self.target = target
+        self.window = window  # chunks of read-ahead allowed; None: no bound
+        self.pulled = 0  # items handed out
+        self.consumed = 0  # items the consumer has taken (imap only)
+
+    def has_room(self, unbounded: bool) -> bool:
+        if self.window is None or unbounded:
+            return True
+        return self.pulled - self.consumed < self.window * self.sizer.next_size()
+
+    def pull(self) -> tuple[list[Any], bool, BaseException | None]:
+        """The next chunk's items, whether the input is now exhausted, and the error the
+        input raised, if any. Called by the feeder only, without the core's lock."""
+        size = self.sizer.next_size()
+        if self.items is not None:
+            chunk = list(self.items[self.pulled : self.pulled + size])
+            return chunk, self.pulled + len(chunk) >= len(self.items), None
+        assert self.iterator is not None
+        items: list[Any] = []
+        try:
+            for item in itertools.islice(self.iterator, size):
+                items.append(item)
+        except Exception as exc:
+            return items, True, exc
+        return items, len(items) < size, None
+
+
+class PoolCore:
+    """State shared by a Pool, its feeder thread and its result thread."""
+
+    def __init__(self, factory: BackendFactory, spec: WorkerSpec) -> None:
+        # One lock for the job list, the in-flight table and the state; the feeder waits
+        # on it for room, work or shutdown.
+        self.cond = threading.Condition()
+        self.state = RUN
+        self.jobs: deque[Job] = deque()
+        self.in_flight: dict[int, tuple[Job, int, int]] = {}
+        self.unbounded = False  # set by join(): finish every job without waiting for readers
+        self._job_ids = itertools.count()
+        self._chunk_ids = itertools.count()
+        self._results: queue.SimpleQueue[ChunkResult | None] = queue.SimpleQueue()
+        self.backend = factory(spec, self._results.put)
+        self.max_in_flight = max(1, self.backend.max_in_flight)
+        self._feeder = threading.Thread(target=self._feed, name="shoal-pool-feeder", daemon=True)
+        self._receiver = threading.Thread(
+            target=self._receive, name="shoal-pool-results", daemon=True
+        )
+        self._feeder.start()
+        self._receiver.start()
+
+    def add(self, job: Job) -> None:
+        """Queues ``job``; ``ValueError("Pool not running")`` after close or terminate."""
+        with self.cond:
+            if self.state != RUN:
+                raise ValueError("Pool not running")
+            job.job_id = next(self._job_ids)
+            self.jobs.append(job)
+            self.cond.notify_all()
+
+    def consumed(self, job: Job) -> None:
+        """The consumer of ``job`` took one item: its read-ahead may have room again."""
+        with self.cond:
+            job.consumed += 1
+            if job.has_room(self.unbounded):
+                self.cond.notify_all()
+
+    def _pick(self) -> Job | None:
+        """The next job to cut a chunk from, round-robin; called with the lock held."""
+        if len(self.in_flight) >= self.max_in_flight:
+            return None
+        for _ in range(len(self.jobs)):
+            job = self.jobs.popleft()
+            if not job.target._wants_more():
+                continue  # failed, cancelled or finished: drop the rest of its input
+            self.jobs.append(job)
+            if job.has_room(self.unbounded):
+                return job
+        return None
+
+    def _feed(self) -> None:
+        while True:
+            with self.cond:
+                while (job := self._pick()) is None:
+                    if self.state == TERMINATE or (self.state == CLOSE and not self.jobs):
+                        return
+                    self.cond.wait()
+            items, exhausted, error = job.pull()
+            with self.cond:
+                if self.state == TERMINATE:
+                    return
+                start = job.pulled
+                job.pulled += len(items)
+                if items:
+                    chunk_id = next(self._chunk_ids)
+                    self.in_flight[chunk_id] = (job, start, len(items))
+                    self.backend.submit(Chunk(job.job_id, chunk_id, job.fn, items, job.call))
+                if exhausted and job in self.jobs:
+                    self.jobs.remove(job)
+            if error is not None:
+                job.target._set_source_error(job.pulled, error)
+            elif exhausted:
+                job.target._set_length(job.pulled)
+
+    def _receive(self) -> None:
+        while (result := self._results.get()) is not None:
+            with self.cond:
+                entry = self.in_flight.pop(result.chunk_id, None)
+                if entry is None:
+                    continue  # answered after terminate(): nobody is waiting for it
+                self.cond.notify_all()
+            job, start, count = entry
+            job.sizer.observe(count, result.elapsed)
+            job.target._deliver(start, result.values, result.failures)
+
+    def close(self) -> None:
+        with self.cond:
+            if self.state == RUN:
+                self.state = CLOSE
+            self.cond.notify_all()
+
+    def join(self) -> None:
+        """After close: waits for every job to be handed out and answered, then for the
+        workers and both threads to exit. After terminate: waits for the exits."""
+        with self.cond:
+            self.unbounded = True
+            self.cond.notify_all()
+        _join(self._feeder)
+        self.backend.shutdown(cancel=self.state == TERMINATE)
+        self.backend.join()
+        self._results.put(None)
+        _join(self._receiver)
+
+    def terminate(self, wait: bool) -> None:
+        """Cancels every pending result, drops queued chunks and stops the workers; with
+        ``wait``, also waits for the threads (a running thread task cannot be cut short)."""
+        with self.cond:
+            already = self.state == TERMINATE
+            self.state = TERMINATE
+            targets = {id(job.target): job.target for job in self.jobs}
+            for job, _, _ in self.in_flight.values():
+                targets[id(job.target)] = job.target
+            self.jobs.clear()
+            self.in_flight.clear()
+            self.cond.notify_all()
+        if not already:
+            self.backend.shutdown(cancel=True)
+            self._results.put(None)
+        for target in targets.values():
+            target._cancel()
+        if wait:
+            _join(self._feeder)
+            self.backend.join()
+            _join(self._receiver)
+
+
+def _join(thread: threading.Thread) -> None:
+    # A callback running on the result thread may close or terminate its own pool.
+    if thread is not threading.current_thread() and thread.ident is not None:
+        thread.join()

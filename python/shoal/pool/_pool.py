@@ -1,0 +1,345 @@
+"""``shoal.Pool``: ``multiprocessing.Pool``'s API over a pluggable backend, plus ``submit``."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from shoal import backends
+from shoal.backends.base import CallKind, WorkerSpec
+from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
+from shoal.pool._core import CLOSE, READ_AHEAD, RUN, Job, PoolCore, Target
+from shoal.pool._cpu import cpu_count
+from shoal.pool._results import AsyncResult, FutureTarget, IMapIterator, MapResult
+
+__all__ = ["Pool"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+P = ParamSpec("P")
+
+_EMPTY_KWDS: Mapping[str, Any] = {}
+
+
+class Pool:
+    """A pool of workers with ``multiprocessing.Pool``'s API, for any callable.
+
+    Args:
+        processes: the number of workers; ``None`` means :func:`shoal.cpu_count`.
+        initializer: if given, each worker calls ``initializer(*initargs)`` when it starts.
+        initargs: the initializer's arguments.
+        maxtasksperchild: a worker exits after this many tasks (chunks, as in
+            multiprocessing) and a fresh one replaces it; ``None``: workers live as long as
+            the pool.
+        backend: what runs the tasks: ``"thread"`` (threads of this process, nothing
+            pickled). The default is ``shoal.backends.DEFAULT_BACKEND``.
+        chunksize: the chunk size for calls that do not give one; ``None``: ``map`` uses
+            multiprocessing's formula and ``imap`` adapts to measured task times.
+
+    Example:
+        >>> import shoal
+        >>> with shoal.Pool(2, backend="thread") as pool:
+        ...     pool.map(abs, [-1, -2, 3])
+        [1, 2, 3]
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        *,
+        backend: str | None = None,
+        chunksize: int | None = None,
+    ) -> None:
+        if processes is None:
+            processes = cpu_count()
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None and (
+            isinstance(maxtasksperchild, bool)
+            or not isinstance(maxtasksperchild, int)
+            or maxtasksperchild <= 0
+        ):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        check_chunksize(chunksize)
+        name = backends.DEFAULT_BACKEND if backend is None else backend
+        factory = backends.get_factory(name)
+        spec = WorkerSpec(processes, initializer, tuple(initargs), maxtasksperchild)
+        self._backend_name = name
+        self._processes = processes
+        self._chunksize = chunksize
+        self._core = PoolCore(factory, spec)
+        # Shuts an abandoned pool down without waiting, at collection or interpreter exit,
+        # so neither ever blocks on a task still running.
+        self._finalizer = weakref.finalize(self, self._core.terminate, False)
+
+    def __repr__(self) -> str:
+        state = self._core.state
+        return (
+            f"<shoal.Pool state={state} backend={self._backend_name} processes={self._processes}>"
+        )
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError(
+            "pool objects cannot be passed between processes or pickled; "
+            "create the pool where it is used"
+        )
+
+    # -- single calls ----------------------------------------------------------------
+
+    def apply(
+        self,
+        func: Callable[..., R],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = _EMPTY_KWDS,
+    ) -> R:
+        """Calls ``func(*args, **kwds)`` on a worker and returns its result.
+
+        >>> import shoal
+        >>> with shoal.Pool(1) as pool:
+        ...     pool.apply(pow, (2, 10))
+        1024
+        """
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: Callable[..., R],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = _EMPTY_KWDS,
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]:
+        """Like :meth:`apply` but returns an :class:`AsyncResult` at once. ``callback``
+        gets the value, or ``error_callback`` the exception, on the pool's result thread
+        before the result becomes ready; they should return quickly.
+
+        >>> import shoal
+        >>> with shoal.Pool(1) as pool:
+        ...     pool.apply_async(max, (3, 9)).get(timeout=10)
+        9
+        """
+        result: AsyncResult[R] = AsyncResult(self, callback, error_callback)
+        self._add(func, CallKind.APPLY, [(tuple(args), dict(kwds))], None, result, None)
+        return result
+
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        """Schedules ``fn(*args, **kwargs)`` and returns a ``concurrent.futures.Future``;
+        cancelling the future before a worker takes the task skips it.
+
+        >>> import shoal
+        >>> with shoal.Pool(1) as pool:
+        ...     pool.submit(sorted, [3, 1, 2], reverse=True).result(timeout=10)
+        [3, 2, 1]
+        """
+        future: Future[R] = Future()
+        self._add(fn, CallKind.APPLY, [(args, kwargs)], None, FutureTarget(future), None)
+        return future
+
+    # -- maps --------------------------------------------------------------------------
+
+    def map(
+        self, func: Callable[[T], R], iterable: Iterable[T], chunksize: int | None = None
+    ) -> list[R]:
+        """``[func(x) for x in iterable]`` across the workers, in order. The first task to
+        raise makes ``map`` raise it (the rest of the input is not started).
+
+        >>> import shoal
+        >>> with shoal.Pool(2) as pool:
+        ...     pool.map(len, ["a", "bb", "ccc"])
+        [1, 2, 3]
+        """
+        return self.map_async(func, iterable, chunksize).get()
+
+    def map_async(
+        self,
+        func: Callable[[T], R],
+        iterable: Iterable[T],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[R]]:
+        """Like :meth:`map` but returns an :class:`AsyncResult` for the list at once."""
+        return self._map(func, CallKind.ONE, iterable, chunksize, callback, error_callback)
+
+    @overload
+    def starmap(
+        self, func: Callable[[A], R], iterable: Iterable[tuple[A]], chunksize: int | None = None
+    ) -> list[R]: ...
+    @overload
+    def starmap(
+        self,
+        func: Callable[[A, B], R],
+        iterable: Iterable[tuple[A, B]],
+        chunksize: int | None = None,
+    ) -> list[R]: ...
+    @overload
+    def starmap(
+        self,
+        func: Callable[[A, B, C], R],
+        iterable: Iterable[tuple[A, B, C]],
+        chunksize: int | None = None,
+    ) -> list[R]: ...
+    @overload
+    def starmap(
+        self,
+        func: Callable[..., R],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+    ) -> list[R]: ...
+    def starmap(
+        self,
+        func: Callable[..., R],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+    ) -> list[R]:
+        """Like :meth:`map`, but each item is unpacked into arguments: ``func(*item)``.
+
+        >>> import shoal
+        >>> with shoal.Pool(2) as pool:
+        ...     pool.starmap(pow, [(2, 3), (3, 2)])
+        [8, 9]
+        """
+        return self.starmap_async(func, iterable, chunksize).get()
+
+    def starmap_async(
+        self,
+        func: Callable[..., R],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[R]]:
+        """Like :meth:`starmap` but returns an :class:`AsyncResult` for the list at once."""
+        return self._map(func, CallKind.STAR, iterable, chunksize, callback, error_callback)
+
+    def imap(
+        self, func: Callable[[T], R], iterable: Iterable[T], chunksize: int | None = None
+    ) -> IMapIterator[R]:
+        """A lazy, ordered ``map``: results stream as soon as they (and those before them)
+        exist. The input is read only a bounded distance ahead of the consumer, so an
+        infinite generator works. Without ``chunksize``, chunks adapt to task times.
+
+        >>> import itertools, shoal
+        >>> with shoal.Pool(2) as pool:
+        ...     list(itertools.islice(pool.imap(abs, itertools.count(-3)), 5))
+        [3, 2, 1, 0, 1]
+        """
+        return self._imap(func, iterable, chunksize, ordered=True)
+
+    def imap_unordered(
+        self, func: Callable[[T], R], iterable: Iterable[T], chunksize: int | None = None
+    ) -> IMapIterator[R]:
+        """Like :meth:`imap`, but results come in the order they finish.
+
+        >>> import shoal
+        >>> with shoal.Pool(2) as pool:
+        ...     sorted(pool.imap_unordered(abs, [-1, -2, -3]))
+        [1, 2, 3]
+        """
+        return self._imap(func, iterable, chunksize, ordered=False)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Accepts no more work; the workers exit once the work already given is done."""
+        self._core.close()
+
+    def terminate(self) -> None:
+        """Stops at once: queued tasks are dropped and pending results raise
+        ``concurrent.futures.CancelledError``. Thread tasks already running cannot be cut
+        short; this waits for them."""
+        self._finalizer.detach()
+        self._core.terminate(wait=True)
+
+    def join(self) -> None:
+        """Waits for the workers to exit; call :meth:`close` or :meth:`terminate` first
+        (``ValueError`` otherwise, as in multiprocessing)."""
+        if self._core.state == RUN:
+            raise ValueError("Pool is still running")
+        self._core.join()
+        if self._core.state == CLOSE:
+            self._finalizer.detach()
+
+    def __enter__(self) -> Pool:
+        if self._core.state != RUN:
+            raise ValueError("Pool not running")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.terminate()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._core.state != RUN:
+            raise ValueError("Pool not running")
+
+    def _add(
+        self,
+        fn: Callable[..., Any],
+        call: CallKind,
+        source: Any,
+        chunksize: int | None,
+        target: Target,
+        window: int | None,
+    ) -> Job:
+        if not callable(fn):
+            raise TypeError(f"{type(fn).__name__!r} object is not callable")
+        job = Job(fn, call, source, ChunkSizer(chunksize), target, window)
+        self._core.add(job)
+        return job
+
+    def _map(
+        self,
+        func: Callable[..., R],
+        call: CallKind,
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        callback: Callable[[list[R]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> AsyncResult[list[R]]:
+        self._check_running()
+        check_chunksize(chunksize)
+        # As multiprocessing does: the input is read here, so its errors raise here and
+        # its length gives the chunk size.
+        items = iterable if isinstance(iterable, list | tuple | range) else list(iterable)
+        if chunksize is None:
+            chunksize = self._chunksize or map_chunksize(len(items), self._processes)
+        result: MapResult[R] = MapResult(self, len(items), callback, error_callback)
+        if items:
+            self._add(func, call, items, chunksize, result, None)
+        return result
+
+    def _imap(
+        self, func: Callable[[T], R], iterable: Iterable[T], chunksize: int | None, ordered: bool
+    ) -> IMapIterator[R]:
+        self._check_running()
+        check_chunksize(chunksize)
+        result: IMapIterator[R] = IMapIterator(self, ordered)
+        job = self._add(
+            func,
+            CallKind.ONE,
+            iter(iterable),
+            chunksize or self._chunksize,
+            result,
+            READ_AHEAD * self._core.max_in_flight,
+        )
+        core = self._core
+        result._on_consumed = lambda: core.consumed(job)
+        return result

@@ -1,0 +1,316 @@
+"""The objects a Pool hands back: ``AsyncResult``, the ``imap`` iterators, and the
+adapter that feeds a ``concurrent.futures.Future``.
+
+Every one of them is a *target* for the Pool's internals: the result thread calls
+``_deliver`` with a chunk's values and failures, the feeder calls ``_set_length`` once the
+input is exhausted (or ``_set_source_error`` if reading it failed), and ``terminate`` calls
+``_cancel``. Each keeps its own lock; none calls into the Pool while holding it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from multiprocessing import TimeoutError as MpTimeoutError
+from typing import Any, Generic, TypeVar
+
+from shoal.backends.base import Failure
+
+__all__ = ["AsyncResult", "IMapIterator", "RemoteTraceback"]
+
+R = TypeVar("R")
+
+_TERMINATED = "the pool was terminated before this task finished"
+
+
+class RemoteTraceback(Exception):
+    """The traceback of a task's exception, as the worker saw it; chained as the
+    exception's ``__cause__`` so the caller's traceback shows both sides.
+
+    Example:
+        >>> cause = RemoteTraceback("Traceback...\\nZeroDivisionError: division by zero\\n")
+        >>> cause.tb.splitlines()[-1]
+        'ZeroDivisionError: division by zero'
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+def _exception(failure: Failure) -> BaseException:
+    """The exception to raise in the caller, with the worker's traceback as its cause.
+
+    A cause the task set itself (``raise ... from ...``) is kept: it says more.
+    """
+    exc = failure.exception
+    if exc.__cause__ is None:
+        exc.__cause__ = RemoteTraceback(failure.traceback)
+    return exc
+
+
+def _report_callback_error(exc: BaseException) -> None:
+    """A raising callback must not kill the thread that delivers every other result, so
+    its error goes where an uncaught thread exception goes, and delivery carries on."""
+    threading.excepthook(
+        threading.ExceptHookArgs((type(exc), exc, exc.__traceback__, threading.current_thread()))
+    )
+
+
+class AsyncResult(Generic[R]):
+    """The result of ``apply_async`` or ``map_async``, as ``multiprocessing.pool.AsyncResult``.
+
+    Example:
+        >>> import shoal
+        >>> with shoal.Pool(2) as pool:
+        ...     result = pool.apply_async(divmod, (7, 2))
+        ...     result.get(timeout=10), result.ready(), result.successful()
+        ((3, 1), True, True)
+    """
+
+    def __init__(
+        self,
+        keepalive: object,
+        callback: Callable[[R], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        # Holding the pool keeps it (and its workers) alive while a result is pending,
+        # even when the caller dropped every other reference, as multiprocessing does.
+        self._keepalive: object = keepalive
+        self._callback = callback
+        self._error_callback = error_callback
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._finishing = False
+
+    def ready(self) -> bool:
+        """Whether the call has completed (successfully or not)."""
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        """Whether the call completed without raising; ``ValueError`` if not ready yet."""
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._error is None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Waits until the result is ready or ``timeout`` seconds have passed."""
+        self._event.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> R:
+        """Returns the result when it arrives, or raises the task's exception (with the
+        worker's traceback as ``__cause__``). ``multiprocessing.TimeoutError`` if it is not
+        ready within ``timeout`` seconds; ``concurrent.futures.CancelledError`` if the pool
+        was terminated first."""
+        if not self._event.wait(timeout):
+            raise MpTimeoutError(f"no result within {timeout} seconds")
+        if self._error is not None:
+            raise self._error
+        value: R = self._value
+        return value
+
+    def _finish(self, value: Any = None, error: BaseException | None = None) -> None:
+        """Records the outcome once, runs the matching callback, then wakes waiters (so
+        that ``get`` returns after the callback ran, as in multiprocessing)."""
+        with self._lock:
+            if self._finishing:
+                return
+            self._finishing = True
+        self._value, self._error = value, error
+        try:
+            if error is None:
+                if self._callback is not None:
+                    self._callback(value)
+            elif self._error_callback is not None and not isinstance(error, CancelledError):
+                self._error_callback(error)
+        except Exception as exc:
+            _report_callback_error(exc)
+        self._keepalive = None
+        self._event.set()
+
+    def _wants_more(self) -> bool:
+        return not self._finishing
+
+    def _set_length(self, length: int) -> None:
+        """Nothing to do: the length was known from the start."""
+
+    def _set_source_error(self, index: int, exc: BaseException) -> None:
+        self._finish(error=exc)
+
+    def _cancel(self) -> None:
+        self._finish(error=CancelledError(_TERMINATED))
+
+    def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
+        if failures:
+            self._finish(error=_exception(failures[min(failures)]))
+        else:
+            self._finish(values[0])
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.ready() else "ok" if self._error is None else "failed"
+        return f"<{type(self).__name__} {state}>"
+
+
+class MapResult(AsyncResult[list[R]]):
+    """``map_async``'s result: the values in input order, or the first failure to arrive
+    (after which the rest of the job's input is no longer handed out)."""
+
+    def __init__(
+        self,
+        keepalive: object,
+        length: int,
+        callback: Callable[[list[R]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        super().__init__(keepalive, callback, error_callback)
+        self._values: list[Any] = [None] * length
+        self._left = length
+        if length == 0:
+            self._finish([])
+
+    def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
+        if failures:
+            self._finish(error=_exception(failures[min(failures)]))
+            return
+        with self._lock:
+            self._values[start : start + len(values)] = values
+            self._left -= len(values)
+            complete = self._left == 0
+        if complete:
+            self._finish(self._values)
+
+
+class IMapIterator(Iterator[R]):
+    """The iterator ``imap`` and ``imap_unordered`` return; ``next(timeout)`` as in
+    ``multiprocessing``. A task that raised raises at its place in the stream, and the
+    iteration goes on after it.
+
+    Example:
+        >>> import shoal
+        >>> with shoal.Pool(2) as pool:
+        ...     it = pool.imap(abs, [-1, -2, -3])
+        ...     it.next(timeout=10), list(it)
+        (1, [2, 3])
+    """
+
+    def __init__(self, keepalive: object, ordered: bool) -> None:
+        self._keepalive: object = keepalive
+        self._ordered = ordered
+        self._cond = threading.Condition()
+        self._by_index: dict[int, tuple[bool, Any]] = {}
+        self._arrived: deque[tuple[bool, Any]] = deque()
+        self._yielded = 0
+        self._length: int | None = None
+        self._cancelled = False
+        # Tells the Pool that the consumer took an item, so a job held back by its
+        # read-ahead bound can go on; set by the Pool right after construction.
+        self._on_consumed: Callable[[], None] = lambda: None
+
+    def __iter__(self) -> IMapIterator[R]:
+        return self
+
+    def __next__(self) -> R:
+        return self.next()
+
+    def next(self, timeout: float | None = None) -> R:
+        """The next result, waiting up to ``timeout`` seconds (``None``: no limit) and
+        raising ``multiprocessing.TimeoutError`` when none came."""
+        with self._cond:
+            if not self._cond.wait_for(self._has_next, timeout):
+                raise MpTimeoutError(f"no result within {timeout} seconds")
+            if self._cancelled:
+                raise CancelledError(_TERMINATED)
+            if self._length is not None and self._yielded >= self._length:
+                self._keepalive = None
+                raise StopIteration
+            if self._ordered:
+                ok, value = self._by_index.pop(self._yielded)
+            else:
+                ok, value = self._arrived.popleft()
+            self._yielded += 1
+        self._on_consumed()
+        if ok:
+            result: R = value
+            return result
+        raise value
+
+    def _has_next(self) -> bool:
+        if self._cancelled or (self._length is not None and self._yielded >= self._length):
+            return True
+        return self._yielded in self._by_index if self._ordered else bool(self._arrived)
+
+    def _wants_more(self) -> bool:
+        return not self._cancelled
+
+    def _put(self, index: int, outcome: tuple[bool, Any]) -> None:
+        if self._ordered:
+            self._by_index[index] = outcome
+        else:
+            self._arrived.append(outcome)
+
+    def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
+        with self._cond:
+            for i, value in enumerate(values):
+                failure = failures.get(i)
+                outcome = (True, value) if failure is None else (False, _exception(failure))
+                self._put(start + i, outcome)
+            self._cond.notify_all()
+
+    def _set_length(self, length: int) -> None:
+        with self._cond:
+            self._length = length
+            self._cond.notify_all()
+
+    def _set_source_error(self, index: int, exc: BaseException) -> None:
+        with self._cond:
+            self._put(index, (False, exc))
+            self._length = index + 1
+            self._cond.notify_all()
+
+    def _cancel(self) -> None:
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify_all()
+
+
+class FutureTarget(Generic[R]):
+    """Feeds ``submit``'s ``concurrent.futures.Future``. The future is marked running
+    when its task is handed to the backend; cancelling it before then skips the task."""
+
+    def __init__(self, future: Future[R]) -> None:
+        self.future = future
+        self._started = False
+
+    def _wants_more(self) -> bool:
+        if not self._started:
+            self._started = True
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.done()
+
+    # A result and terminate() can race to settle the future; the first one wins.
+    def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
+        with contextlib.suppress(InvalidStateError):
+            if failures:
+                self.future.set_exception(_exception(failures[0]))
+            else:
+                self.future.set_result(values[0])
+
+    def _set_length(self, length: int) -> None:
+        """Nothing to do: one task."""
+
+    def _set_source_error(self, index: int, exc: BaseException) -> None:
+        with contextlib.suppress(InvalidStateError):
+            self.future.set_exception(exc)
+
+    def _cancel(self) -> None:
+        with contextlib.suppress(InvalidStateError):
+            if not self.future.cancel():
+                self.future.set_exception(CancelledError(_TERMINATED))
