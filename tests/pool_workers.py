@@ -1,0 +1,82 @@
+"""Functions and classes the Pool tests run as tasks; importable by name, so any backend
+(threads now, processes later) can run them."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+BACKENDS = ["thread"]
+"""Every backend the Pool tests run on; adding the process backend is adding its name."""
+
+_local = threading.local()
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def fail_on(x: int, bad: int = 0) -> int:
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def divide_by(x: int) -> float:
+    return 1 / x
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def remember(value: Any) -> None:
+    """An initializer: stores ``value`` and a fresh token for this worker."""
+    _local.value = value
+    _local.token = uuid.uuid4().hex
+
+
+def recall(_: object = None) -> tuple[Any, str]:
+    """What this worker's initializer stored, and its token (unique per worker life)."""
+    return _local.value, _local.token
+
+
+def raise_from(x: int) -> int:
+    try:
+        raise KeyError(x)
+    except KeyError as exc:
+        raise RuntimeError("wrapped") from exc
+
+
+def broken_initializer() -> None:
+    raise OSError("cannot open the model")
+
+
+class Scaler:
+    """Bound, static and class methods and a callable instance, as tasks."""
+
+    factor = 3
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def scale(self, x: int) -> int:
+        return x * self.factor
+
+    @staticmethod
+    def negate(x: int) -> int:
+        return -x
+
+    @classmethod
+    def scale_by_class(cls, x: int) -> int:
+        return x * cls.factor
+
+    def __call__(self, x: int) -> int:
+        return x + self.factor

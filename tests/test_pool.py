@@ -1,0 +1,445 @@
+"""shoal.Pool: multiprocessing.Pool's documented behaviour, case by case, on every backend."""
+
+from __future__ import annotations
+
+import doctest
+import functools
+import importlib
+import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
+from typing import Any
+
+import pytest
+from pool_workers import (
+    BACKENDS,
+    Scaler,
+    add,
+    broken_initializer,
+    divide_by,
+    fail_on,
+    raise_from,
+    recall,
+    remember,
+    square,
+)
+
+import shoal
+import shoal.dummy
+from shoal.pool import RemoteTraceback
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each Pool backend in turn."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def pool(backend: str) -> Iterator[shoal.Pool]:
+    """A two-worker pool, terminated after the test."""
+    with shoal.Pool(2, backend=backend) as p:
+        yield p
+
+
+def _closure_task(offset: int) -> Callable[[int], int]:
+    def shifted(x: int) -> int:
+        return x + offset
+
+    return shifted
+
+
+def _callable_kinds() -> list[tuple[str, Callable[[int], int]]]:
+    def nested(x: int) -> int:
+        def inner(y: int) -> int:
+            return y * 2
+
+        return inner(x)
+
+    return [
+        ("function", square),
+        ("lambda", lambda x: x - 1),
+        ("closure", _closure_task(10)),
+        ("nested function", nested),
+        ("bound method", Scaler(5).scale),
+        ("staticmethod", Scaler.negate),
+        ("classmethod", Scaler.scale_by_class),
+        ("functools.partial", functools.partial(add, 100)),
+        ("callable instance", Scaler(7)),
+        ("builtin", abs),
+    ]
+
+
+@pytest.mark.parametrize(("kind", "fn"), _callable_kinds(), ids=[k for k, _ in _callable_kinds()])
+def test_every_callable_kind(pool: shoal.Pool, kind: str, fn: Callable[[int], int]) -> None:
+    xs = list(range(-3, 7))
+    expected = [fn(x) for x in xs]
+    assert pool.map(fn, xs) == expected
+    assert list(pool.imap(fn, xs)) == expected
+    assert sorted(pool.imap_unordered(fn, xs)) == sorted(expected)
+    assert pool.apply(fn, (4,)) == fn(4)
+    assert pool.submit(fn, 4).result(timeout=30) == fn(4)
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 3, 1000])
+@pytest.mark.parametrize("n", [0, 1, 7, 500])
+def test_map_family_keeps_order(pool: shoal.Pool, n: int, chunksize: int | None) -> None:
+    xs = list(range(n))
+    squares = [x * x for x in xs]
+    assert pool.map(square, xs, chunksize) == squares
+    assert pool.map(square, iter(xs), chunksize) == squares
+    assert pool.map_async(square, xs, chunksize).get(30) == squares
+    assert list(pool.imap(square, xs, chunksize)) == squares
+    assert sorted(pool.imap_unordered(square, xs, chunksize)) == squares
+    pairs = [(x, 1) for x in xs]
+    assert pool.starmap(add, pairs, chunksize) == [x + 1 for x in xs]
+    assert pool.starmap_async(add, pairs, chunksize).get(30) == [x + 1 for x in xs]
+
+
+def test_apply_passes_args_and_kwds(pool: shoal.Pool) -> None:
+    assert pool.apply(fail_on, (5,), {"bad": 7}) == 5
+    assert pool.apply(sorted, ([3, 1, 2],), {"reverse": True}) == [3, 2, 1]
+    assert pool.apply_async(int, ("ff",), {"base": 16}).get(30) == 255
+
+
+def test_async_result_semantics(pool: shoal.Pool) -> None:
+    gate = threading.Event()
+    result = pool.apply_async(gate.wait, (30,))
+    assert not result.ready()
+    with pytest.raises(ValueError, match="not ready"):
+        result.successful()
+    with pytest.raises(multiprocessing.TimeoutError):
+        result.get(timeout=0.01)
+    assert shoal.TimeoutError is multiprocessing.TimeoutError
+    result.wait(0.01)
+    assert not result.ready()
+    gate.set()
+    result.wait(30)
+    assert result.ready() and result.successful()
+    assert result.get() is True and result.get(0) is True
+
+
+def test_a_failed_task_reraises_with_the_worker_traceback_as_cause(pool: shoal.Pool) -> None:
+    calls: list[Callable[[], object]] = [
+        lambda: pool.map(divide_by, [1, 0, 2]),
+        lambda: pool.apply(divide_by, (0,)),
+        lambda: pool.apply_async(divide_by, (0,)).get(30),
+        lambda: pool.submit(divide_by, 0).result(30),
+        lambda: list(pool.imap(divide_by, [0])),
+        lambda: list(pool.imap_unordered(divide_by, [0])),
+        lambda: pool.starmap(divide_by, [(0,)]),
+    ]
+    for call in calls:
+        with pytest.raises(ZeroDivisionError) as info:
+            call()
+        cause = info.value.__cause__
+        assert isinstance(cause, RemoteTraceback)
+        assert "divide_by" in cause.tb and "ZeroDivisionError" in cause.tb
+        assert "divide_by" in str(cause)
+
+
+def test_a_cause_set_by_the_task_is_kept(pool: shoal.Pool) -> None:
+    with pytest.raises(RuntimeError, match="wrapped") as info:
+        pool.apply(raise_from, (1,))
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_thread_backend_reraises_the_original_exception_object() -> None:
+    error = ValueError("mine")
+
+    def throw() -> None:
+        raise error
+
+    with shoal.Pool(1, backend="thread") as pool, pytest.raises(ValueError) as info:
+        pool.apply(throw)
+    assert info.value is error
+    frames = [frame.name for frame in __import__("traceback").extract_tb(error.__traceback__)]
+    assert "throw" in frames
+
+
+def test_map_fails_fast_and_stops_handing_out_work() -> None:
+    ran: list[int] = []
+
+    def task(x: int) -> int:
+        ran.append(x)
+        return fail_on(x, bad=0)
+
+    with shoal.Pool(1, backend="thread") as pool:
+        with pytest.raises(ValueError, match="bad item 0"):
+            pool.map(task, range(10_000), chunksize=1)
+        pool.close()
+        pool.join()
+    assert len(ran) < 100
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 4])
+def test_imap_raises_at_the_failed_position_and_goes_on(
+    pool: shoal.Pool, chunksize: int | None
+) -> None:
+    it = pool.imap(fail_on, [3, 2, 0, 1], chunksize)
+    assert [next(it), next(it)] == [3, 2]
+    with pytest.raises(ValueError, match="bad item 0"):
+        next(it)
+    assert list(it) == [1]
+    unordered = pool.imap_unordered(fail_on, [3, 0, 1], chunksize)
+    got, errors = [], 0
+    while True:
+        try:
+            got.append(next(unordered))
+        except StopIteration:
+            break
+        except ValueError:
+            errors += 1
+    assert sorted(got) == [1, 3] and errors == 1
+
+
+def test_imap_next_takes_a_timeout(pool: shoal.Pool) -> None:
+    gate = threading.Event()
+    it = pool.imap(lambda x: gate.wait(30) and x, [1])
+    with pytest.raises(multiprocessing.TimeoutError):
+        it.next(timeout=0.01)
+    gate.set()
+    assert it.next(timeout=30) == 1
+    with pytest.raises(StopIteration):
+        it.next(timeout=30)
+
+
+def test_callbacks_run_before_get_returns(pool: shoal.Pool) -> None:
+    seen: list[object] = []
+    errors: list[BaseException] = []
+    assert pool.apply_async(square, (3,), callback=seen.append).get(30) == 9
+    assert seen == [9]
+    assert pool.map_async(square, [1, 2], callback=seen.append).get(30) == [1, 4]
+    assert seen == [9, [1, 4]]
+    assert pool.starmap_async(add, [(1, 2)], callback=seen.append).get(30) == [3]
+    result = pool.apply_async(divide_by, (0,), callback=seen.append, error_callback=errors.append)
+    result.wait(30)
+    assert not result.successful()
+    assert len(errors) == 1 and isinstance(errors[0], ZeroDivisionError)
+    pool.map_async(divide_by, [0], error_callback=errors.append).wait(30)
+    assert len(errors) == 2 and seen[-1] == [3]
+
+
+def test_empty_map_async_calls_back(pool: shoal.Pool) -> None:
+    seen: list[object] = []
+    assert pool.map_async(square, [], callback=seen.append).get(1) == []
+    assert seen == [[]]
+
+
+def test_a_raising_callback_is_reported_and_delivery_goes_on(
+    pool: shoal.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reported: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: reported.append(args.exc_value))
+
+    def bad_callback(_: object) -> None:
+        raise RuntimeError("callback broke")
+
+    result = pool.apply_async(square, (2,), callback=bad_callback)
+    assert result.get(30) == 4
+    assert len(reported) == 1 and "callback broke" in str(reported[0])
+    assert pool.map(square, [1, 2]) == [1, 4]
+
+
+def test_submit_returns_a_future(pool: shoal.Pool) -> None:
+    assert pool.submit(add, 1, b=2).result(30) == 3
+    failed = pool.submit(divide_by, 0)
+    assert isinstance(failed.exception(30), ZeroDivisionError)
+
+
+def test_a_future_cancelled_before_it_starts_is_skipped() -> None:
+    gate = threading.Event()
+    ran: list[int] = []
+    with shoal.Pool(1, backend="thread") as pool:
+        first = pool.submit(gate.wait, 30)
+        # Fill the worker's queue so the next submit waits in the pool.
+        fillers = [pool.submit(ran.append, i) for i in range(4)]
+        last = pool.submit(ran.append, 99)
+        cancelled = last.cancel()
+        gate.set()
+        assert first.result(30) is True
+        for f in fillers:
+            f.result(30)
+        if cancelled:
+            assert last.cancelled() and 99 not in ran
+
+
+def test_close_then_join_finishes_the_work(backend: str) -> None:
+    pool = shoal.Pool(2, backend=backend)
+    results = [pool.apply_async(square, (i,)) for i in range(20)]
+    lazy = pool.imap(square, range(200), chunksize=1)
+    with pytest.raises(ValueError, match="still running"):
+        pool.join()
+    pool.close()
+    pool.join()
+    assert [r.get(0) for r in results] == [i * i for i in range(20)]
+    assert list(lazy) == [i * i for i in range(200)]
+    pool.join()  # joining again is harmless
+
+
+@pytest.mark.parametrize("end", ["close", "terminate"])
+def test_use_after_close_or_terminate_raises(backend: str, end: str) -> None:
+    pool = shoal.Pool(1, backend=backend)
+    getattr(pool, end)()
+    calls: list[Callable[[], object]] = [
+        lambda: pool.map(square, [1]),
+        lambda: pool.map_async(square, [1]),
+        lambda: pool.starmap(add, [(1, 2)]),
+        lambda: pool.imap(square, [1]),
+        lambda: pool.imap_unordered(square, [1]),
+        lambda: pool.apply(square, (1,)),
+        lambda: pool.apply_async(square, (1,)),
+        lambda: pool.submit(square, 1),
+        lambda: pool.__enter__(),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="Pool not running"):
+            call()
+    pool.terminate()
+    pool.join()
+
+
+def test_terminate_cancels_pending_work() -> None:
+    gate = threading.Event()
+    pool = shoal.Pool(1, backend="thread")
+    running = pool.apply_async(gate.wait, (30,))
+    queued = [pool.apply_async(square, (i,)) for i in range(10)]
+    future = pool.submit(square, 3)
+    it = pool.imap(square, range(100))
+    threading.Timer(0.05, gate.set).start()
+    pool.terminate()
+    pool.join()
+    pending = [r for r in queued if not r.successful()]
+    assert pending, "terminate() left nothing to cancel"
+    for r in pending:
+        with pytest.raises(CancelledError):
+            r.get(0)
+    assert running.ready()
+    assert future.done()
+    with pytest.raises(CancelledError):
+        list(it)
+
+
+def test_context_manager_terminates_on_exit(backend: str) -> None:
+    with shoal.Pool(2, backend=backend) as pool:
+        assert pool.map(square, [1, 2]) == [1, 4]
+    with pytest.raises(ValueError, match="Pool not running"):
+        pool.apply(square, (1,))
+    pool.join()
+
+
+@pytest.mark.parametrize("processes", [0, -1])
+def test_processes_must_be_positive(backend: str, processes: int) -> None:
+    with pytest.raises(ValueError, match="Number of processes must be at least 1"):
+        shoal.Pool(processes, backend=backend)
+
+
+def test_invalid_arguments(pool: shoal.Pool, backend: str) -> None:
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match="chunksize"):
+            pool.map(square, [1], chunksize=bad)
+        with pytest.raises(ValueError, match="chunksize"):
+            pool.imap(square, [1], chunksize=bad)
+        with pytest.raises(ValueError, match="chunksize"):
+            pool.imap_unordered(square, [1], chunksize=bad)
+        with pytest.raises(ValueError, match="chunksize"):
+            pool.starmap(add, [(1, 2)], chunksize=bad)
+        with pytest.raises(ValueError, match="chunksize"):
+            shoal.Pool(1, backend=backend, chunksize=bad)
+        with pytest.raises(ValueError, match="maxtasksperchild"):
+            shoal.Pool(1, maxtasksperchild=bad, backend=backend)
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        shoal.Pool(1, initializer=42, backend=backend)  # type: ignore[arg-type]  # on purpose
+    with pytest.raises(TypeError, match="not callable"):
+        pool.apply(42)  # type: ignore[arg-type]  # on purpose
+    with pytest.raises(ValueError, match=r"unknown pool backend 'nope'.*'thread'"):
+        shoal.Pool(1, backend="nope")
+    with pytest.raises(NotImplementedError, match="cannot be passed"):
+        pickle.dumps(pool)
+
+
+def test_initializer_runs_once_in_each_worker(backend: str) -> None:
+    with shoal.Pool(3, remember, ("cfg",), backend=backend) as pool:
+        seen = pool.map(recall, range(60), chunksize=1)
+    assert {value for value, _ in seen} == {"cfg"}
+    assert 1 <= len({token for _, token in seen}) <= 3
+
+
+def test_maxtasksperchild_replaces_the_worker(backend: str) -> None:
+    with shoal.Pool(1, remember, (1,), maxtasksperchild=2, backend=backend) as pool:
+        tokens = [token for _, token in pool.map(recall, range(6), chunksize=1)]
+    assert len(set(tokens)) == 3
+    assert all(tokens.count(t) == 2 for t in tokens)
+
+
+def test_a_failing_initializer_fails_the_tasks() -> None:
+    with shoal.Pool(2, broken_initializer, backend="thread") as pool:
+        with pytest.raises(OSError, match="cannot open the model"):
+            pool.map(square, range(4))
+        with pytest.raises(OSError):
+            pool.apply(square, (1,))
+
+
+def test_shoal_map_and_cpu_count(backend: str) -> None:
+    assert shoal.map(square, range(5), processes=2, backend=backend) == [0, 1, 4, 9, 16]
+    assert shoal.map(square, [], backend=backend, chunksize=2) == []
+    assert shoal.map(square, range(3)) == [0, 1, 4]
+    expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    assert shoal.cpu_count() == (expected or os.cpu_count() or 1)
+    with shoal.Pool(backend=backend) as pool:
+        assert repr(pool).endswith(f"processes={shoal.cpu_count()}>")
+
+
+def test_dummy_pool_is_the_thread_pool() -> None:
+    shared = {"n": 1}
+    with shoal.dummy.Pool(2) as pool:
+        assert isinstance(pool, shoal.Pool)
+        assert "backend=thread" in repr(pool)
+        assert pool.apply(lambda: shared) is shared
+
+
+def test_an_abandoned_pool_does_not_block_interpreter_exit() -> None:
+    script = (
+        "import shoal, time\n"
+        "pool = shoal.Pool(2, backend='thread')\n"
+        "pool.apply_async(time.sleep, (60,))\n"
+        "assert shoal.Pool(2).map(abs, [-1]) == [1]\n"
+        "print('bye')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "bye\n"
+
+
+def test_a_dropped_pool_is_collected(backend: str) -> None:
+    assert shoal.Pool(2, backend=backend).map(square, [3]) == [9]
+    result: Any = shoal.Pool(1, backend=backend).apply_async(square, (4,))
+    assert result.get(30) == 16
+
+
+MODULES = [
+    "shoal.pool",
+    "shoal.pool._pool",
+    "shoal.pool._results",
+    "shoal.pool._chunks",
+    "shoal.pool._cpu",
+    "shoal.backends",
+    "shoal.backends.base",
+    "shoal.backends.thread",
+    "shoal.dummy._pool",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert failed == 0 and attempted > 0
