@@ -231,10 +231,10 @@ class IMapIterator(Iterator[R]):
             if self._length is not None and self._yielded >= self._length:
                 self._keepalive = None
                 raise StopIteration
-            if self._ordered:
-                ok, value = self._by_index.pop(self._yielded)
-            else:
+            if self._arrived:
                 ok, value = self._arrived.popleft()
+            else:
+                ok, value = self._by_index.pop(self._yielded)
             self._yielded += 1
         self._on_consumed()
         if ok:
@@ -245,7 +245,7 @@ class IMapIterator(Iterator[R]):
     def _has_next(self) -> bool:
         if self._cancelled or (self._length is not None and self._yielded >= self._length):
             return True
-        return self._yielded in self._by_index if self._ordered else bool(self._arrived)
+        return bool(self._arrived) or self._yielded in self._by_index
 
     def _wants_more(self) -> bool:
         return not self._cancelled
@@ -271,7 +271,9 @@ class IMapIterator(Iterator[R]):
 
     def _set_source_error(self, index: int, exc: BaseException) -> None:
         with self._cond:
-            self._put(index, (False, exc))
+            # Keyed by position in both modes: imap_unordered too ends with this error,
+            # once every task read before it has been yielded.
+            self._by_index[index] = (False, exc)
             self._length = index + 1
             self._cond.notify_all()
 
