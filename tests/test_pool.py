@@ -443,3 +443,25 @@ def test_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(name)
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert failed == 0 and attempted > 0
+
+
+def test_an_interrupted_map_drops_its_remaining_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[int] = []
+    gate = threading.Event()
+
+    def task(x: int) -> int:
+        gate.wait(30)
+        ran.append(x)
+        return x
+
+    def interrupted_get(self: object, timeout: float | None = None) -> object:
+        raise KeyboardInterrupt
+
+    with shoal.Pool(1, backend="thread") as pool:
+        monkeypatch.setattr(shoal.AsyncResult, "get", interrupted_get)
+        with pytest.raises(KeyboardInterrupt):
+            pool.map(task, range(1000), chunksize=1)
+        monkeypatch.undo()
+        gate.set()
+        assert pool.apply(len, ([1, 2],)) == 2
+    assert len(ran) < 100

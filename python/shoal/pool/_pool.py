@@ -110,7 +110,7 @@ class Pool:
         ...     pool.apply(pow, (2, 10))
         1024
         """
-        return self.apply_async(func, args, kwds).get()
+        return _wait(self.apply_async(func, args, kwds))
 
     def apply_async(
         self,
@@ -159,7 +159,7 @@ class Pool:
         ...     pool.map(len, ["a", "bb", "ccc"])
         [1, 2, 3]
         """
-        return self.map_async(func, iterable, chunksize).get()
+        return _wait(self.map_async(func, iterable, chunksize))
 
     def map_async(
         self,
@@ -210,7 +210,7 @@ class Pool:
         ...     pool.starmap(pow, [(2, 3), (3, 2)])
         [8, 9]
         """
-        return self.starmap_async(func, iterable, chunksize).get()
+        return _wait(self.starmap_async(func, iterable, chunksize))
 
     def starmap_async(
         self,
@@ -343,3 +343,13 @@ class Pool:
         core = self._core
         result._on_consumed = lambda: core.consumed(job)
         return result
+
+
+def _wait(result: AsyncResult[R]) -> R:
+    """``result.get()`` for the blocking calls: if the wait is interrupted (Ctrl-C), the
+    call's tasks not yet handed to a worker are dropped instead of running for nobody."""
+    try:
+        return result.get()
+    except BaseException:
+        result._abandon()
+        raise

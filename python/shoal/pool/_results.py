@@ -139,6 +139,11 @@ class AsyncResult(Generic[R]):
     def _wants_more(self) -> bool:
         return not self._finishing
 
+    def _abandon(self) -> None:
+        """The caller stopped waiting (Ctrl-C): settle as cancelled, so the Pool drops
+        the tasks it has not handed out yet."""
+        self._finish(error=CancelledError("the caller stopped waiting for this result"))
+
     def _set_length(self, length: int) -> None:
         """Nothing to do: the length was known from the start."""
 
