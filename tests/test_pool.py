@@ -8,11 +8,13 @@ import importlib
 import multiprocessing
 import os
 import pickle
+import re
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -465,3 +467,19 @@ def test_an_interrupted_map_drops_its_remaining_tasks(monkeypatch: pytest.Monkey
         gate.set()
         assert pool.apply(len, ([1, 2],)) == 2
     assert len(ran) < 100
+
+
+def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "backends.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)
+    assert blocks, "docs/backends.md has no python example"
+    outputs = []
+    for i, block in enumerate(blocks):
+        script = tmp_path / f"example_{i}.py"
+        script.write_text(block)
+        done = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert "[1, 2, 3] [0, 1, 2]" in outputs[-1]

@@ -118,9 +118,10 @@ class ThreadBackend:
         thread = threading.Thread(
             target=self._work, args=(worker,), name=f"shoal-thread-worker-{worker}", daemon=True
         )
+        # Started under the lock, so that join() never sees a thread it cannot join yet.
         with self._lock:
             self._threads.add(thread)
-        thread.start()
+            thread.start()
 
     def _work(self, worker: int) -> None:
         spec = self._spec
