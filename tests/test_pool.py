@@ -483,3 +483,13 @@ def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     assert "[1, 2, 3] [0, 1, 2]" in outputs[-1]
+
+
+def test_a_task_raising_system_exit_fails_only_its_call() -> None:
+    def leave() -> None:
+        raise SystemExit(3)
+
+    with shoal.Pool(1, backend="thread") as pool:
+        with pytest.raises(SystemExit):
+            pool.apply(leave)
+        assert pool.map(square, [1, 2, 3]) == [1, 4, 9]

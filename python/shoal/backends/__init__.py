@@ -45,7 +45,16 @@ _FACTORIES: dict[str, BackendFactory] = {"thread": _thread_factory}
 
 
 def register(name: str, factory: BackendFactory) -> None:
-    """Makes ``factory`` available as ``Pool(backend=name)``, replacing any earlier one."""
+    """Makes ``factory`` available as ``Pool(backend=name)``, replacing any earlier one.
+
+    ``docs/backends.md`` has a complete example backend. In short:
+
+    >>> from shoal.backends.thread import ThreadBackend
+    >>> register("threads-again", ThreadBackend)
+    >>> "threads-again" in available()
+    True
+    >>> del _FACTORIES["threads-again"]
+    """
     if not name or not isinstance(name, str):
         raise ValueError(f"a backend name must be a non-empty string, not {name!r}")
     _FACTORIES[name] = factory

@@ -137,14 +137,15 @@ class ThreadBackend:
                 if self._cancelled:
                     continue
                 if broken is not None:
-                    result = ChunkResult(
-                        chunk.chunk_id,
-                        [None] * len(chunk.items),
-                        dict.fromkeys(range(len(chunk.items)), broken),
-                        worker=worker,
-                    )
+                    result = _all_failed(chunk, broken, worker)
                 else:
-                    result = run_chunk(chunk, worker)
+                    try:
+                        result = run_chunk(chunk, worker)
+                    except BaseException as exc:
+                        # SystemExit or KeyboardInterrupt raised by a task itself: it must
+                        # not end this thread with the chunk unanswered (its caller would
+                        # wait forever), so the chunk fails with it.
+                        result = _all_failed(chunk, Failure.capture(exc), worker)
                 self._sink(result)
                 done += 1
                 if spec.maxtasksperchild is not None and done >= spec.maxtasksperchild:
@@ -163,3 +164,11 @@ class ThreadBackend:
         if stopping:
             return
         self._start_worker()
+
+
+def _all_failed(chunk: Chunk, failure: Failure, worker: int) -> ChunkResult:
+    """The answer for a chunk none of whose tasks could produce a value."""
+    count = len(chunk.items)
+    return ChunkResult(
+        chunk.chunk_id, [None] * count, dict.fromkeys(range(count), failure), 0.0, worker
+    )

@@ -169,7 +169,14 @@ class Pool:
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[list[R]]:
-        """Like :meth:`map` but returns an :class:`AsyncResult` for the list at once."""
+        """Like :meth:`map` but returns an :class:`AsyncResult` for the list at once;
+        ``callback`` gets the whole list, ``error_callback`` the first exception.
+
+        >>> import shoal
+        >>> with shoal.Pool(2) as pool:
+        ...     pool.map_async(abs, [-1, -2]).get(timeout=10)
+        [1, 2]
+        """
         return self._map(func, CallKind.ONE, iterable, chunksize, callback, error_callback)
 
     @overload
@@ -220,7 +227,13 @@ class Pool:
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[list[R]]:
-        """Like :meth:`starmap` but returns an :class:`AsyncResult` for the list at once."""
+        """Like :meth:`starmap` but returns an :class:`AsyncResult` for the list at once.
+
+        >>> import shoal
+        >>> with shoal.Pool(2) as pool:
+        ...     pool.starmap_async(max, [(1, 5), (7, 2)]).get(timeout=10)
+        [5, 7]
+        """
         return self._map(func, CallKind.STAR, iterable, chunksize, callback, error_callback)
 
     def imap(
@@ -252,19 +265,46 @@ class Pool:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Accepts no more work; the workers exit once the work already given is done."""
+        """Accepts no more work; the workers exit once the work already given is done.
+
+        >>> import shoal
+        >>> pool = shoal.Pool(2)
+        >>> result = pool.map_async(abs, [-1, -2])
+        >>> pool.close(); pool.join()
+        >>> result.get(timeout=0)
+        [1, 2]
+        """
         self._core.close()
 
     def terminate(self) -> None:
         """Stops at once: queued tasks are dropped and pending results raise
         ``concurrent.futures.CancelledError``. Thread tasks already running cannot be cut
-        short; this waits for them."""
+        short; this waits for them. Leaving a ``with`` block calls it.
+
+        >>> import shoal
+        >>> pool = shoal.Pool(1)
+        >>> pool.terminate(); pool.join()
+        >>> pool.apply(abs, (-1,))
+        Traceback (most recent call last):
+        ...
+        ValueError: Pool not running
+        """
         self._finalizer.detach()
         self._core.terminate(wait=True)
 
     def join(self) -> None:
         """Waits for the workers to exit; call :meth:`close` or :meth:`terminate` first
-        (``ValueError`` otherwise, as in multiprocessing)."""
+        (``ValueError`` otherwise, as in multiprocessing). Work handed out before ``close``
+        completes first, including ``imap`` results nobody has read yet.
+
+        >>> import shoal
+        >>> pool = shoal.Pool(1)
+        >>> pool.join()
+        Traceback (most recent call last):
+        ...
+        ValueError: Pool is still running
+        >>> pool.close(); pool.join()
+        """
         if self._core.state == RUN:
             raise ValueError("Pool is still running")
         self._core.join()
