@@ -5,7 +5,10 @@
 //! the bindings keep Ctrl-C responsive without this crate touching the interpreter.
 
 pub mod error;
+pub mod fdpass;
 pub mod lock;
+pub mod poll;
+pub mod proc;
 pub mod queue;
 pub mod ring;
 pub mod seg;
