@@ -115,6 +115,7 @@ class PoolCore:
         self.state = RUN
         self.jobs: deque[Job] = deque()
         self.in_flight: dict[int, tuple[Job, int, int]] = {}
+        self.pulling: Job | None = None  # the job whose input the feeder is reading
         self.unbounded = False  # set by join(): finish every job without waiting for readers
         self._job_ids = itertools.count()
         self._chunk_ids = itertools.count()
@@ -145,16 +146,19 @@ class PoolCore:
                 self.cond.notify_all()
 
     def _pick(self) -> Job | None:
-        """The next job to cut a chunk from, round-robin; called with the lock held."""
+        """The next job to cut a chunk from, round-robin; called with the lock held. The
+        job leaves the list while the feeder reads its input and goes back to the end
+        after, so that finished jobs never need to be searched for."""
         if len(self.in_flight) >= self.max_in_flight:
             return None
         for _ in range(len(self.jobs)):
             job = self.jobs.popleft()
             if not job.target._wants_more():
                 continue  # failed, cancelled or finished: drop the rest of its input
-            self.jobs.append(job)
             if job.has_room(self.unbounded):
+                self.pulling = job
                 return job
+            self.jobs.append(job)
         return None
 
     def _feed(self) -> None:
@@ -166,6 +170,7 @@ class PoolCore:
                     self.cond.wait()
             items, exhausted, error = job.pull()
             with self.cond:
+                self.pulling = None
                 if self.state == TERMINATE:
                     return
                 start = job.pulled
@@ -174,8 +179,8 @@ class PoolCore:
                     chunk_id = next(self._chunk_ids)
                     self.in_flight[chunk_id] = (job, start, len(items))
                     self.backend.submit(Chunk(job.job_id, chunk_id, job.fn, items, job.call))
-                if exhausted and job in self.jobs:
-                    self.jobs.remove(job)
+                if not exhausted:
+                    self.jobs.append(job)
             if error is not None:
                 job.target._set_source_error(job.pulled, error)
             elif exhausted:
@@ -216,7 +221,8 @@ class PoolCore:
         with self.cond:
             already = self.state == TERMINATE
             self.state = TERMINATE
-            targets = {id(job.target): job.target for job in self.jobs}
+            jobs = [*self.jobs, *([self.pulling] if self.pulling is not None else [])]
+            targets = {id(job.target): job.target for job in jobs}
             for job, _, _ in self.in_flight.values():
                 targets[id(job.target)] = job.target
             self.jobs.clear()
