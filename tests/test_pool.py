@@ -13,9 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import CancelledError
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pool_workers import (
@@ -272,70 +270,6 @@ def test_a_future_cancelled_before_it_starts_is_skipped() -> None:
         assert last.cancelled() and 99 not in ran
 
 
-def test_close_then_join_finishes_the_work(backend: str) -> None:
-    pool = shoal.Pool(2, backend=backend)
-    results = [pool.apply_async(square, (i,)) for i in range(20)]
-    lazy = pool.imap(square, range(200), chunksize=1)
-    with pytest.raises(ValueError, match="still running"):
-        pool.join()
-    pool.close()
-    pool.join()
-    assert [r.get(0) for r in results] == [i * i for i in range(20)]
-    assert list(lazy) == [i * i for i in range(200)]
-    pool.join()  # joining again is harmless
-
-
-@pytest.mark.parametrize("end", ["close", "terminate"])
-def test_use_after_close_or_terminate_raises(backend: str, end: str) -> None:
-    pool = shoal.Pool(1, backend=backend)
-    getattr(pool, end)()
-    calls: list[Callable[[], object]] = [
-        lambda: pool.map(square, [1]),
-        lambda: pool.map_async(square, [1]),
-        lambda: pool.starmap(add, [(1, 2)]),
-        lambda: pool.imap(square, [1]),
-        lambda: pool.imap_unordered(square, [1]),
-        lambda: pool.apply(square, (1,)),
-        lambda: pool.apply_async(square, (1,)),
-        lambda: pool.submit(square, 1),
-        lambda: pool.__enter__(),
-    ]
-    for call in calls:
-        with pytest.raises(ValueError, match="Pool not running"):
-            call()
-    pool.terminate()
-    pool.join()
-
-
-def test_terminate_cancels_pending_work() -> None:
-    gate = threading.Event()
-    pool = shoal.Pool(1, backend="thread")
-    running = pool.apply_async(gate.wait, (30,))
-    queued = [pool.apply_async(square, (i,)) for i in range(10)]
-    future = pool.submit(square, 3)
-    it = pool.imap(square, range(100))
-    threading.Timer(0.05, gate.set).start()
-    pool.terminate()
-    pool.join()
-    pending = [r for r in queued if not r.successful()]
-    assert pending, "terminate() left nothing to cancel"
-    for r in pending:
-        with pytest.raises(CancelledError):
-            r.get(0)
-    assert running.ready()
-    assert future.done()
-    with pytest.raises(CancelledError):
-        list(it)
-
-
-def test_context_manager_terminates_on_exit(backend: str) -> None:
-    with shoal.Pool(2, backend=backend) as pool:
-        assert pool.map(square, [1, 2]) == [1, 4]
-    with pytest.raises(ValueError, match="Pool not running"):
-        pool.apply(square, (1,))
-    pool.join()
-
-
 @pytest.mark.parametrize("processes", [0, -1])
 def test_processes_must_be_positive(backend: str, processes: int) -> None:
     with pytest.raises(ValueError, match="Number of processes must be at least 1"):
@@ -406,27 +340,6 @@ def test_dummy_pool_is_the_thread_pool() -> None:
         assert pool.apply(lambda: shared) is shared
 
 
-def test_an_abandoned_pool_does_not_block_interpreter_exit() -> None:
-    script = (
-        "import shoal, time\n"
-        "pool = shoal.Pool(2, backend='thread')\n"
-        "pool.apply_async(time.sleep, (60,))\n"
-        "assert shoal.Pool(2).map(abs, [-1]) == [1]\n"
-        "print('bye')\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "bye\n"
-
-
-def test_a_dropped_pool_is_collected(backend: str) -> None:
-    assert shoal.Pool(2, backend=backend).map(square, [3]) == [9]
-    result: Any = shoal.Pool(1, backend=backend).apply_async(square, (4,))
-    assert result.get(30) == 16
-
-
 MODULES = [
     "shoal.pool",
     "shoal.pool._pool",
@@ -447,28 +360,6 @@ def test_docstring_examples_run(name: str) -> None:
     assert failed == 0 and attempted > 0
 
 
-def test_an_interrupted_map_drops_its_remaining_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
-    ran: list[int] = []
-    gate = threading.Event()
-
-    def task(x: int) -> int:
-        gate.wait(30)
-        ran.append(x)
-        return x
-
-    def interrupted_get(self: object, timeout: float | None = None) -> object:
-        raise KeyboardInterrupt
-
-    with shoal.Pool(1, backend="thread") as pool:
-        monkeypatch.setattr(shoal.AsyncResult, "get", interrupted_get)
-        with pytest.raises(KeyboardInterrupt):
-            pool.map(task, range(1000), chunksize=1)
-        monkeypatch.undo()
-        gate.set()
-        assert pool.apply(len, ([1, 2],)) == 2
-    assert len(ran) < 100
-
-
 def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "backends.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)
@@ -483,13 +374,3 @@ def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     assert "[1, 2, 3] [0, 1, 2]" in outputs[-1]
-
-
-def test_a_task_raising_system_exit_fails_only_its_call() -> None:
-    def leave() -> None:
-        raise SystemExit(3)
-
-    with shoal.Pool(1, backend="thread") as pool:
-        with pytest.raises(SystemExit):
-            pool.apply(leave)
-        assert pool.map(square, [1, 2, 3]) == [1, 4, 9]

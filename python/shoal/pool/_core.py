@@ -88,12 +88,12 @@ class Job:
             return True
         return self.pulled - self.consumed < self.window * self.sizer.next_size()
 
-    def pull(self) -> tuple[list[Any], bool, BaseException | None]:
+    def pull(self) -> tuple[Sequence[Any], bool, BaseException | None]:
         """The next chunk's items, whether the input is now exhausted, and the error the
         input raised, if any. Called by the feeder only, without the core's lock."""
         size = self.sizer.next_size()
         if self.items is not None:
-            chunk = list(self.items[self.pulled : self.pulled + size])
+            chunk = self.items[self.pulled : self.pulled + size]
             return chunk, self.pulled + len(chunk) >= len(self.items), None
         assert self.iterator is not None
         items: list[Any] = []

@@ -37,8 +37,10 @@ class Pool:
         maxtasksperchild: a worker exits after this many tasks (chunks, as in
             multiprocessing) and a fresh one replaces it; ``None``: workers live as long as
             the pool.
-        backend: what runs the tasks: ``"thread"`` (threads of this process, nothing
-            pickled). The default is ``shoal.backends.DEFAULT_BACKEND``.
+        backend: what runs the tasks, by name (``shoal.backends.available()``):
+            ``"thread"`` runs them on threads of this process, nothing pickled. ``None``
+            means ``shoal.backends.DEFAULT_BACKEND``: ``"thread"`` today, ``"process"``
+            once that backend lands. Any other name raises ``ValueError``.
         chunksize: the chunk size for calls that do not give one; ``None``: ``map`` uses
             multiprocessing's formula and ``imap`` adapts to measured task times.
 

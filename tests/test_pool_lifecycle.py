@@ -1,0 +1,150 @@
+"""shoal.Pool's life: close and join, terminate, the context manager, finalization,
+interruption, on every backend."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import CancelledError
+from typing import Any
+
+import pytest
+from pool_workers import BACKENDS, add, square
+
+import shoal
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each Pool backend in turn."""
+    name: str = request.param
+    return name
+
+
+def test_close_then_join_finishes_the_work(backend: str) -> None:
+    pool = shoal.Pool(2, backend=backend)
+    results = [pool.apply_async(square, (i,)) for i in range(20)]
+    lazy = pool.imap(square, range(200), chunksize=1)
+    with pytest.raises(ValueError, match="still running"):
+        pool.join()
+    pool.close()
+    pool.join()
+    assert [r.get(0) for r in results] == [i * i for i in range(20)]
+    assert list(lazy) == [i * i for i in range(200)]
+    pool.join()  # joining again is harmless
+
+
+@pytest.mark.parametrize("end", ["close", "terminate"])
+def test_use_after_close_or_terminate_raises(backend: str, end: str) -> None:
+    pool = shoal.Pool(1, backend=backend)
+    getattr(pool, end)()
+    calls: list[Callable[[], object]] = [
+        lambda: pool.map(square, [1]),
+        lambda: pool.map_async(square, [1]),
+        lambda: pool.starmap(add, [(1, 2)]),
+        lambda: pool.imap(square, [1]),
+        lambda: pool.imap_unordered(square, [1]),
+        lambda: pool.apply(square, (1,)),
+        lambda: pool.apply_async(square, (1,)),
+        lambda: pool.submit(square, 1),
+        lambda: pool.__enter__(),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="Pool not running"):
+            call()
+    pool.terminate()
+    pool.join()
+
+
+def test_terminate_cancels_pending_work() -> None:
+    gate = threading.Event()
+    pool = shoal.Pool(1, backend="thread")
+    running = pool.apply_async(gate.wait, (30,))
+    queued = [pool.apply_async(square, (i,)) for i in range(10)]
+    future = pool.submit(square, 3)
+    it = pool.imap(square, range(100))
+    threading.Timer(0.05, gate.set).start()
+    pool.terminate()
+    pool.join()
+    pending = [r for r in queued if not r.successful()]
+    assert pending, "terminate() left nothing to cancel"
+    for r in pending:
+        with pytest.raises(CancelledError):
+            r.get(0)
+    assert running.ready()
+    assert future.done()
+    with pytest.raises(CancelledError):
+        list(it)
+
+
+def test_context_manager_terminates_on_exit(backend: str) -> None:
+    with shoal.Pool(2, backend=backend) as pool:
+        assert pool.map(square, [1, 2]) == [1, 4]
+    with pytest.raises(ValueError, match="Pool not running"):
+        pool.apply(square, (1,))
+    pool.join()
+
+
+def test_an_abandoned_pool_does_not_block_interpreter_exit() -> None:
+    script = (
+        "import shoal, time\n"
+        "pool = shoal.Pool(2, backend='thread')\n"
+        "pool.apply_async(time.sleep, (60,))\n"
+        "assert shoal.Pool(2).map(abs, [-1]) == [1]\n"
+        "print('bye')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "bye\n"
+
+
+def test_a_dropped_pool_is_collected_and_shut_down(backend: str) -> None:
+    assert shoal.Pool(2, backend=backend).map(square, [3]) == [9]
+    result: Any = shoal.Pool(1, backend=backend).apply_async(square, (4,))
+    assert result.get(30) == 16  # a pending result kept its pool alive
+    pool = shoal.Pool(2, backend=backend)
+    assert pool.apply(square, (5,)) == 25
+    ref, core = weakref.ref(pool), pool._core
+    del pool
+    gc.collect()
+    assert ref() is None
+    assert core.state == "TERMINATE"
+    assert core.backend.join(30)
+
+
+def test_an_interrupted_map_drops_its_remaining_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[int] = []
+    gate = threading.Event()
+
+    def task(x: int) -> int:
+        gate.wait(30)
+        ran.append(x)
+        return x
+
+    def interrupted_get(self: object, timeout: float | None = None) -> object:
+        raise KeyboardInterrupt
+
+    with shoal.Pool(1, backend="thread") as pool:
+        monkeypatch.setattr(shoal.AsyncResult, "get", interrupted_get)
+        with pytest.raises(KeyboardInterrupt):
+            pool.map(task, range(1000), chunksize=1)
+        monkeypatch.undo()
+        gate.set()
+        assert pool.apply(len, ([1, 2],)) == 2
+    assert len(ran) < 100
+
+
+def test_a_task_raising_system_exit_fails_only_its_call() -> None:
+    def leave() -> None:
+        raise SystemExit(3)
+
+    with shoal.Pool(1, backend="thread") as pool:
+        with pytest.raises(SystemExit):
+            pool.apply(leave)
+        assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
