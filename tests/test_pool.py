@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import functools
 import importlib
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -23,6 +24,7 @@ from pool_workers import (
     broken_initializer,
     divide_by,
     fail_on,
+    nap,
     raise_from,
     recall,
     remember,
@@ -374,3 +376,31 @@ def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     assert "[1, 2, 3] [0, 1, 2]" in outputs[-1]
+
+
+def test_callbacks_run_on_a_pool_thread(pool: shoal.Pool) -> None:
+    threads: list[threading.Thread] = []
+    pool.apply_async(square, (2,), callback=lambda _: threads.append(threading.current_thread()))
+    pool.map_async(square, [1], callback=lambda _: threads.append(threading.current_thread()))
+    pool.close()
+    pool.join()
+    assert len(threads) == 2
+    assert threading.current_thread() not in threads
+
+
+def test_apply_is_not_starved_by_a_busy_infinite_imap(pool: shoal.Pool) -> None:
+    stop = threading.Event()
+
+    def drain() -> None:
+        for _ in pool.imap(nap, itertools.repeat(0.001)):
+            if stop.is_set():
+                return
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        assert [pool.apply(square, (i,)) for i in range(5)] == [0, 1, 4, 9, 16]
+        assert pool.submit(add, 2, 3).result(30) == 5
+    finally:
+        stop.set()
+        reader.join(30)
