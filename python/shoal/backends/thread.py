@@ -133,7 +133,15 @@ class ThreadBackend:
                 broken = Failure.capture(exc)
         done = 0
         try:
-            while (chunk := self._tasks.get()) is not None:
+            while True:
+                chunk = self._tasks.get()
+                if chunk is None:
+                    if self._cancelled or self._tasks.empty():
+                        return
+                    # Chunks are still queued (a replaced worker's sentinel can get
+                    # ahead of them): pass the sentinel back and keep working.
+                    self._tasks.put(None)
+                    continue
                 if self._cancelled:
                     continue
                 if broken is not None:
@@ -156,12 +164,11 @@ class ThreadBackend:
                 self._threads.discard(threading.current_thread())
 
     def _replace(self) -> None:
-        """Starts this worker's successor, unless the pool is stopping. The set of threads
-        always holds this one or its successor, so ``shutdown`` queues a sentinel for the
-        pair (one spare sentinel at worst, which nobody reads)."""
-        with self._lock:
-            stopping = self._stopping
-        if stopping:
+        """Starts this worker's successor. Also while stopping without cancel: queued
+        chunks must still run even if every worker reaches its limit. The set of threads
+        always holds this one or its successor, so the sentinel ``shutdown`` queued for
+        this thread is read by the successor."""
+        if self._cancelled:
             return
         self._start_worker()
 

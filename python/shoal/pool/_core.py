@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Protocol
@@ -24,7 +25,7 @@ from typing import Any, Final, Protocol
 from shoal.backends.base import BackendFactory, CallKind, Chunk, ChunkResult, Failure, WorkerSpec
 from shoal.pool._chunks import ChunkSizer
 
-__all__ = ["CLOSE", "READ_AHEAD", "RUN", "TERMINATE", "Job", "PoolCore", "Target"]
+__all__ = ["CLOSE", "READ_AHEAD", "RUN", "TERMINATE", "Job", "PoolCore", "Target", "WeakTarget"]
 
 RUN: Final = "RUN"
 CLOSE: Final = "CLOSE"
@@ -237,6 +238,37 @@ class PoolCore:
             _join(self._feeder)
             self.backend.join()
             _join(self._receiver)
+
+
+class WeakTarget:
+    """Holds a result object the Pool need not keep alive: an ``imap`` iterator nobody
+    can read any more is collected, its job is dropped, and its pool can be collected
+    too. (An ``AsyncResult`` is held strongly: its callbacks must run either way.)"""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, target: Target) -> None:
+        self._ref = weakref.ref(target)
+
+    def _wants_more(self) -> bool:
+        target = self._ref()
+        return target is not None and target._wants_more()
+
+    def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
+        if (target := self._ref()) is not None:
+            target._deliver(start, values, failures)
+
+    def _set_length(self, length: int) -> None:
+        if (target := self._ref()) is not None:
+            target._set_length(length)
+
+    def _set_source_error(self, index: int, exc: BaseException) -> None:
+        if (target := self._ref()) is not None:
+            target._set_source_error(index, exc)
+
+    def _cancel(self) -> None:
+        if (target := self._ref()) is not None:
+            target._cancel()
 
 
 def _join(thread: threading.Thread) -> None:

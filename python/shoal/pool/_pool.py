@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from shoal import backends
 from shoal.backends.base import CallKind, WorkerSpec
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
-from shoal.pool._core import CLOSE, READ_AHEAD, RUN, Job, PoolCore, Target
+from shoal.pool._core import CLOSE, READ_AHEAD, RUN, Job, PoolCore, Target, WeakTarget
 from shoal.pool._cpu import cpu_count
 from shoal.pool._results import AsyncResult, FutureTarget, IMapIterator, MapResult
 
@@ -379,7 +379,7 @@ class Pool:
             CallKind.ONE,
             iter(iterable),
             chunksize or self._chunksize,
-            result,
+            WeakTarget(result),
             READ_AHEAD * self._core.max_in_flight,
         )
         core = self._core
