@@ -150,11 +150,6 @@ def test_a_task_raising_system_exit_fails_only_its_call() -> None:
         assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
 
 
-@pytest.mark.xfail(
-    reason="known race, under investigation: with maxtasksperchild=1, close() then join() "
-    "can occasionally return with the last few chunks still queued and no worker left",
-    strict=False,
-)
 def test_join_runs_every_queued_task_even_when_workers_reach_their_limit(backend: str) -> None:
     pool = shoal.Pool(2, maxtasksperchild=1, backend=backend)
     result = pool.map_async(square, range(50), chunksize=1)

@@ -93,10 +93,10 @@ class ThreadBackend:
             if self._stopping:
                 return
             self._stopping = True
-            count = len(self._threads)
-        # One sentinel per thread; a thread replacing itself hands its sentinel on.
-        for _ in range(count):
-            self._tasks.put(None)
+        # One sentinel, behind every submitted chunk. Each worker that reads it puts it
+        # back for the next and exits, so no count of workers (which changes while
+        # workers replace themselves) is needed.
+        self._tasks.put(None)
 
     def join(self, timeout: float | None = None) -> bool:
         """Waits for the threads to exit; true when all did (this thread excepted)."""
@@ -136,12 +136,9 @@ class ThreadBackend:
             while True:
                 chunk = self._tasks.get()
                 if chunk is None:
-                    if self._cancelled or self._tasks.empty():
-                        return
-                    # Chunks are still queued (a replaced worker's sentinel can get
-                    # ahead of them): pass the sentinel back and keep working.
+                    # Every chunk was ahead of the sentinel and has been taken.
                     self._tasks.put(None)
-                    continue
+                    return
                 if self._cancelled:
                     continue
                 if broken is not None:
@@ -165,9 +162,8 @@ class ThreadBackend:
 
     def _replace(self) -> None:
         """Starts this worker's successor. Also while stopping without cancel: queued
-        chunks must still run even if every worker reaches its limit. The set of threads
-        always holds this one or its successor, so the sentinel ``shutdown`` queued for
-        this thread is read by the successor."""
+        chunks must still run even if every worker reaches its limit. The successor is in
+        the set of threads before this one leaves it, so ``join`` waits for it."""
         if self._cancelled:
             return
         self._start_worker()
