@@ -225,48 +225,38 @@ def test_a_thousand_queues_leave_descriptors_and_memory_as_they_were() -> None:
     assert memfd_mappings() == maps
 
 
-def test_ctrl_c_interrupts_a_blocked_get() -> None:
+def _interrupt_while_blocked(setup: str, blocking_call: str, report: str) -> str:
+    """Runs ``blocking_call`` in a fresh interpreter, sends SIGINT once it blocks, and
+    returns what the script printed after catching KeyboardInterrupt."""
     script = textwrap.dedent(
-        """
+        f"""
         import sys, shoal
-        q = shoal.Queue()
+        {setup}
         print("blocking", flush=True)
         try:
-            q.get()
+            {blocking_call}
         except KeyboardInterrupt:
-            print("interrupted", flush=True)
+            print({report}, flush=True)
             sys.exit(3)
         """
     )
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "blocking"
-    time.sleep(0.2)
+    time.sleep(0.2)  # let it reach the wait
     child.send_signal(signal.SIGINT)
     out, _ = child.communicate(timeout=10)
-    assert out.strip() == "interrupted"
     assert child.returncode == 3
+    return out.strip()
+
+
+def test_ctrl_c_interrupts_a_blocked_get() -> None:
+    assert _interrupt_while_blocked("q = shoal.Queue()", "q.get()", '"interrupted"') == (
+        "interrupted"
+    )
 
 
 def test_ctrl_c_interrupts_a_put_blocked_on_a_full_queue() -> None:
-    script = textwrap.dedent(
-        """
-        import sys, shoal
-        q = shoal.Queue(maxsize=1)
-        q.put(1)
-        print("blocking", flush=True)
-        try:
-            q.put(2)
-        except KeyboardInterrupt:
-            print("interrupted", q.qsize(), flush=True)
-            sys.exit(3)
-        """
-    )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "blocking"
-    time.sleep(0.2)
-    child.send_signal(signal.SIGINT)
-    out, _ = child.communicate(timeout=10)
-    assert out.strip() == "interrupted 1"
-    assert child.returncode == 3
+    setup = "q = shoal.Queue(maxsize=1); q.put(1)"
+    said = _interrupt_while_blocked(setup, "q.put(2)", '"interrupted", q.qsize()')
+    assert said == "interrupted 1"
