@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import doctest
 import functools
-import importlib
 import itertools
 import multiprocessing
 import os
 import pickle
-import re
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from pool_workers import (
@@ -340,42 +334,6 @@ def test_dummy_pool_is_the_thread_pool() -> None:
         assert isinstance(pool, shoal.Pool)
         assert "backend=thread" in repr(pool)
         assert pool.apply(lambda: shared) is shared
-
-
-MODULES = [
-    "shoal.pool",
-    "shoal.pool._pool",
-    "shoal.pool._results",
-    "shoal.pool._chunks",
-    "shoal.pool._cpu",
-    "shoal.backends",
-    "shoal.backends.base",
-    "shoal.backends.thread",
-    "shoal.dummy._pool",
-]
-
-
-@pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples_run(name: str) -> None:
-    module = importlib.import_module(name)
-    failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert failed == 0 and attempted > 0
-
-
-def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "backends.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)
-    assert blocks, "docs/backends.md has no python example"
-    outputs = []
-    for i, block in enumerate(blocks):
-        script = tmp_path / f"example_{i}.py"
-        script.write_text(block)
-        done = subprocess.run(
-            [sys.executable, str(script)], capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, done.stderr
-        outputs.append(done.stdout)
-    assert "[1, 2, 3] [0, 1, 2]" in outputs[-1]
 
 
 def test_callbacks_run_on_a_pool_thread(pool: shoal.Pool) -> None:
