@@ -1,15 +1,16 @@
 """Functions and classes the Pool tests run as tasks; importable by name, so any backend
-(threads now, processes later) can run them."""
+(threads or processes) can run them."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
 from typing import Any
 
-BACKENDS = ["thread"]
-"""Every backend the Pool tests run on; adding the process backend is adding its name."""
+BACKENDS = ["thread", "process"]
+"""Every backend the Pool tests run on."""
 
 _local = threading.local()
 
@@ -80,3 +81,14 @@ class Scaler:
 
     def __call__(self, x: int) -> int:
         return x + self.factor
+
+
+def wait_for_file(path: str, value: Any = True, timeout: float = 30.0) -> Any:
+    """Returns ``value`` once ``path`` exists: a gate that a test opens from outside the
+    worker, whatever process the worker is."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.002)
+    return value

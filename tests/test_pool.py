@@ -9,6 +9,7 @@ import os
 import pickle
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from pool_workers import (
@@ -23,6 +24,7 @@ from pool_workers import (
     recall,
     remember,
     square,
+    wait_for_file,
 )
 
 import shoal
@@ -104,9 +106,9 @@ def test_apply_passes_args_and_kwds(pool: shoal.Pool) -> None:
     assert pool.apply_async(int, ("ff",), {"base": 16}).get(30) == 255
 
 
-def test_async_result_semantics(pool: shoal.Pool) -> None:
-    gate = threading.Event()
-    result = pool.apply_async(gate.wait, (30,))
+def test_async_result_semantics(pool: shoal.Pool, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    result = pool.apply_async(wait_for_file, (str(gate),))
     assert not result.ready()
     with pytest.raises(ValueError, match="not ready"):
         result.successful()
@@ -115,7 +117,7 @@ def test_async_result_semantics(pool: shoal.Pool) -> None:
     assert shoal.TimeoutError is multiprocessing.TimeoutError
     result.wait(0.01)
     assert not result.ready()
-    gate.set()
+    gate.touch()
     result.wait(30)
     assert result.ready() and result.successful()
     assert result.get() is True and result.get(0) is True
@@ -195,12 +197,12 @@ def test_imap_raises_at_the_failed_position_and_goes_on(
     assert sorted(got) == [1, 3] and errors == 1
 
 
-def test_imap_next_takes_a_timeout(pool: shoal.Pool) -> None:
-    gate = threading.Event()
-    it = pool.imap(lambda x: gate.wait(30) and x, [1])
+def test_imap_next_takes_a_timeout(pool: shoal.Pool, tmp_path: Path) -> None:
+    gate = str(tmp_path / "gate")
+    it = pool.imap(lambda x: wait_for_file(gate, x), [1])
     with pytest.raises(multiprocessing.TimeoutError):
         it.next(timeout=0.01)
-    gate.set()
+    Path(gate).touch()
     assert it.next(timeout=30) == 1
     with pytest.raises(StopIteration):
         it.next(timeout=30)

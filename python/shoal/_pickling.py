@@ -37,7 +37,7 @@ import cloudpickle  # type: ignore[import-untyped]
 
 from shoal.errors import PicklingError
 
-__all__ = ["dumps", "dumps_callable", "find_unpicklable", "loads"]
+__all__ = ["dumps", "dumps_callable", "dumps_detached", "find_unpicklable", "loads"]
 
 _PROTOCOL: Final = 5
 _dumps: Final = pickle.dumps
@@ -67,8 +67,31 @@ def dumps(obj: object) -> bytes:
     return _dumps_slow(obj)
 
 
-def dumps_callable(fn: Callable[..., object]) -> bytes:
-    """Pickles a function (or any callable) for another process with cloudpickle.
+def dumps_detached(obj: object) -> bytes:
+    """Like :func:`dumps`, for a process that does not share this one's ``__main__`` (a
+    pool worker forked by the zygote or spawned): an object that the standard pickler
+    would send as a reference into ``__main__`` (an instance of a class defined in a
+    script) goes by value through cloudpickle instead.
+
+    Raises:
+        shoal.errors.PicklingError: as :func:`dumps` does.
+    """
+    data = dumps(obj)
+    # A reference into __main__ spells the module's name; other mentions only cost time.
+    if b"__main__" not in data:
+        return data
+    try:
+        return _cloud_dumps(obj)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        failure = exc
+    raise _pickling_error(obj, failure) from failure
+
+
+def dumps_callable(fn: object) -> bytes:
+    """Pickles a function (or any callable, or a tuple holding some) for another process
+    with cloudpickle.
 
     Functions of ``__main__``, local functions, lambdas and closures go by value, with the
     globals their code uses; functions importable from a module go by reference.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 
-__all__ = ["PicklingError", "ShoalError"]
+__all__ = ["PicklingError", "ShoalError", "WorkerLostError"]
 
 _HINT = (
     "Objects that hold OS resources (locks, sockets, open files) cannot go to another "
@@ -57,3 +57,48 @@ class PicklingError(ShoalError, pickle.PicklingError):
     def __reduce__(self) -> tuple[type[PicklingError], tuple[str, str, str]]:
         """Pickles by the constructor's arguments, so the error itself can cross processes."""
         return (type(self), (self.path, self.culprit_type, self.reason))
+
+
+class WorkerLostError(ShoalError):
+    """The worker running a task died before it answered (killed, crashed, out of memory).
+
+    Only that task fails; the pool starts a new worker and carries on.
+
+    Attributes:
+        pid: the worker's process id, when known.
+        exitcode: its exit code, if it exited.
+        signal: the signal that killed it, if one did.
+
+    Example:
+        >>> err = WorkerLostError(4242, None, 15, "killed by signal 15 (SIGTERM)")
+        >>> print(err)
+        worker process 4242 died while running this task: killed by signal 15 (SIGTERM)
+        >>> err.signal
+        15
+    """
+
+    pid: int | None
+    exitcode: int | None
+    signal: int | None
+
+    def __init__(
+        self, pid: int | None, exitcode: int | None, signal: int | None, how: str | None
+    ) -> None:
+        """Builds the message from what is known about the exit."""
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal = signal
+        self._how = how
+        who = f"worker process {pid}" if pid is not None else "a worker process"
+        what = how or "it exited"
+        hint = ""
+        if signal == 9:
+            hint = (
+                " (SIGKILL: if nobody killed it on purpose, the system may have run out of"
+                " memory; see `dmesg` for the OOM killer)"
+            )
+        super().__init__(f"{who} died while running this task: {what}{hint}")
+
+    def __reduce__(self) -> tuple[type[WorkerLostError], tuple[object, ...]]:
+        """Pickles by the constructor's arguments."""
+        return (type(self), (self.pid, self.exitcode, self.signal, self._how))

@@ -28,7 +28,7 @@ pub enum Error {
 
 impl Error {
     /// The error of the last failed system call, tagged with the operation's name.
-    pub(crate) fn last_os(what: &'static str) -> Self {
+    pub fn last_os(what: &'static str) -> Self {
         Error::Os {
             what,
             source: io::Error::last_os_error(),

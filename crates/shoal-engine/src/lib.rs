@@ -4,14 +4,17 @@
 //! an optional deadline and an [`wait::Interrupt`] it asks between short sleeps, which is how
 //! the bindings keep Ctrl-C responsive without this crate touching the interpreter.
 
+pub mod bell;
 pub mod error;
 pub mod fdpass;
+pub mod link;
 pub mod lock;
 pub mod poll;
 pub mod proc;
 pub mod queue;
 pub mod ring;
 pub mod seg;
+pub mod supervisor;
 pub mod wait;
 
 pub use error::{Error, Result};

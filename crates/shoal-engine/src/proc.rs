@@ -307,6 +307,17 @@ pub struct Child {
 }
 
 impl Child {
+    /// Takes charge of `pid`, a child of this process started some other way (a `fork`),
+    /// which nothing else reaps: until it is reaped its pid cannot be reused, so the pidfd
+    /// opened here is certainly for that child.
+    pub fn adopt(pid: libc::pid_t) -> Result<Child> {
+        Ok(Child {
+            pid,
+            pidfd: pidfd_open(pid)?,
+            exit: None,
+        })
+    }
+
     /// The child's process id (for messages and `/proc`; signal it with [`Child::kill`]).
     pub fn pid(&self) -> libc::pid_t {
         self.pid

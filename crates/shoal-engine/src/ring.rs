@@ -267,6 +267,18 @@ impl Ring {
         tail.saturating_sub(head).min(self.map.cap) as usize
     }
 
+    /// The position just past the last published record: every byte ever pushed, record
+    /// framing included. Only grows.
+    pub fn produced(&self) -> u64 {
+        self.map.header().tail.0.load(Ordering::Acquire)
+    }
+
+    /// The position just past the last record the consumer has taken. Only grows; a record
+    /// that ended at or before it has been popped.
+    pub fn consumed(&self) -> u64 {
+        self.map.header().head.0.load(Ordering::Acquire)
+    }
+
     /// Whether no message is waiting (a snapshot).
     pub fn is_empty(&self) -> bool {
         self.len_bytes() == 0
@@ -274,15 +286,7 @@ impl Ring {
 
     /// The record size of `msg`, or [`Error::Invalid`] if it can never fit.
     fn record_for(&self, msg: &[u8]) -> Result<u64> {
-        if msg.len() > self.max_message() {
-            return Err(Error::Invalid(format!(
-                "a message of {} bytes does not fit in a ring of {} bytes (at most {})",
-                msg.len(),
-                self.capacity(),
-                self.max_message()
-            )));
-        }
-        Ok(record_len(msg.len() as u64))
+        self.record_len_checked(msg.len())
     }
 
     /// The end of the published records; ours to move, so a relaxed load sees our own.
@@ -376,6 +380,62 @@ impl Ring {
         }
         self.publish(self.map.write_record(tail, msg));
         Ok(true)
+    }
+
+    /// Pushes one message made of `parts` laid end to end, if there is room now; returns
+    /// whether it did. Saves gluing a header to a body in a buffer first.
+    pub fn try_push_parts(&mut self, parts: &[&[u8]]) -> Result<bool> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let need = self.record_len_checked(len)?;
+        let tail = self.tail();
+        if self.room(tail, need)?.is_none() {
+            return Ok(false);
+        }
+        self.publish(self.write_parts(tail, len, parts));
+        Ok(true)
+    }
+
+    /// Like [`try_push_parts`](Self::try_push_parts), waiting for room as
+    /// [`push`](Self::push) does.
+    pub fn push_parts(
+        &mut self,
+        parts: &[&[u8]],
+        deadline: Option<Instant>,
+        interrupt: &mut dyn Interrupt,
+    ) -> Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let need = self.record_len_checked(len)?;
+        let tail = self.tail();
+        if self.wait_room(tail, need, deadline, interrupt)?.is_none() {
+            return Err(Error::Full);
+        }
+        self.publish(self.write_parts(tail, len, parts));
+        Ok(())
+    }
+
+    fn record_len_checked(&self, len: usize) -> Result<u64> {
+        if len > self.max_message() {
+            return Err(Error::Invalid(format!(
+                "a message of {len} bytes does not fit in a ring of {} bytes (at most {})",
+                self.capacity(),
+                self.max_message()
+            )));
+        }
+        Ok(record_len(len as u64))
+    }
+
+    /// Writes one record of `len` bytes made of `parts` at `tail`, which has room for it.
+    fn write_parts(&self, tail: u64, len: usize, parts: &[&[u8]]) -> u64 {
+        let at = (tail % self.map.cap) as usize;
+        // SAFETY: as in `Mapping::write_record`: aligned, inside the ring, and ours until
+        // published.
+        unsafe { self.map.data().add(at).cast::<u64>().write(len as u64) };
+        let mut pos = tail + RECORD_HEADER;
+        for part in parts {
+            self.map.copy_in(pos, part);
+            pos += part.len() as u64;
+        }
+        tail + record_len(len as u64)
     }
 
     /// Pushes `msg`, waiting for room until `deadline` (`None`: forever), then failing

@@ -98,6 +98,25 @@ impl Doorbell {
         }
     }
 
+    /// How many times the doorbell has rung (wrapping). Read it before looking at the shared
+    /// state, then [`wait_change`](Self::wait_change) from that value: a ring in between is
+    /// never missed.
+    #[inline]
+    pub fn seq(&self) -> u32 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the doorbell rings after `seen` was read from [`seq`](Self::seq)
+    /// (`Ok(true)`), or the deadline passes (`Ok(false)`), or `interrupt` fires.
+    pub fn wait_change(
+        &self,
+        seen: u32,
+        deadline: Option<Instant>,
+        interrupt: &mut dyn Interrupt,
+    ) -> Result<bool> {
+        self.wait_until(|| self.seq() != seen, deadline, interrupt)
+    }
+
     /// Waits until `ready()` is true (returns `Ok(true)`), the deadline passes (`Ok(false)`),
     /// or `interrupt` fires (`Err(Interrupted)`). `ready` is checked first, so a satisfied
     /// condition never costs a system call.

@@ -2,6 +2,8 @@
 //! its short sleeps whether a signal handler raised (Ctrl-C), so every wait stays
 //! interruptible and no blocked call holds the GIL.
 
+use std::time::{Duration, Instant};
+
 use pyo3::prelude::*;
 use shoal_engine::wait::Interrupt;
 use shoal_engine::Error;
@@ -39,4 +41,13 @@ where
         (Err(Error::Interrupted), Some(err)) => Err(err),
         (result, _) => to_py(result),
     }
+}
+
+/// `None`: wait forever; otherwise a deadline `timeout` seconds from now (negative = now).
+pub fn deadline(timeout: Option<f64>) -> Option<Instant> {
+    let t = timeout?;
+    let secs = if t.is_nan() { 0.0 } else { t.max(0.0) };
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| Instant::now().checked_add(d))
 }

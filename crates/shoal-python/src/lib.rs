@@ -5,12 +5,17 @@ use pyo3::prelude::*;
 
 mod blocking;
 mod errors;
+mod pool;
 mod queue;
 mod sink;
 
 #[pymodule(gil_used = false)]
 fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::QueueCore>()?;
+    m.add_class::<pool::PoolEngine>()?;
+    m.add_class::<pool::WorkerLink>()?;
+    m.add_class::<pool::ChildProcess>()?;
+    m.add_function(wrap_pyfunction!(pool::die_with_parent, m)?)?;
     m.add(
         "DEFAULT_QUEUE_CAPACITY",
         shoal_engine::queue::DEFAULT_CAPACITY,
@@ -18,7 +23,15 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MIN_QUEUE_CAPACITY", shoal_engine::queue::MIN_CAPACITY)?;
     m.add(
         "__all__",
-        ["DEFAULT_QUEUE_CAPACITY", "MIN_QUEUE_CAPACITY", "QueueCore"],
+        [
+            "ChildProcess",
+            "DEFAULT_QUEUE_CAPACITY",
+            "MIN_QUEUE_CAPACITY",
+            "PoolEngine",
+            "QueueCore",
+            "WorkerLink",
+            "die_with_parent",
+        ],
     )?;
     Ok(())
 }

@@ -2,14 +2,13 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use shoal_engine::queue::{Message, Queue};
 
-use crate::blocking::blocking;
+use crate::blocking::{blocking, deadline};
 use crate::errors::to_py;
 use crate::sink::BytesSink;
 
@@ -20,15 +19,6 @@ pub struct QueueCore {
     // Why a lock: `close()` may race with a blocked `get()` in another thread. Calls clone
     // the Arc under the lock and release it before blocking, so close never waits on them.
     inner: Mutex<Option<Arc<Queue>>>,
-}
-
-/// `None`: wait forever; otherwise a deadline `timeout` seconds from now (negative = now).
-fn deadline(timeout: Option<f64>) -> Option<Instant> {
-    let t = timeout?;
-    let secs = if t.is_nan() { 0.0 } else { t.max(0.0) };
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .and_then(|d| Instant::now().checked_add(d))
 }
 
 impl QueueCore {

@@ -11,7 +11,7 @@ Example:
     >>> get_factory("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown pool backend 'nope'; available backends: 'thread'
+    ValueError: unknown pool backend 'nope'; available backends: 'process', 'thread'
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ __all__ = [
     "register",
 ]
 
-DEFAULT_BACKEND: Final = "thread"
-"""The backend ``shoal.Pool`` uses when none is named. It becomes ``"process"`` once the
-process backend lands; this constant is the only place to change."""
+DEFAULT_BACKEND: Final = "process"
+"""The backend ``shoal.Pool`` uses when none is named."""
 
 
 def _thread_factory(spec: WorkerSpec, sink: ResultSink) -> Backend:
@@ -41,7 +40,13 @@ def _thread_factory(spec: WorkerSpec, sink: ResultSink) -> Backend:
     return ThreadBackend(spec, sink)
 
 
-_FACTORIES: dict[str, BackendFactory] = {"thread": _thread_factory}
+def _process_factory(spec: WorkerSpec, sink: ResultSink) -> Backend:
+    from shoal.backends.process import ProcessBackend
+
+    return ProcessBackend(spec, sink)
+
+
+_FACTORIES: dict[str, BackendFactory] = {"process": _process_factory, "thread": _thread_factory}
 
 
 def register(name: str, factory: BackendFactory) -> None:

@@ -61,12 +61,15 @@ class WorkerSpec:
         maxtasksperchild: after this many chunks a worker exits and a fresh one (initializer
             included) takes its place; ``None`` keeps workers for the pool's life. As in
             ``multiprocessing``, a chunk counts as one task.
+        start_method: how a process backend starts its workers (``"zygote"``, ``"spawn"``,
+            ``"fork"``); ``None`` for its default. Backends without processes ignore it.
     """
 
     processes: int
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
     maxtasksperchild: int | None = None
+    start_method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,13 @@ class Backend(Protocol):
         """How many chunks the Pool may keep submitted at once: enough that no worker waits
         for its next chunk (e.g. twice :attr:`workers`), few enough that cancelling is cheap
         and lazy inputs are not read far ahead."""
+        ...
+
+    @property
+    def stops_running_tasks(self) -> bool:
+        """Whether ``shutdown(cancel=True)`` stops tasks that are running (processes are
+        killed). ``Pool.terminate`` then waits for the workers to be gone; otherwise
+        (threads) it returns without waiting for tasks that may never end."""
         ...
 
     def submit(self, chunk: Chunk) -> None:

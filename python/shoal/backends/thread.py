@@ -82,6 +82,11 @@ class ThreadBackend:
         """Two chunks per thread: one running, one ready to start."""
         return _CHUNKS_PER_WORKER * self._spec.processes
 
+    @property
+    def stops_running_tasks(self) -> bool:
+        """False: a thread cannot be stopped from outside."""
+        return False
+
     def submit(self, chunk: Chunk) -> None:
         """Queues ``chunk`` for the next free thread."""
         self._tasks.put(chunk)

@@ -218,7 +218,8 @@ class PoolCore:
 
     def terminate(self, wait: bool) -> None:
         """Cancels every pending result, drops queued chunks and stops the workers; with
-        ``wait``, also waits for the threads (a running thread task cannot be cut short)."""
+        ``wait``, also waits for them to be gone, if the backend can stop running tasks (a
+        thread running a task that never ends cannot be waited for)."""
         with self.cond:
             already = self.state == TERMINATE
             self.state = TERMINATE
@@ -236,7 +237,8 @@ class PoolCore:
             target._cancel()
         if wait:
             _join(self._feeder)
-            self.backend.join()
+            if self.backend.stops_running_tasks:
+                self.backend.join()
             _join(self._receiver)
 
 

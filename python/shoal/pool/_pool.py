@@ -38,11 +38,15 @@ class Pool:
             multiprocessing) and a fresh one replaces it; ``None``: workers live as long as
             the pool.
         backend: what runs the tasks, by name (``shoal.backends.available()``):
-            ``"thread"`` runs them on threads of this process, nothing pickled. ``None``
-            means ``shoal.backends.DEFAULT_BACKEND``: ``"thread"`` today, ``"process"``
-            once that backend lands. Any other name raises ``ValueError``.
+            ``"process"`` (the default, ``shoal.backends.DEFAULT_BACKEND``) runs them in
+            worker processes; ``"thread"`` on threads of this process, nothing pickled.
+            Any other name raises ``ValueError``.
         chunksize: the chunk size for calls that do not give one; ``None``: ``map`` uses
             multiprocessing's formula and ``imap`` adapts to measured task times.
+        start_method: how the process backend starts workers: ``"zygote"`` (the default:
+            forked from a fresh interpreter shoal keeps for the purpose; fast, and safe in
+            a program with threads), ``"spawn"`` (a new interpreter each) or ``"fork"``
+            (a copy of this process, as multiprocessing's fork).
 
     Example:
         >>> import shoal
@@ -60,6 +64,7 @@ class Pool:
         *,
         backend: str | None = None,
         chunksize: int | None = None,
+        start_method: str | None = None,
     ) -> None:
         if processes is None:
             processes = cpu_count()
@@ -76,7 +81,7 @@ class Pool:
         check_chunksize(chunksize)
         name = backends.DEFAULT_BACKEND if backend is None else backend
         factory = backends.get_factory(name)
-        spec = WorkerSpec(processes, initializer, tuple(initargs), maxtasksperchild)
+        spec = WorkerSpec(processes, initializer, tuple(initargs), maxtasksperchild, start_method)
         self._backend_name = name
         self._processes = processes
         self._chunksize = chunksize
@@ -280,8 +285,9 @@ class Pool:
 
     def terminate(self) -> None:
         """Stops at once: queued tasks are dropped and pending results raise
-        ``concurrent.futures.CancelledError``. Thread tasks already running cannot be cut
-        short; this waits for them. Leaving a ``with`` block calls it.
+        ``concurrent.futures.CancelledError``. Worker processes are killed and this waits
+        until they are gone; thread tasks already running cannot be cut short, and this
+        does not wait for them (``join`` does). Leaving a ``with`` block calls it.
 
         >>> import shoal
         >>> pool = shoal.Pool(1)

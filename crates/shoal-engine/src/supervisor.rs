@@ -1,0 +1,751 @@
+//! The parent's side of a process pool: one thread that places chunks on the workers' task
+//! rings, collects results from their result rings, and watches the workers' pidfds.
+//!
+//! The caller (the Python Pool) starts workers and hands their process handles over; the
+//! supervisor does everything that must happen quickly and without the interpreter:
+//! * at most `depth` chunks owed by a worker at a time (one running, the rest waiting in
+//!   its ring), placed on the worker that owes the fewest;
+//! * a function's bytes sent to a worker once, before its first chunk that needs it;
+//! * a worker's death seen through its pidfd: the results it finished are kept, chunks it
+//!   never took go back to the front of the queue, the one it was running is retried or
+//!   reported lost ([`Event::Exited`]), and the caller starts a replacement;
+//! * `close` finishes everything, then stops the workers; `terminate` kills them.
+//!
+//! Whether a chunk was taken is read from the ring itself: each chunk's last byte has a
+//! position, and the worker's consumed position shows whether it got that far.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::bell::Bell;
+use crate::error::{Error, Result};
+use crate::link::{Assembler, Fed, Frame, Kind, Outbox};
+use crate::proc::{Child, Exit, Pidfd};
+use crate::ring::Ring;
+use crate::wait::{Interrupt, NoInterrupt, SLICE};
+
+/// How often a busy supervisor looks at the pidfds (an idle one looks every [`SLICE`]).
+const EXIT_CHECK: Duration = Duration::from_millis(5);
+/// Records taken from one result ring per turn, so one busy worker cannot starve others.
+const BATCH: usize = 64;
+
+/// One chunk to run: its id, its function's id (see [`Supervisor::define`]) and its
+/// pickled items.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// The chunk's id, unique in the pool; its result carries it.
+    pub chunk: u64,
+    /// The function the worker calls, defined before.
+    pub func: u64,
+    /// The chunk's arguments, opaque here.
+    pub payload: Arc<[u8]>,
+    /// How many more times the chunk runs again if a worker dies while running it.
+    pub retries: u32,
+}
+
+/// How the supervisor watches a worker: a child of this process (reaped here, so its exit
+/// status is known) or any other process (the zygote's children).
+#[derive(Debug)]
+pub enum Process {
+    /// Started by this process.
+    Child(Child),
+    /// Started by someone else, who reaps it.
+    Other(Pidfd),
+}
+
+impl Process {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Process::Child(c) => c.as_fd(),
+            Process::Other(p) => p.as_fd(),
+        }
+    }
+
+    fn pid(&self) -> Option<i32> {
+        match self {
+            Process::Child(c) => Some(c.pid()),
+            Process::Other(p) => p.pid(),
+        }
+    }
+
+    fn kill(&self) {
+        // Already gone is fine: the exit is seen through the pidfd either way.
+        let _ = match self {
+            Process::Child(c) => c.kill(libc::SIGKILL),
+            Process::Other(p) => p.kill(libc::SIGKILL),
+        };
+    }
+
+    fn reap(&mut self) -> Option<Exit> {
+        match self {
+            Process::Child(c) => c.try_wait().ok().flatten(),
+            Process::Other(_) => None,
+        }
+    }
+}
+
+/// What the supervisor tells the caller.
+#[derive(Debug)]
+pub enum Event {
+    /// A worker finished a chunk.
+    Result {
+        /// The chunk.
+        chunk: u64,
+        /// The worker that ran it.
+        worker: u64,
+        /// The worker's message, opaque here.
+        payload: Vec<u8>,
+    },
+    /// A worker's process ended. Unless the pool is stopping, start another.
+    Exited {
+        /// The worker.
+        worker: u64,
+        /// Its process id, when known.
+        pid: Option<i32>,
+        /// How it ended, when known (workers of the zygote are reaped there).
+        exit: Option<Exit>,
+        /// The chunk it was running and that has no retries left: it will never be
+        /// answered.
+        lost: Option<u64>,
+        /// True when it was told to stop or had run its task limit and owed nothing.
+        expected: bool,
+        /// Whether the pool needs a worker in its place: false once it was told to stop
+        /// or the pool is terminating.
+        replace: bool,
+    },
+    /// After `close` or `terminate`: every worker has exited. The last event.
+    Stopped,
+}
+
+/// A new worker's descriptors, to hand to the process that will be it.
+#[derive(Debug)]
+pub struct NewWorker {
+    /// The worker's id in events.
+    pub id: u64,
+    /// Its task ring (it consumes).
+    pub tasks: OwnedFd,
+    /// Its result ring (it produces).
+    pub results: OwnedFd,
+    /// The pool's bell (it rings).
+    pub bell: OwnedFd,
+}
+
+#[derive(Debug)]
+struct Owed {
+    chunk: u64,
+    /// The ring position just past the chunk's last piece, once it is all written.
+    end: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    tasks: Ring,
+    results: Ring,
+    outbox: Outbox,
+    assembler: Assembler,
+    /// `None` while the caller is still starting the process; chunks may already wait.
+    process: Option<Process>,
+    funcs: HashSet<u64>,
+    owed: VecDeque<Owed>,
+    given: u64,
+    limit: Option<u64>,
+    stopping: bool,
+    /// The ring carried something impossible: the worker is killed and replaced.
+    broken: bool,
+}
+
+impl Slot {
+    fn can_take(&self, depth: usize) -> bool {
+        !self.stopping
+            && !self.broken
+            && self.owed.len() < depth
+            && self.limit.is_none_or(|limit| self.given < limit)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Closing,
+    Terminating,
+    Stopped,
+}
+
+#[derive(Debug)]
+struct State {
+    slots: Vec<Slot>,
+    pending: VecDeque<u64>,
+    tasks: HashMap<u64, Task>,
+    funcs: HashMap<u64, Arc<[u8]>>,
+    events: VecDeque<Event>,
+    phase: Phase,
+    next_worker: u64,
+    last_exit_check: Instant,
+    /// Set when a caller asks for something the thread should act on without delay.
+    poked: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when events are added.
+    events_ready: Condvar,
+    bell: Bell,
+    depth: usize,
+    ring_capacity: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves state that is still consistent enough to
+        // shut down with; carry on rather than poison every later call.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The supervisor thread and its shared state; see the [module documentation](self).
+#[derive(Debug)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    /// Starts the thread. Each worker owes at most `depth` chunks (at least 1); each of
+    /// its rings holds `ring_capacity` bytes.
+    pub fn start(depth: usize, ring_capacity: usize) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                slots: Vec::new(),
+                pending: VecDeque::new(),
+                tasks: HashMap::new(),
+                funcs: HashMap::new(),
+                events: VecDeque::new(),
+                phase: Phase::Running,
+                next_worker: 0,
+                last_exit_check: Instant::now(),
+                poked: false,
+            }),
+            events_ready: Condvar::new(),
+            bell: Bell::create()?,
+            depth: depth.max(1),
+            ring_capacity,
+        });
+        let inner = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("shoal-supervisor".into())
+            .spawn(move || run(&inner))
+            .map_err(|source| Error::Os {
+                what: "starting the supervisor thread",
+                source,
+            })?;
+        Ok(Supervisor {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Makes room for a worker: its rings, and its place in the rotation (chunks may be
+    /// placed on it before its process exists). `limit`: the chunks it runs before it
+    /// exits by itself (the worker must be told the same number).
+    pub fn add_worker(&self, limit: Option<u64>) -> Result<NewWorker> {
+        let tasks = Ring::create(self.shared.ring_capacity)?;
+        let results = Ring::create(self.shared.ring_capacity)?;
+        let fds = NewWorker {
+            id: 0,
+            tasks: tasks.dup_fd()?,
+            results: results.dup_fd()?,
+            bell: self.shared.bell.dup_fd()?,
+        };
+        let mut state = self.shared.lock();
+        if matches!(state.phase, Phase::Terminating | Phase::Stopped) {
+            return Err(Error::Invalid("the pool is shutting down".into()));
+        }
+        let id = state.next_worker;
+        state.next_worker += 1;
+        state.slots.push(Slot {
+            id,
+            tasks,
+            results,
+            outbox: Outbox::default(),
+            assembler: Assembler::default(),
+            process: None,
+            funcs: HashSet::new(),
+            owed: VecDeque::new(),
+            given: 0,
+            limit,
+            stopping: false,
+            broken: false,
+        });
+        state.poked = true;
+        drop(state);
+        self.shared.bell.ring();
+        Ok(NewWorker { id, ..fds })
+    }
+
+    /// Gives worker `id` its process. After `terminate`, the process is killed at once.
+    pub fn attach(&self, id: u64, process: Process) -> Result<()> {
+        let mut state = self.shared.lock();
+        let terminating = state.phase == Phase::Terminating;
+        let slot = state
+            .slots
+            .iter_mut()
+            .find(|s| s.id == id)
+            .ok_or_else(|| Error::Invalid(format!("no worker {id} is being started")))?;
+        if terminating {
+            process.kill();
+        }
+        slot.process = Some(process);
+        Ok(())
+    }
+
+    /// Gives up on starting worker `id`: what it was given goes back to the queue.
+    pub fn abandon(&self, id: u64) {
+        let mut state = self.shared.lock();
+        if let Some(at) = state.slots.iter().position(|s| s.id == id) {
+            let slot = state.slots.remove(at);
+            requeue(&mut state, slot.owed.into_iter().map(|o| o.chunk));
+        }
+        state.poked = true;
+        drop(state);
+        self.shared.bell.ring();
+    }
+
+    /// Registers function `func`'s bytes, sent to each worker before its first chunk of it.
+    pub fn define(&self, func: u64, bytes: Arc<[u8]>) {
+        self.shared.lock().funcs.insert(func, bytes);
+    }
+
+    /// Queues a chunk. Fails after `close` or `terminate`, or if its function is unknown.
+    pub fn submit(&self, task: Task) -> Result<()> {
+        self.submit_many(vec![task])
+    }
+
+    /// Queues chunks, in order.
+    pub fn submit_many(&self, tasks: Vec<Task>) -> Result<()> {
+        let mut state = self.shared.lock();
+        if state.phase != Phase::Running {
+            return Err(Error::Invalid("the pool is not running".into()));
+        }
+        for task in &tasks {
+            if !state.funcs.contains_key(&task.func) {
+                return Err(Error::Invalid(format!(
+                    "function {} was never defined",
+                    task.func
+                )));
+            }
+        }
+        for task in tasks {
+            state.pending.push_back(task.chunk);
+            state.tasks.insert(task.chunk, task);
+        }
+        state.poked = true;
+        drop(state);
+        self.shared.bell.ring();
+        Ok(())
+    }
+
+    /// Lets every queued chunk finish, then stops the workers; [`Event::Stopped`] follows
+    /// once they have all exited.
+    pub fn close(&self) {
+        let mut state = self.shared.lock();
+        if state.phase == Phase::Running {
+            state.phase = Phase::Closing;
+        }
+        state.poked = true;
+        drop(state);
+        self.shared.bell.ring();
+    }
+
+    /// Drops every queued chunk and kills every worker; [`Event::Stopped`] follows once
+    /// they have all exited.
+    pub fn terminate(&self) {
+        let mut state = self.shared.lock();
+        if matches!(state.phase, Phase::Terminating | Phase::Stopped) {
+            return;
+        }
+        state.phase = Phase::Terminating;
+        state.pending.clear();
+        state.tasks.clear();
+        for slot in &mut state.slots {
+            slot.outbox.drain();
+            slot.owed.clear();
+            if let Some(p) = &slot.process {
+                p.kill();
+            }
+        }
+        // A worker still being started is killed when attached (or dropped if abandoned).
+        state.poked = true;
+        drop(state);
+        self.shared.bell.ring();
+    }
+
+    /// Kills worker `id` (a stuck task); its exit is reported like any other. False if
+    /// there is no such worker.
+    pub fn kill_worker(&self, id: u64) -> bool {
+        let state = self.shared.lock();
+        match state.slots.iter().find(|s| s.id == id) {
+            Some(Slot {
+                process: Some(p), ..
+            }) => {
+                p.kill();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The worker running chunk `chunk` right now (it took it from its ring), if any.
+    pub fn running(&self, chunk: u64) -> Option<u64> {
+        let state = self.shared.lock();
+        state.slots.iter().find_map(|s| {
+            let first = s.owed.front()?;
+            let taken = first.end.is_some_and(|end| end <= s.tasks.consumed());
+            (first.chunk == chunk && taken).then_some(s.id)
+        })
+    }
+
+    /// Counts for `stats()`: workers, chunks waiting for a worker, chunks owed by workers.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let state = self.shared.lock();
+        let owed = state.slots.iter().map(|s| s.owed.len()).sum();
+        (state.slots.len(), state.pending.len(), owed)
+    }
+
+    /// Waits for events until `deadline` (`None`: forever) and takes them all; an empty
+    /// list when the deadline passed, or at once when the supervisor has stopped and
+    /// every event was taken. Asks `interrupt` between short sleeps.
+    pub fn next_events(
+        &self,
+        deadline: Option<Instant>,
+        interrupt: &mut dyn Interrupt,
+    ) -> Result<Vec<Event>> {
+        let mut state = self.shared.lock();
+        loop {
+            if !state.events.is_empty() {
+                return Ok(state.events.drain(..).collect());
+            }
+            if state.phase == Phase::Stopped {
+                return Ok(Vec::new());
+            }
+            let slice = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(Vec::new());
+                    }
+                    (d - now).min(SLICE)
+                }
+                None => SLICE,
+            };
+            let (next, _) = self
+                .shared
+                .events_ready
+                .wait_timeout(state, slice)
+                .unwrap_or_else(|e| e.into_inner());
+            state = next;
+            if state.events.is_empty() {
+                drop(state);
+                if interrupt.interrupted() {
+                    return Err(Error::Interrupted);
+                }
+                state = self.shared.lock();
+            }
+        }
+    }
+
+    /// Whether the supervisor has stopped (every worker exited after close or terminate).
+    pub fn is_stopped(&self) -> bool {
+        self.shared.lock().phase == Phase::Stopped
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.terminate();
+        if let Some(thread) = self.thread.take() {
+            // The thread ends once every killed worker's pidfd reports its exit.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Puts chunks back at the front of the queue, keeping their order.
+fn requeue(state: &mut State, chunks: impl DoubleEndedIterator<Item = u64>) {
+    if matches!(state.phase, Phase::Terminating | Phase::Stopped) {
+        return;
+    }
+    for chunk in chunks.rev() {
+        if state.tasks.contains_key(&chunk) {
+            state.pending.push_front(chunk);
+        }
+    }
+}
+
+fn run(shared: &Shared) {
+    loop {
+        let seen = shared.bell.seq();
+        let (progress, stopped) = {
+            let mut state = shared.lock();
+            let progress = step(&mut state, shared.depth);
+            let had_events = !state.events.is_empty();
+            let stopped = state.phase == Phase::Stopped;
+            if had_events {
+                shared.events_ready.notify_all();
+            }
+            (progress, stopped)
+        };
+        if stopped {
+            return;
+        }
+        if !progress {
+            let until = Instant::now() + SLICE;
+            // Only a timeout or the bell end this wait; both lead to another turn.
+            let _ = shared.bell.wait_change(seen, Some(until), &mut NoInterrupt);
+            shared.lock().last_exit_check -= EXIT_CHECK;
+        }
+    }
+}
+
+/// One turn: collect results, notice exits, place chunks, write what fits. Returns whether
+/// anything happened.
+fn step(state: &mut State, depth: usize) -> bool {
+    let mut progress = std::mem::take(&mut state.poked);
+    for at in 0..state.slots.len() {
+        progress |= collect(state, at);
+    }
+    if state.last_exit_check.elapsed() >= EXIT_CHECK {
+        state.last_exit_check = Instant::now();
+        progress |= reap_exits(state);
+    }
+    progress |= place(state, depth);
+    for slot in &mut state.slots {
+        match slot.outbox.pump(&mut slot.tasks) {
+            Ok(done) => {
+                for (frame, end) in done {
+                    if frame.kind != Kind::Task {
+                        continue;
+                    }
+                    if let Some(owed) = slot.owed.iter_mut().find(|o| o.chunk == frame.id) {
+                        owed.end = Some(end);
+                    }
+                    progress = true;
+                }
+            }
+            Err(_) => slot.broken = true,
+        }
+    }
+    finish_phase(state);
+    for slot in &state.slots {
+        if slot.broken {
+            if let Some(p) = &slot.process {
+                p.kill();
+            }
+        }
+    }
+    progress
+}
+
+/// Takes the finished results of slot `at`. Returns whether there were any.
+fn collect(state: &mut State, at: usize) -> bool {
+    let State {
+        slots,
+        tasks,
+        events,
+        ..
+    } = state;
+    let slot = &mut slots[at];
+    let mut any = false;
+    loop {
+        let Slot {
+            results,
+            assembler,
+            owed,
+            id,
+            broken,
+            ..
+        } = &mut *slot;
+        let taken =
+            results.try_pop_many_with(BATCH, |record| match assembler.feed_in_place(record) {
+                Ok(Fed::Partial) => {}
+                Ok(fed) => {
+                    let done = fed.complete(|frame, body| (frame, body.to_vec()));
+                    if let Some((frame, payload)) = done {
+                        if frame.kind != Kind::Result {
+                            *broken = true;
+                            return;
+                        }
+                        match owed.iter().position(|o| o.chunk == frame.id) {
+                            Some(i) => {
+                                owed.remove(i);
+                            }
+                            None => {
+                                *broken = true;
+                                return;
+                            }
+                        }
+                        tasks.remove(&frame.id);
+                        events.push_back(Event::Result {
+                            chunk: frame.id,
+                            worker: *id,
+                            payload,
+                        });
+                    }
+                }
+                Err(_) => *broken = true,
+            });
+        match taken {
+            Ok(0) => return any,
+            Ok(_) => any = true,
+            Err(_) => {
+                slot.broken = true;
+                return any;
+            }
+        }
+    }
+}
+
+/// Looks at every pidfd at once and handles the workers that have exited.
+fn reap_exits(state: &mut State) -> bool {
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut which = Vec::new();
+    for (at, slot) in state.slots.iter().enumerate() {
+        if let Some(p) = &slot.process {
+            fds.push(libc::pollfd {
+                fd: p.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            which.push(at);
+        }
+    }
+    if fds.is_empty() {
+        return false;
+    }
+    // SAFETY: `fds` is a valid array of pollfds for the duration of the call; the
+    // descriptors belong to slots that the state lock keeps alive.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+    if rc <= 0 {
+        return false;
+    }
+    let gone: Vec<usize> = fds
+        .iter()
+        .zip(which)
+        .filter(|(fd, _)| fd.revents != 0)
+        .map(|(_, at)| at)
+        .collect();
+    for &at in gone.iter().rev() {
+        // Results it published before it died are good: take them first.
+        collect(state, at);
+        let mut slot = state.slots.remove(at);
+        exited(state, &mut slot);
+    }
+    !gone.is_empty()
+}
+
+/// Settles the accounts of a worker whose process has ended.
+fn exited(state: &mut State, slot: &mut Slot) {
+    let exit = slot.process.as_mut().and_then(Process::reap);
+    let pid = slot.process.as_ref().and_then(Process::pid);
+    let consumed = slot.tasks.consumed();
+    let expected = slot.stopping
+        || (slot.owed.is_empty() && slot.limit.is_some_and(|limit| slot.given >= limit));
+    let mut lost = None;
+    let mut back = Vec::new();
+    for owed in slot.owed.drain(..) {
+        let taken = owed.end.is_some_and(|end| end <= consumed);
+        if taken && lost.is_none() {
+            match state.tasks.get_mut(&owed.chunk) {
+                Some(task) if task.retries > 0 => {
+                    task.retries -= 1;
+                    back.push(owed.chunk);
+                }
+                Some(_) => {
+                    state.tasks.remove(&owed.chunk);
+                    lost = Some(owed.chunk);
+                }
+                None => {}
+            }
+        } else {
+            back.push(owed.chunk);
+        }
+    }
+    slot.outbox.drain();
+    requeue(state, back.into_iter());
+    let ending = matches!(state.phase, Phase::Terminating | Phase::Stopped);
+    if !ending || lost.is_some() {
+        state.events.push_back(Event::Exited {
+            worker: slot.id,
+            pid,
+            exit,
+            lost,
+            expected,
+            replace: !ending && !slot.stopping,
+        });
+    }
+}
+
+/// Places queued chunks on the workers that owe the fewest. Returns whether it placed any.
+fn place(state: &mut State, depth: usize) -> bool {
+    let mut any = false;
+    while let Some(&chunk) = state.pending.front() {
+        let Some(slot) = state
+            .slots
+            .iter_mut()
+            .filter(|s| s.can_take(depth))
+            .min_by_key(|s| s.owed.len())
+        else {
+            break;
+        };
+        state.pending.pop_front();
+        let Some(task) = state.tasks.get(&chunk) else {
+            continue;
+        };
+        if slot.funcs.insert(task.func) {
+            if let Some(bytes) = state.funcs.get(&task.func) {
+                slot.outbox
+                    .add(Frame::new(Kind::Define, task.func, 0), bytes.clone());
+            }
+        }
+        slot.outbox.add(
+            Frame::new(Kind::Task, chunk, task.func),
+            task.payload.clone(),
+        );
+        slot.owed.push_back(Owed { chunk, end: None });
+        slot.given += 1;
+        any = true;
+    }
+    any
+}
+
+/// Moves a closing or terminating pool towards its end.
+fn finish_phase(state: &mut State) {
+    match state.phase {
+        Phase::Running | Phase::Stopped => {}
+        Phase::Closing => {
+            let idle = state.pending.is_empty() && state.slots.iter().all(|s| s.owed.is_empty());
+            if idle {
+                for slot in state.slots.iter_mut().filter(|s| !s.stopping) {
+                    slot.outbox
+                        .add(Frame::new(Kind::Stop, 0, 0), Arc::from(&[][..]));
+                    slot.stopping = true;
+                    let _ = slot.outbox.pump(&mut slot.tasks);
+                }
+                if state.slots.is_empty() {
+                    state.phase = Phase::Stopped;
+                    state.events.push_back(Event::Stopped);
+                }
+            }
+        }
+        Phase::Terminating => {
+            if state.slots.is_empty() {
+                state.phase = Phase::Stopped;
+                state.events.push_back(Event::Stopped);
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The supervisor against workers that are threads of this test, each paired with a real
+//! process (`sleep`) whose pidfd stands for the worker's life: killing the process is the
+//! worker's death.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use shoal_engine::bell::Bell;
+use shoal_engine::link::{Frame, Kind, WorkerEnd};
+use shoal_engine::proc::{spawn, Child, Exit};
+use shoal_engine::ring::Ring;
+use shoal_engine::supervisor::{Event, Process, Supervisor, Task};
+use shoal_engine::wait::NoInterrupt;
+use shoal_engine::Result;
+
+fn sleeper() -> Result<Child> {
+    spawn(Path::new("/bin/sleep"), &[OsString::from("600")], &[], &[])
+}
+
+/// How a test worker behaves.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Answers every task with its payload reversed.
+    Echo,
+    /// Takes one task, then dies without answering.
+    DieOnFirst,
+}
+
+/// Starts worker `mode` for the supervisor: a thread on the rings, and a process that the
+/// thread kills when it stops or dies.
+fn start_worker(sup: &Supervisor, mode: Mode) -> Result<JoinHandle<Result<usize>>> {
+    let new = sup.add_worker(None)?;
+    let child = sleeper()?;
+    let pid = child.pid();
+    sup.attach(new.id, Process::Child(child))?;
+    let mut end = WorkerEnd::new(
+        Ring::open(new.tasks)?,
+        Ring::open(new.results)?,
+        Bell::open(new.bell)?,
+    );
+    Ok(std::thread::spawn(move || {
+        let mut funcs = HashSet::new();
+        let mut answered = 0;
+        loop {
+            let (frame, body) = end.recv(None, &mut NoInterrupt, |f, b| (f, b.to_vec()))?;
+            match frame.kind {
+                Kind::Define => {
+                    funcs.insert(frame.id);
+                }
+                Kind::Task => {
+                    assert!(funcs.contains(&frame.aux), "task before its function");
+                    if let Mode::DieOnFirst = mode {
+                        // SAFETY: plain syscall; the pid is our own sleeping child.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        return Ok(answered);
+                    }
+                    let reply: Vec<u8> = body.iter().rev().copied().collect();
+                    end.send(
+                        Frame::new(Kind::Result, frame.id, 0),
+                        &reply,
+                        None,
+                        &mut NoInterrupt,
+                    )?;
+                    answered += 1;
+                }
+                Kind::Stop | Kind::Result => {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                    return Ok(answered);
+                }
+            }
+        }
+    }))
+}
+
+fn task(chunk: u64, payload: Vec<u8>, retries: u32) -> Task {
+    Task {
+        chunk,
+        func: 1,
+        payload: Arc::from(payload),
+        retries,
+    }
+}
+
+/// Collects events until `Stopped` (or ten seconds pass).
+fn all_events(sup: &Supervisor) -> Result<Vec<Event>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    loop {
+        let batch = sup.next_events(Some(deadline), &mut NoInterrupt)?;
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        let stopped = batch.iter().any(|e| matches!(e, Event::Stopped));
+        out.extend(batch);
+        if stopped {
+            return Ok(out);
+        }
+    }
+}
+
+#[test]
+fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Result<()> {
+    // Small rings, so that larger chunks travel in several pieces both ways.
+    let sup = Supervisor::start(2, 4096)?;
+    sup.define(1, Arc::from(vec![9u8; 10_000]));
+    let workers = vec![
+        start_worker(&sup, Mode::Echo)?,
+        start_worker(&sup, Mode::Echo)?,
+    ];
+    let payload = |i: u64| -> Vec<u8> { (0..(i * 97) % 20_000).map(|j| (i + j) as u8).collect() };
+    sup.submit_many((0..300).map(|i| task(i, payload(i), 0)).collect())?;
+    sup.close();
+    let events = all_events(&sup)?;
+    let mut seen = HashSet::new();
+    let mut exits = 0;
+    for event in &events {
+        match event {
+            Event::Result {
+                chunk,
+                payload: got,
+                ..
+            } => {
+                assert!(seen.insert(*chunk), "chunk {chunk} answered twice");
+                let want: Vec<u8> = payload(*chunk).into_iter().rev().collect();
+                assert_eq!(got, &want, "chunk {chunk}");
+            }
+            Event::Exited {
+                expected,
+                lost,
+                exit,
+                ..
+            } => {
+                assert!(*expected && lost.is_none());
+                assert_eq!(*exit, Some(Exit::Signal(libc::SIGTERM)));
+                exits += 1;
+            }
+            Event::Stopped => {}
+        }
+    }
+    assert_eq!(seen.len(), 300);
+    assert_eq!(exits, 2);
+    assert!(matches!(events.last(), Some(Event::Stopped)));
+    let answered: usize = workers
+        .into_iter()
+        .map(|w| w.join().ok().and_then(|r| r.ok()).unwrap_or(0))
+        .sum();
+    assert_eq!(answered, 300);
+    Ok(())
+}
+
+#[test]
+fn a_dead_worker_loses_only_the_chunk_it_was_running() -> Result<()> {
+    let sup = Supervisor::start(2, 1 << 16)?;
+    sup.define(1, Arc::from(&b"f"[..]));
+    // The dying worker is alone at first, so it is given two chunks: it takes the first
+    // and dies; the second was never taken and must go to the next worker.
+    let dying = start_worker(&sup, Mode::DieOnFirst)?;
+    sup.submit_many(vec![task(10, vec![1], 0), task(11, vec![2], 0)])?;
+    let started = Instant::now();
+    let mut lost = None;
+    while lost.is_none() && started.elapsed() < Duration::from_secs(10) {
+        for event in sup.next_events(
+            Some(Instant::now() + Duration::from_secs(1)),
+            &mut NoInterrupt,
+        )? {
+            if let Event::Exited {
+                lost: l,
+                exit,
+                expected,
+                ..
+            } = event
+            {
+                assert_eq!(exit, Some(Exit::Signal(libc::SIGKILL)));
+                assert!(!expected);
+                lost = Some(l);
+            }
+        }
+    }
+    assert_eq!(lost, Some(Some(10)));
+    let _ = dying.join();
+    let helper = start_worker(&sup, Mode::Echo)?;
+    sup.close();
+    let events = all_events(&sup)?;
+    let answered: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Result { chunk, .. } => Some(*chunk),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered, vec![11]);
+    let _ = helper.join();
+    Ok(())
+}
+
+#[test]
+fn a_retried_chunk_runs_again_on_another_worker() -> Result<()> {
+    let sup = Supervisor::start(1, 1 << 16)?;
+    sup.define(1, Arc::from(&b"f"[..]));
+    let dying = start_worker(&sup, Mode::DieOnFirst)?;
+    sup.submit(task(5, vec![1, 2, 3], 1))?;
+    let _ = dying.join();
+    let helper = start_worker(&sup, Mode::Echo)?;
+    sup.close();
+    let events = all_events(&sup)?;
+    let results: Vec<(u64, Vec<u8>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Result { chunk, payload, .. } => Some((*chunk, payload.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results, vec![(5, vec![3, 2, 1])]);
+    let _ = helper.join();
+    Ok(())
+}
+
+#[test]
+fn terminate_kills_the_workers_and_stops() -> Result<()> {
+    let sup = Supervisor::start(2, 1 << 16)?;
+    sup.define(1, Arc::from(&b"f"[..]));
+    let new = sup.add_worker(None)?;
+    sup.attach(new.id, Process::Child(sleeper()?))?;
+    sup.submit(task(1, vec![1], 0))?;
+    sup.terminate();
+    let events = all_events(&sup)?;
+    assert!(matches!(events.last(), Some(Event::Stopped)));
+    assert!(sup.is_stopped());
+    assert!(sup.submit(task(2, vec![1], 0)).is_err());
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! The process pool's two ends: `PoolEngine` (the parent: the supervisor thread) and
+//! `WorkerLink` (a worker: its rings). Python pickles; these move bytes and watch processes.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use shoal_engine::bell::Bell;
+use shoal_engine::link::{Frame, Kind, WorkerEnd};
+use shoal_engine::proc::{spawn, Child, Exit, Pidfd};
+use shoal_engine::ring::Ring;
+use shoal_engine::supervisor::{Event, Process, Supervisor, Task};
+use shoal_engine::Error;
+
+use crate::blocking::{blocking, deadline};
+use crate::errors::to_py;
+
+/// Event tags in the tuples `next_events` returns.
+const EVENT_RESULT: u8 = 0;
+const EVENT_EXITED: u8 = 1;
+const EVENT_STOPPED: u8 = 2;
+
+/// A descriptor the caller lends (it stays the caller's to close), duplicated for us.
+fn dup_borrowed(fd: i32) -> PyResult<OwnedFd> {
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!(
+            "invalid file descriptor {fd}"
+        )));
+    }
+    // SAFETY: the caller guarantees `fd` is open for the duration of this call; we only
+    // duplicate it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned().map_err(|e| {
+        PyErr::from(crate::errors::BindingError(Error::Os {
+            what: "dup",
+            source: e,
+        }))
+    })
+}
+
+/// The parent's side of a process pool: starts the supervisor thread, which runs until
+/// the pool is closed or terminated (or this object is dropped, which kills the workers).
+#[pyclass(frozen, module = "shoal._shoal")]
+pub struct PoolEngine {
+    sup: Supervisor,
+}
+
+#[pymethods]
+impl PoolEngine {
+    /// A pool whose workers each owe at most `depth` chunks, with rings of
+    /// `ring_capacity` bytes each way.
+    #[new]
+    fn new(depth: usize, ring_capacity: usize) -> PyResult<Self> {
+        Ok(PoolEngine {
+            sup: to_py(Supervisor::start(depth, ring_capacity))?,
+        })
+    }
+
+    /// Makes room for a worker that runs `limit` chunks (None: no limit). Returns its id and
+    /// three new descriptors (task ring, result ring, bell) that the caller hands to the
+    /// worker and then closes.
+    #[pyo3(signature = (limit))]
+    fn add_worker(&self, limit: Option<u64>) -> PyResult<(u64, i32, i32, i32)> {
+        let new = to_py(self.sup.add_worker(limit))?;
+        Ok((
+            new.id,
+            new.tasks.into_raw_fd(),
+            new.results.into_raw_fd(),
+            new.bell.into_raw_fd(),
+        ))
+    }
+
+    /// Gives worker `id` its process, watched through `pidfd` (duplicated; another process
+    /// reaps it, as the zygote does its children).
+    fn attach_pidfd(&self, id: u64, pidfd: i32) -> PyResult<()> {
+        let pidfd = to_py(Pidfd::from_fd(dup_borrowed(pidfd)?))?;
+        to_py(self.sup.attach(id, Process::Other(pidfd)))
+    }
+
+    /// Gives worker `id` its process: `pid`, a child of this process (from `os.fork`) that
+    /// the supervisor reaps.
+    fn attach_child(&self, id: u64, pid: i32) -> PyResult<()> {
+        let child = to_py(Child::adopt(pid))?;
+        to_py(self.sup.attach(id, Process::Child(child)))
+    }
+
+    /// Starts `program` with `args` as worker `id`'s process, each `(fd, target)` in `fds`
+    /// placed at `target`, and `env` added to the environment. Returns its pid.
+    fn spawn_worker(
+        &self,
+        id: u64,
+        program: PathBuf,
+        args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+        fds: Vec<(i32, i32)>,
+    ) -> PyResult<i32> {
+        let owned: Vec<(OwnedFd, i32)> = fds
+            .iter()
+            .map(|&(fd, target)| Ok((dup_borrowed(fd)?, target)))
+            .collect::<PyResult<_>>()?;
+        let keep: Vec<(BorrowedFd<'_>, i32)> = owned
+            .iter()
+            .map(|(fd, target)| (fd.as_fd(), *target))
+            .collect();
+        let child = to_py(spawn(&program, &args, &env, &keep))?;
+        let pid = child.pid();
+        to_py(self.sup.attach(id, Process::Child(child)))?;
+        Ok(pid)
+    }
+
+    /// Gives up on starting worker `id`; what it was given goes back to the queue.
+    fn abandon(&self, id: u64) {
+        self.sup.abandon(id);
+    }
+
+    /// Registers function `func`'s pickled bytes.
+    fn define(&self, func: u64, blob: &[u8]) {
+        self.sup.define(func, Arc::from(blob));
+    }
+
+    /// Queues chunk `chunk` of function `func` with its pickled items.
+    #[pyo3(signature = (chunk, func, payload, retries=0))]
+    fn submit(&self, chunk: u64, func: u64, payload: &[u8], retries: u32) -> PyResult<()> {
+        to_py(self.sup.submit(Task {
+            chunk,
+            func,
+            payload: Arc::from(payload),
+            retries,
+        }))
+    }
+
+    /// Finishes the queued chunks, then stops the workers.
+    fn close(&self) {
+        self.sup.close();
+    }
+
+    /// Drops the queued chunks and kills the workers.
+    fn terminate(&self) {
+        self.sup.terminate();
+    }
+
+    /// Kills worker `id`; false if there is none.
+    fn kill_worker(&self, id: u64) -> bool {
+        self.sup.kill_worker(id)
+    }
+
+    /// The worker running chunk `chunk` now, if any.
+    fn running(&self, chunk: u64) -> Option<u64> {
+        self.sup.running(chunk)
+    }
+
+    /// (workers, chunks waiting for a worker, chunks owed by workers).
+    fn counts(&self) -> (usize, usize, usize) {
+        self.sup.counts()
+    }
+
+    /// Whether every worker has exited after close or terminate.
+    #[getter]
+    fn stopped(&self) -> bool {
+        self.sup.is_stopped()
+    }
+
+    /// Waits up to `timeout` seconds (None: forever) for events and returns them all:
+    /// `(0, chunk, worker, payload)` for a result, `(1, worker, pid, exit_code,
+    /// exit_signal, description, lost_chunk, expected, replace)` for an exited worker, `(2,)` once
+    /// everything has stopped. Empty when the time ran out or after `(2,)` was returned.
+    #[pyo3(signature = (timeout=None))]
+    fn next_events<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let until = deadline(timeout);
+        let events = blocking(py, |interrupt| self.sup.next_events(until, interrupt))?;
+        let out = PyList::empty(py);
+        for event in events {
+            let item = match event {
+                Event::Result {
+                    chunk,
+                    worker,
+                    payload,
+                } => (EVENT_RESULT, chunk, worker, PyBytes::new(py, &payload))
+                    .into_pyobject(py)?
+                    .into_any(),
+                Event::Exited {
+                    worker,
+                    pid,
+                    exit,
+                    lost,
+                    expected,
+                    replace,
+                } => {
+                    let (code, signal) = match exit {
+                        Some(Exit::Code(c)) => (Some(c), None),
+                        Some(Exit::Signal(s)) => (None, Some(s)),
+                        None => (None, None),
+                    };
+                    let text = exit.map(|e| e.to_string());
+                    let fields = (
+                        EVENT_EXITED,
+                        worker,
+                        pid,
+                        code,
+                        signal,
+                        text,
+                        lost,
+                        expected,
+                        replace,
+                    );
+                    fields.into_pyobject(py)?.into_any()
+                }
+                Event::Stopped => PyTuple::new(py, [EVENT_STOPPED])?.into_any(),
+            };
+            out.append(item)?;
+        }
+        Ok(out)
+    }
+}
+
+/// A message as `WorkerLink.recv` returns it: (kind, id, aux, payload).
+type Received<'py> = (u8, u64, u64, Bound<'py, PyBytes>);
+
+/// A worker's end of its link to the pool: tasks in, results out.
+#[pyclass(frozen, module = "shoal._shoal")]
+pub struct WorkerLink {
+    // Why a lock: the worker loop is one thread, but a task may start threads of its own;
+    // the link must never be used by two at once.
+    end: Mutex<WorkerEnd>,
+}
+
+impl WorkerLink {
+    fn end(&self) -> PyResult<std::sync::MutexGuard<'_, WorkerEnd>> {
+        // try_lock: waiting here would hold the GIL that the holder needs to finish.
+        self.end
+            .try_lock()
+            .map_err(|_| PyRuntimeError::new_err("the worker link is in use by another thread"))
+    }
+}
+
+#[pymethods]
+impl WorkerLink {
+    /// Attaches to the rings and bell behind `tasks`, `results` and `bell` (duplicated; the
+    /// caller closes its own).
+    #[new]
+    fn new(tasks: i32, results: i32, bell: i32) -> PyResult<Self> {
+        let end = WorkerEnd::new(
+            to_py(Ring::open(dup_borrowed(tasks)?))?,
+            to_py(Ring::open(dup_borrowed(results)?))?,
+            to_py(Bell::open(dup_borrowed(bell)?))?,
+        );
+        Ok(WorkerLink {
+            end: Mutex::new(end),
+        })
+    }
+
+    /// The next message `(kind, id, aux, payload)`, waiting up to `timeout` seconds (None:
+    /// forever); None when the time ran out. Kinds: 1 task, 2 function, 3 stop.
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Received<'py>>> {
+        let until = deadline(timeout);
+        let mut guard = self.end()?;
+        let end: &mut WorkerEnd = &mut guard;
+        let got = blocking(py, |interrupt| {
+            match end.recv(until, interrupt, |frame, body| (frame, body.to_vec())) {
+                Ok(message) => Ok(Some(message)),
+                Err(Error::Empty) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        Ok(got.map(|(frame, body)| {
+            (
+                frame.kind as u8,
+                frame.id,
+                frame.aux,
+                PyBytes::new(py, &body),
+            )
+        }))
+    }
+
+    /// Sends the outcome of chunk `chunk`, waiting for room in the ring as needed.
+    fn send_result(&self, py: Python<'_>, chunk: u64, payload: &[u8]) -> PyResult<()> {
+        let mut guard = self.end()?;
+        let end: &mut WorkerEnd = &mut guard;
+        blocking(py, |interrupt| {
+            end.send(Frame::new(Kind::Result, chunk, 0), payload, None, interrupt)
+        })
+    }
+}
+
+/// A process started with `posix_spawn` and held by its pidfd: the zygote.
+#[pyclass(frozen, module = "shoal._shoal")]
+pub struct ChildProcess {
+    child: Mutex<Child>,
+    pid: i32,
+}
+
+#[pymethods]
+impl ChildProcess {
+    /// Starts `program` with `args`, `env` added to the environment and each `(fd,
+    /// target)` of `fds` placed at `target`; every other descriptor is closed in the child.
+    #[new]
+    fn new(
+        program: PathBuf,
+        args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+        fds: Vec<(i32, i32)>,
+    ) -> PyResult<Self> {
+        let owned: Vec<(OwnedFd, i32)> = fds
+            .iter()
+            .map(|&(fd, target)| Ok((dup_borrowed(fd)?, target)))
+            .collect::<PyResult<_>>()?;
+        let keep: Vec<(BorrowedFd<'_>, i32)> = owned
+            .iter()
+            .map(|(fd, target)| (fd.as_fd(), *target))
+            .collect();
+        let child = to_py(spawn(&program, &args, &env, &keep))?;
+        let pid = child.pid();
+        Ok(ChildProcess {
+            child: Mutex::new(child),
+            pid,
+        })
+    }
+
+    /// The process id.
+    #[getter]
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The pidfd (owned by this object), readable once the process has exited.
+    fn fileno(&self) -> PyResult<i32> {
+        let child = self
+            .child
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("process handle poisoned"))?;
+        Ok(child.pidfd().as_raw_fd())
+    }
+
+    /// Sends `signal`; nothing if the process has exited.
+    fn kill(&self, signal: i32) -> PyResult<()> {
+        let child = self
+            .child
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("process handle poisoned"))?;
+        to_py(child.kill(signal))
+    }
+
+    /// Waits up to `timeout` seconds (None: forever) for the exit and reaps the process.
+    /// Returns a description of how it ended ("exited with code 0"), or None if it is
+    /// still running.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<String>> {
+        let until = deadline(timeout);
+        let mut guard = self
+            .child
+            .try_lock()
+            .map_err(|_| PyRuntimeError::new_err("another thread is waiting for the process"))?;
+        let child: &mut Child = &mut guard;
+        let exit = blocking(py, |interrupt| child.wait(until, interrupt))?;
+        Ok(exit.map(|e| e.to_string()))
+    }
+}
+
+/// Makes the kernel kill this process (SIGKILL) when its parent exits; called by a worker
+/// that the zygote just forked. Returns false if the parent is already gone.
+#[pyfunction]
+pub fn die_with_parent(expected_parent: i32) -> PyResult<bool> {
+    // SAFETY: plain prctl with integer arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    if rc != 0 {
+        return to_py(Err(Error::last_os("prctl(PR_SET_PDEATHSIG)")));
+    }
+    // SAFETY: getppid cannot fail.
+    Ok(unsafe { libc::getppid() } == expected_parent)
+}

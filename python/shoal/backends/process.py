@@ -1,0 +1,223 @@
+"""The process backend: tasks run in worker processes, moved through shared memory.
+
+Workers are forked by shoal's zygote by default (``shoal.process.zygote``), or spawned,
+or forked from this process (``start_method=``). Each has a task ring and a result ring
+in shared memory; the engine's supervisor thread (Rust) places chunks on them, collects
+results and watches the workers' pidfds. This module pickles: a function once per pool
+(cloudpickle, so lambdas, closures and ``__main__`` code work), each chunk's items, and
+turns the engine's events into :class:`~shoal.backends.base.ChunkResult` objects.
+
+Example:
+    >>> import threading
+    >>> from shoal.backends.base import CallKind
+    >>> got, done = [], threading.Event()
+    >>> def sink(result):
+    ...     got.append(result.values)
+    ...     done.set()
+    >>> backend = ProcessBackend(WorkerSpec(processes=2), sink)
+    >>> backend.submit(Chunk(0, 0, lambda x: x * 10, [1, 2], CallKind.ONE))
+    >>> done.wait(30)
+    True
+    >>> got
+    [[10, 20]]
+    >>> backend.shutdown(cancel=False); backend.join(30)
+    True
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any, Final
+
+from shoal._pickling import dumps_callable, dumps_detached, loads
+from shoal._shoal import PoolEngine
+from shoal.backends.base import CallKind, Chunk, ChunkResult, Failure, ResultSink, WorkerSpec
+from shoal.errors import ShoalError, WorkerLostError
+from shoal.process.launch import WorkerSetup, check_start_method, launch
+from shoal.process.worker import CALL_APPLY, CALL_ONE, CALL_STAR
+
+__all__ = ["RING_CAPACITY", "ProcessBackend"]
+
+RING_CAPACITY: Final = 4 << 20
+"""Bytes in each of a worker's two rings (backed by memory only as they are used). A
+larger message still passes, in pieces."""
+
+# Chunks a worker owes at a time: one running and one waiting in its ring.
+_DEPTH: Final = 2
+
+_CALLS: Final = {CallKind.ONE: CALL_ONE, CallKind.STAR: CALL_STAR, CallKind.APPLY: CALL_APPLY}
+
+_EVENT_RESULT: Final = 0
+_EVENT_EXITED: Final = 1
+
+
+class ProcessBackend:
+    """Runs chunks on ``spec.processes`` worker processes.
+
+    ``spec.start_method``: ``"zygote"`` (default: forked by shoal's zygote, a fresh
+    interpreter that was never given any threads), ``"spawn"`` (a new interpreter per
+    worker, slower to start) or ``"fork"`` (a copy of this process, with everything it has
+    loaded; unsafe if other threads hold locks, as with multiprocessing).
+
+    A worker that dies fails only the chunk it was running (``WorkerLostError``) and is
+    replaced; the chunks it had not started go to other workers.
+    """
+
+    def __init__(self, spec: WorkerSpec, sink: ResultSink) -> None:
+        self._spec = spec
+        self._sink = sink
+        self._method = check_start_method(spec.start_method)
+        # Raises PicklingError here, in Pool(), if the initializer cannot be sent.
+        self._setup = WorkerSetup(spec.initializer, spec.initargs, spec.maxtasksperchild)
+        self._engine = PoolEngine(_DEPTH, RING_CAPACITY)
+        # Function ids by id(fn); the entry keeps fn alive, so an id is never reused.
+        self._functions: dict[int, tuple[Callable[..., Any], int | Failure]] = {}
+        self._sizes: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        try:
+            for _ in range(spec.processes):
+                launch(self._engine, self._method, self._setup, spec.maxtasksperchild)
+        except BaseException:
+            self._engine.terminate()
+            self._setup.close()
+            raise
+        self._events = threading.Thread(target=self._pump, name="shoal-process-events", daemon=True)
+        self._events.start()
+
+    @property
+    def workers(self) -> int:
+        """The number of worker processes."""
+        return self._spec.processes
+
+    @property
+    def max_in_flight(self) -> int:
+        """Two chunks per worker: one running, one waiting in its ring."""
+        return _DEPTH * self._spec.processes
+
+    @property
+    def stops_running_tasks(self) -> bool:
+        """True: terminating kills the workers."""
+        return True
+
+    def submit(self, chunk: Chunk) -> None:
+        """Pickles ``chunk`` and hands it to the engine; a chunk that cannot be pickled is
+        answered at once with the error for each of its tasks."""
+        func = self._function_id(chunk.fn)
+        if isinstance(func, Failure):
+            self._sink(_all_failed(chunk.chunk_id, len(chunk.items), func))
+            return
+        try:
+            payload = dumps_detached((_CALLS[chunk.call], list(chunk.items)))
+        except Exception as exc:
+            self._sink(_all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
+            return
+        with self._lock:
+            self._sizes[chunk.chunk_id] = len(chunk.items)
+        self._engine.submit(chunk.chunk_id, func, payload)
+
+    def _function_id(self, fn: Callable[..., Any]) -> int | Failure:
+        entry = self._functions.get(id(fn))
+        if entry is not None:
+            return entry[1]
+        func: int | Failure
+        try:
+            blob = dumps_callable(fn)
+        except Exception as exc:
+            func = Failure.capture(exc)
+        else:
+            func = len(self._functions)
+            self._engine.define(func, blob)
+        self._functions[id(fn)] = (fn, func)
+        return func
+
+    def shutdown(self, *, cancel: bool) -> None:
+        """Stops the workers: after the queued chunks (``cancel=False``) or at once, killing
+        them (``cancel=True``)."""
+        with self._lock:
+            self._stopping = True
+        if cancel:
+            self._engine.terminate()
+        else:
+            self._engine.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Waits for every worker to exit after :meth:`shutdown`."""
+        if threading.current_thread() is self._events:
+            return True
+        self._events.join(timeout)
+        return not self._events.is_alive()
+
+    def _pump(self) -> None:
+        """Turns the engine's events into results until every worker has exited."""
+        try:
+            while True:
+                for event in self._engine.next_events(None):
+                    if event[0] == _EVENT_RESULT:
+                        self._on_result(event[1], event[2], event[3])
+                    elif event[0] == _EVENT_EXITED:
+                        self._on_exit(*event[1:])
+                    else:
+                        return
+        finally:
+            self._setup.close()
+
+    def _on_result(self, chunk_id: int, worker: int, payload: bytes) -> None:
+        with self._lock:
+            count = self._sizes.pop(chunk_id, None)
+        if count is None:
+            return
+        try:
+            decoded: Any = loads(payload)
+            values, wire, elapsed = decoded
+        except Exception as exc:
+            self._sink(_all_failed(chunk_id, count, Failure.capture(exc), worker))
+            return
+        failures = {i: _failure(*fields) for i, fields in wire.items()}
+        if len(values) != count:
+            # The worker could not read the chunk at all: the error is every task's.
+            failure = failures.get(0) or Failure.capture(ShoalError("a malformed result"))
+            self._sink(_all_failed(chunk_id, count, failure, worker))
+            return
+        self._sink(ChunkResult(chunk_id, values, failures, elapsed, worker))
+
+    def _on_exit(
+        self,
+        worker: int,
+        pid: int | None,
+        code: int | None,
+        signal: int | None,
+        how: str | None,
+        lost: int | None,
+        expected: bool,
+        replace: bool,
+    ) -> None:
+        if lost is not None:
+            with self._lock:
+                count = self._sizes.pop(lost, None)
+            if count is not None:
+                error = WorkerLostError(pid, code, signal, how)
+                self._sink(_all_failed(lost, count, Failure(error, ""), worker))
+        if not replace:
+            return
+        with self._lock:
+            stopping = self._stopping
+        try:
+            launch(self._engine, self._method, self._setup, self._spec.maxtasksperchild)
+        except Exception:
+            if not stopping:
+                # The pool carries on with one worker fewer; the next exit tries again.
+                traceback.print_exc()
+
+
+def _failure(exc: BaseException, text: str, cause: BaseException | None = None) -> Failure:
+    # Pickling drops __cause__; the worker sends it alongside, when it can.
+    if cause is not None and exc.__cause__ is None:
+        exc.__cause__ = cause
+    return Failure(exc, text)
+
+
+def _all_failed(chunk_id: int, count: int, failure: Failure, worker: int = 0) -> ChunkResult:
+    return ChunkResult(chunk_id, [None] * count, dict.fromkeys(range(count), failure), 0.0, worker)

@@ -1,0 +1,275 @@
+"""The loop every process-pool worker runs, whichever way it was started.
+
+A worker gets four descriptors: its task ring, its result ring, the pool's bell and a
+memfd holding the pool's settings (``WorkerConfig``, pickled), plus any descriptors its
+initializer's arguments need (a ``shoal.Queue`` in ``initargs``). It then takes messages
+from its task ring: a function to keep (pickled once per pool, cached here by id), a chunk
+to run, or the order to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from shoal._pickling import dumps_detached, loads
+from shoal._shoal import WorkerLink
+from shoal.backends.base import Failure
+from shoal.errors import ShoalError
+
+__all__ = [
+    "CALL_APPLY",
+    "CALL_ONE",
+    "CALL_STAR",
+    "MSG_DEFINE",
+    "MSG_STOP",
+    "MSG_TASK",
+    "WorkerConfig",
+    "inherited_fd",
+    "main",
+]
+
+# Message kinds on the task ring (the engine's link::Kind).
+MSG_TASK: Final = 1
+MSG_DEFINE: Final = 2
+MSG_STOP: Final = 3
+
+# How a chunk's items are passed (shoal.backends.base.CallKind, as small ints).
+CALL_ONE: Final = 0
+CALL_STAR: Final = 1
+CALL_APPLY: Final = 2
+
+# How often an idle worker checks that the process that started it is still there.
+_PARENT_CHECK: Final = 0.25
+
+_inherited: list[int] = []
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What every worker of a pool is told when it starts.
+
+    Attributes:
+        init: the pickled ``(initializer, initargs)``, or ``None``.
+        limit: chunks to run before exiting (``maxtasksperchild``), or ``None``.
+        sys_path: the parent's ``sys.path``, so modules import as they do there.
+        cwd: the parent's working directory.
+        authkey: the parent's ``multiprocessing`` authkey, so objects it passes through
+            multiprocessing's resource sharer can be collected.
+        parent: the pid of the pool's process.
+    """
+
+    init: bytes | None
+    limit: int | None
+    sys_path: list[str]
+    cwd: str
+    authkey: bytes
+    parent: int
+
+
+class InheritedFd:
+    """A descriptor a worker received at start, as ``multiprocessing.reduction.DupFd``
+    rebuilds it (``detach`` gives a fresh duplicate, so the same object may be rebuilt by
+    every task that names it)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def detach(self) -> int:
+        """A new descriptor for the inherited one, owned by the caller."""
+        return inherited_fd(self.index)
+
+
+def inherited_fd(index: int) -> int:
+    """A duplicate of the ``index``-th extra descriptor this worker was started with."""
+    try:
+        return os.dup(_inherited[index])
+    except IndexError:
+        raise ShoalError(
+            "this process was not started with the descriptor an object refers to; "
+            "pass it in the pool's initargs"
+        ) from None
+
+
+def main(fds: Sequence[int], *, forked: bool) -> None:
+    """Runs a worker on ``fds`` (task ring, result ring, bell, config, then inherited) and
+    exits the process when told to stop, at its task limit, or when the pool's process is
+    gone. ``forked``: the process is a copy of another (zygote or fork) and must leave
+    with ``os._exit``."""
+    code = 0
+    try:
+        code = _serve(fds)
+    except BaseException:
+        code = 1
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        _flush()
+        if forked:
+            os._exit(code)
+    sys.exit(code)
+
+
+def _serve(fds: Sequence[int]) -> int:
+    tasks, results, bell, config_fd, *extra = fds
+    # Ctrl-C in a terminal reaches the whole process group: the parent handles it and
+    # stops the pool; a worker that died of it would just lose its task.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # pread: every worker's descriptor shares one file offset.
+    size = os.fstat(config_fd).st_size
+    config: WorkerConfig = pickle.loads(os.pread(config_fd, size, 0))
+    os.close(config_fd)
+    sys.path[:] = config.sys_path
+    with contextlib.suppress(OSError):
+        os.chdir(config.cwd)
+    multiprocessing.current_process().authkey = config.authkey
+    _inherited[:] = extra
+    link = WorkerLink(tasks, results, bell)
+    for fd in (tasks, results, bell):
+        os.close(fd)
+
+    broken: Failure | None = None
+    if config.init is not None:
+        try:
+            init: Any = loads(config.init)
+            initializer, initargs = init
+            initializer(*initargs)
+        except Exception as exc:
+            broken = Failure.capture(exc)
+
+    functions: dict[int, Callable[..., Any] | Failure] = {}
+    done = 0
+    while True:
+        message = link.recv(_PARENT_CHECK)
+        if message is None:
+            if os.getppid() != config.parent and not _parent_alive(config.parent):
+                return 0
+            continue
+        kind, ident, func, payload = message
+        if kind == MSG_DEFINE:
+            try:
+                functions[ident] = cast("Callable[..., Any]", loads(payload))
+            except Exception as exc:
+                functions[ident] = Failure.capture(exc)
+        elif kind == MSG_TASK:
+            fn = functions.get(func)
+            outcome = _run(fn, payload, broken)
+            link.send_result(ident, outcome)
+            _flush()
+            done += 1
+            if config.limit is not None and done >= config.limit:
+                return 0
+        else:
+            return 0
+
+
+def _parent_alive(pid: int) -> bool:
+    """Whether the pool's process still exists (a zygote's worker is not its child)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failure | None) -> bytes:
+    """Runs one chunk and returns its pickled outcome ``(values, failures, elapsed)``."""
+    started = time.perf_counter()
+    try:
+        decoded: Any = loads(payload)
+        call, items = decoded
+    except Exception as exc:
+        # The parent fails every task of the chunk with it.
+        return _encode([None], {0: Failure.capture(exc)}, 0.0)
+    count = len(items)
+    problem: Failure | None = broken
+    if problem is None and isinstance(fn, Failure):
+        problem = fn
+    if problem is None and fn is None:
+        problem = Failure.capture(ShoalError("the task's function never arrived"))
+    if problem is not None or not callable(fn):
+        problem = problem or Failure.capture(ShoalError("the task's function is not callable"))
+        return _encode([None] * count, dict.fromkeys(range(count), problem), 0.0)
+    values: list[Any] = []
+    failures: dict[int, Failure] = {}
+    for index, item in enumerate(items):
+        try:
+            if call == CALL_ONE:
+                values.append(fn(item))
+            elif call == CALL_STAR:
+                values.append(fn(*item))
+            else:
+                args, kwargs = item
+                values.append(fn(*args, **kwargs))
+        except BaseException as exc:
+            # SystemExit and KeyboardInterrupt raised by a task end that task, not the
+            # worker: its caller gets them as the task's error.
+            values.append(None)
+            failures[index] = Failure.capture(exc)
+    return _encode(values, failures, time.perf_counter() - started)
+
+
+def _encode(values: list[Any], failures: dict[int, Failure], elapsed: float) -> bytes:
+    """Pickles a chunk's outcome; a value or exception that cannot be pickled becomes that
+    task's error, saying so, so that one bad result never loses the others."""
+    wire: dict[int, tuple[BaseException, str, BaseException | None]] = {
+        i: (f.exception, f.traceback, f.exception.__cause__) for i, f in failures.items()
+    }
+    try:
+        return dumps_detached((values, wire, elapsed))
+    except Exception:
+        pass
+    for index, (exc, text, cause) in list(wire.items()):
+        if cause is not None:
+            try:
+                dumps_detached(cause)
+            except Exception:
+                wire[index] = (exc, text, None)
+    for index, value in enumerate(values):
+        if index in wire:
+            continue
+        try:
+            dumps_detached(value)
+        except Exception as exc:
+            values[index] = None
+            wire[index] = (
+                ShoalError(f"the task's result could not be sent back to the caller: {exc}"),
+                "",
+                None,
+            )
+    for index, (raised, text, cause) in list(wire.items()):
+        try:
+            dumps_detached(raised)
+        except Exception as error:
+            wire[index] = (
+                ShoalError(
+                    f"the task raised {type(raised).__qualname__}: {raised} "
+                    f"(the exception itself could not be sent back: {error})"
+                ),
+                text,
+                cause,
+            )
+    return dumps_detached((values, wire, elapsed))
+
+
+def _flush() -> None:
+    """Hands printed text to the terminal or pipe now: a worker may be killed later."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass

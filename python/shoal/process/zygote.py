@@ -1,0 +1,179 @@
+"""The zygote: a fresh, single-threaded interpreter that forks pool workers on request.
+
+The pool's own process has threads (shoal's and often the user's), so forking it would
+copy locks that no thread will ever release. Instead the first process pool starts one
+zygote with ``posix_spawn`` (``shoal._shoal.ChildProcess``); it imports shoal and
+cloudpickle once, then forks a worker for each request in about a millisecond. Every
+later pool of the process uses the same zygote.
+
+Requests travel over a ``SOCK_SEQPACKET`` socket: the parent sends the worker's
+descriptors (``SCM_RIGHTS``), the zygote answers with the worker's pid and a pidfd for
+it, so the parent watches the right process even though it is not its child. The zygote
+reaps its children as they exit (never before it has opened the pidfd of a new one, so
+that the pidfd is always for the right process), ignores ``SIGINT`` (Ctrl-C is the
+parent's to handle), and exits when the parent's end of the socket closes, that is when
+the parent exits, however it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Final
+
+from shoal._shoal import ChildProcess, die_with_parent
+from shoal.errors import ShoalError
+
+__all__ = ["Zygote", "serve", "shared_zygote"]
+
+_SOCKET_FD: Final = 3
+_MAX_FDS: Final = 253  # SCM_RIGHTS' limit per message
+_REPLY_TIMEOUT: Final = 30.0
+_FORK: Final = b"fork"
+
+
+def _bootstrap(call: str) -> str:
+    """Python source that makes shoal importable as it is here, then runs ``call``."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return f"import sys; sys.path.append({root!r}); {call}"
+
+
+class Zygote:
+    """The parent's handle on a zygote process."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            source = _bootstrap(f"from shoal.process.zygote import serve; serve({os.getpid()})")
+            self._process = ChildProcess(
+                sys.executable, ["-c", source], [], [(theirs.fileno(), _SOCKET_FD)]
+            )
+        finally:
+            theirs.close()
+        ours.settimeout(_REPLY_TIMEOUT)
+        self._socket = ours
+        self._lock = threading.Lock()
+        self.owner = os.getpid()
+
+    @property
+    def pid(self) -> int:
+        """The zygote's process id."""
+        return self._process.pid
+
+    def fork(self, fds: list[int]) -> tuple[int, int]:
+        """Forks a worker that runs on ``fds`` (see ``shoal.process.worker.main``).
+        Returns its pid and a pidfd for it, which the caller must close."""
+        if len(fds) > _MAX_FDS:
+            raise ShoalError(f"a worker can be given at most {_MAX_FDS} descriptors")
+        with self._lock:
+            try:
+                socket.send_fds(self._socket, [_FORK], fds)
+                reply, received, _, _ = socket.recv_fds(self._socket, 64, 1)
+            except OSError as exc:
+                raise ShoalError(f"the zygote (pid {self.pid}) stopped answering: {exc}") from exc
+        if not reply or len(received) != 1:
+            for fd in received:
+                os.close(fd)
+            status = self._process.wait(0.5)
+            how = f" ({status})" if status else ""
+            raise ShoalError(f"the zygote (pid {self.pid}) exited{how}; a new one will be started")
+        return int(reply), received[0]
+
+    def close(self) -> None:
+        """Closes the socket: the zygote exits on its own (its workers keep running)."""
+        self._socket.close()
+        # Reap it so that it does not linger as a zombie; it exits at once.
+        self._process.wait(2.0)
+
+    def alive(self) -> bool:
+        """Whether the zygote is still running."""
+        return self._process.wait(0) is None
+
+
+_shared: Zygote | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_zygote() -> Zygote:
+    """This process's zygote, started on first use (and again if it died)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.owner != os.getpid() or not _shared.alive():
+            _shared = Zygote()
+        return _shared
+
+
+def _forget_in_child() -> None:
+    # A child made by os.fork must start its own zygote; its copy of the parent's socket
+    # would keep the parent's zygote alive after the parent exits.
+    global _shared
+    if _shared is not None:
+        with contextlib.suppress(OSError):
+            _shared._socket.close()
+    _shared = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _reap(signum: int, frame: object) -> None:
+    """Collects every child that has exited (SIGCHLD handler of the zygote)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def serve(parent: int) -> None:
+    """The zygote's main loop (run by the interpreter ``Zygote`` starts for ``parent``)."""
+    if os.getppid() != parent:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, _reap)
+    # Imported before the first fork, so that every worker starts with them loaded.
+    import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
+
+    from shoal.process import worker
+
+    sock = socket.socket(fileno=_SOCKET_FD)
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, 64, _MAX_FDS)
+        except OSError:
+            return
+        if not message:
+            return  # the parent is gone
+        if message != _FORK:
+            for fd in fds:
+                os.close(fd)
+            continue
+        # SIGCHLD waits until the pidfd is open: a child that exits at once stays a
+        # zombie until then, so its pid cannot be reaped and reused in between.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            if not die_with_parent(os.getppid()):
+                os._exit(1)
+            worker.main(fds, forked=True)
+        for fd in fds:
+            os.close(fd)
+        try:
+            pidfd = os.pidfd_open(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        try:
+            socket.send_fds(sock, [str(pid).encode()], [pidfd])
+        except OSError:
+            return
+        finally:
+            os.close(pidfd)
