@@ -99,8 +99,13 @@ def test_every_kind_of_callable_runs_in_worker_processes(pool: shoal.Pool, kind:
     )
 
 
+def _pid_after_a_nap(_: object) -> int:
+    time.sleep(0.05)
+    return os.getpid()
+
+
 def test_tasks_run_in_other_processes(pool: shoal.Pool) -> None:
-    pids = set(pool.map(lambda _: (time.sleep(0.05), os.getpid())[1], range(8), chunksize=1))
+    pids = set(pool.map(_pid_after_a_nap, range(8), chunksize=1))
     assert os.getpid() not in pids
     assert 1 <= len(pids) <= 2
 
