@@ -187,13 +187,20 @@ struct State {
     last_exit_check: Instant,
     /// Set when a caller asks for something the thread should act on without delay.
     poked: bool,
+    /// When a caller last came into `next_events`, where it does the collecting itself
+    /// while it waits on the bell. Meanwhile, and for [`EXIT_CHECK`] after it, the
+    /// supervisor thread only looks in every [`EXIT_CHECK`] instead of waking with the
+    /// bell: two threads woken by every result would cost more than they save.
+    caller_seen: Option<Instant>,
+    /// Set by `wake`: the waiting caller returns even without events.
+    woken: bool,
 }
 
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    /// Signalled when events are added.
-    events_ready: Condvar,
+    /// Never signalled: the supervisor thread's timed sleep while a caller collects.
+    pause: Condvar,
     bell: Bell,
     depth: usize,
     ring_capacity: usize,
@@ -212,6 +219,9 @@ impl Shared {
 pub struct Supervisor {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// The process that started it. A copy made by `fork` has the memory but neither the
+    /// thread nor the right to stop the workers, which belong to the original.
+    owner: libc::pid_t,
 }
 
 impl Supervisor {
@@ -229,8 +239,10 @@ impl Supervisor {
                 next_worker: 0,
                 last_exit_check: Instant::now(),
                 poked: false,
+                caller_seen: None,
+                woken: false,
             }),
-            events_ready: Condvar::new(),
+            pause: Condvar::new(),
             bell: Bell::create()?,
             depth: depth.max(1),
             ring_capacity,
@@ -246,7 +258,14 @@ impl Supervisor {
         Ok(Supervisor {
             shared,
             thread: Some(thread),
+            owner: current_pid(),
         })
+    }
+
+    /// False in a copy of the owning process made by `fork`: there, every call that would
+    /// act on the workers does nothing.
+    pub fn is_owner(&self) -> bool {
+        current_pid() == self.owner
     }
 
     /// Makes room for a worker: its rings, and its place in the rotation (chunks may be
@@ -327,6 +346,11 @@ impl Supervisor {
 
     /// Queues chunks, in order.
     pub fn submit_many(&self, tasks: Vec<Task>) -> Result<()> {
+        if !self.is_owner() {
+            return Err(Error::Invalid(
+                "a pool cannot be used in a process forked from the one that created it".into(),
+            ));
+        }
         let mut state = self.shared.lock();
         if state.phase != Phase::Running {
             return Err(Error::Invalid("the pool is not running".into()));
@@ -352,6 +376,9 @@ impl Supervisor {
     /// Lets every queued chunk finish, then stops the workers; [`Event::Stopped`] follows
     /// once they have all exited.
     pub fn close(&self) {
+        if !self.is_owner() {
+            return;
+        }
         let mut state = self.shared.lock();
         if state.phase == Phase::Running {
             state.phase = Phase::Closing;
@@ -364,6 +391,9 @@ impl Supervisor {
     /// Drops every queued chunk and kills every worker; [`Event::Stopped`] follows once
     /// they have all exited.
     pub fn terminate(&self) {
+        if !self.is_owner() {
+            return;
+        }
         let mut state = self.shared.lock();
         if matches!(state.phase, Phase::Terminating | Phase::Stopped) {
             return;
@@ -387,6 +417,9 @@ impl Supervisor {
     /// Kills worker `id` (a stuck task); its exit is reported like any other. False if
     /// there is no such worker.
     pub fn kill_worker(&self, id: u64) -> bool {
+        if !self.is_owner() {
+            return false;
+        }
         let state = self.shared.lock();
         match state.slots.iter().find(|s| s.id == id) {
             Some(Slot {
@@ -419,43 +452,47 @@ impl Supervisor {
     /// Waits for events until `deadline` (`None`: forever) and takes them all; an empty
     /// list when the deadline passed, or at once when the supervisor has stopped and
     /// every event was taken. Asks `interrupt` between short sleeps.
+    ///
+    /// While it waits, the calling thread does the supervisor's collecting itself, woken
+    /// by the workers' bell: a result reaches the caller with one wake-up, not two.
     pub fn next_events(
         &self,
         deadline: Option<Instant>,
         interrupt: &mut dyn Interrupt,
     ) -> Result<Vec<Event>> {
-        let mut state = self.shared.lock();
+        let shared = &self.shared;
         loop {
-            if !state.events.is_empty() {
-                return Ok(state.events.drain(..).collect());
-            }
-            if state.phase == Phase::Stopped {
-                return Ok(Vec::new());
-            }
-            let slice = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Ok(Vec::new());
-                    }
-                    (d - now).min(SLICE)
+            let seen = shared.bell.seq();
+            {
+                let mut state = shared.lock();
+                if state.events.is_empty() && state.phase != Phase::Stopped {
+                    step(&mut state, shared.depth);
                 }
-                None => SLICE,
-            };
-            let (next, _) = self
-                .shared
-                .events_ready
-                .wait_timeout(state, slice)
-                .unwrap_or_else(|e| e.into_inner());
-            state = next;
-            if state.events.is_empty() {
-                drop(state);
-                if interrupt.interrupted() {
-                    return Err(Error::Interrupted);
+                state.caller_seen = Some(Instant::now());
+                let woken = std::mem::take(&mut state.woken);
+                if woken || !state.events.is_empty() || state.phase == Phase::Stopped {
+                    return Ok(state.events.drain(..).collect());
                 }
-                state = self.shared.lock();
+            }
+            let slice_end = Instant::now() + SLICE;
+            let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+            let _ = shared.bell.wait_change(seen, Some(until), &mut NoInterrupt);
+            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+            if timed_out || interrupt.interrupted() {
+                return if timed_out {
+                    Ok(Vec::new())
+                } else {
+                    Err(Error::Interrupted)
+                };
             }
         }
+    }
+
+    /// Makes the caller waiting in [`next_events`](Self::next_events) (or the next one)
+    /// return, with whatever events there are, possibly none.
+    pub fn wake(&self) {
+        self.shared.lock().woken = true;
+        self.shared.bell.ring();
     }
 
     /// Whether the supervisor has stopped (every worker exited after close or terminate).
@@ -466,12 +503,23 @@ impl Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
+        if !self.is_owner() {
+            // The thread does not exist in this copy: joining it would wait forever or
+            // worse. Its handle is let go without a word.
+            std::mem::forget(self.thread.take());
+            return;
+        }
         self.terminate();
         if let Some(thread) = self.thread.take() {
             // The thread ends once every killed worker's pidfd reports its exit.
             let _ = thread.join();
         }
     }
+}
+
+fn current_pid() -> libc::pid_t {
+    // SAFETY: getpid cannot fail and has no memory effects.
+    unsafe { libc::getpid() }
 }
 
 /// Puts chunks back at the front of the queue, keeping their order.
@@ -491,13 +539,31 @@ fn run(shared: &Shared) {
         let seen = shared.bell.seq();
         let (progress, stopped) = {
             let mut state = shared.lock();
-            let progress = step(&mut state, shared.depth);
-            let had_events = !state.events.is_empty();
-            let stopped = state.phase == Phase::Stopped;
-            if had_events {
-                shared.events_ready.notify_all();
+            let caller_active = |state: &State| {
+                state.phase != Phase::Stopped
+                    && state.caller_seen.is_some_and(|t| t.elapsed() < EXIT_CHECK)
+            };
+            while caller_active(&state) {
+                // The caller collects; look in now and then for what only time shows
+                // (exits) and for work left while it is busy in Python.
+                let (next, _) = shared
+                    .pause
+                    .wait_timeout(state, EXIT_CHECK)
+                    .unwrap_or_else(|e| e.into_inner());
+                state = next;
+                let had_events = !state.events.is_empty();
+                step(&mut state, shared.depth);
+                if !had_events && !state.events.is_empty() {
+                    shared.bell.ring();
+                }
             }
-            (progress, stopped)
+            let had_events = !state.events.is_empty();
+            let progress = step(&mut state, shared.depth);
+            if !had_events && !state.events.is_empty() {
+                // Wakes a caller about to wait on the bell.
+                shared.bell.ring();
+            }
+            (progress, state.phase == Phase::Stopped)
         };
         if stopped {
             return;

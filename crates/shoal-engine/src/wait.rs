@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 pub const SLICE: Duration = Duration::from_millis(20);
 
 /// How long a waiter polls before it goes to sleep in the kernel.
-const SPIN: Duration = Duration::from_micros(30);
+const SPIN: Duration = Duration::from_micros(100);
 
 /// Asked between wait slices whether a blocked call should give up.
 pub trait Interrupt {

@@ -158,6 +158,11 @@ impl PoolEngine {
         self.sup.counts()
     }
 
+    /// Makes a thread waiting in `next_events` return now, possibly with no events.
+    fn wake(&self) {
+        self.sup.wake();
+    }
+
     /// Whether every worker has exited after close or terminate.
     #[getter]
     fn stopped(&self) -> bool {
@@ -167,7 +172,8 @@ impl PoolEngine {
     /// Waits up to `timeout` seconds (None: forever) for events and returns them all:
     /// `(0, chunk, worker, payload)` for a result, `(1, worker, pid, exit_code,
     /// exit_signal, description, lost_chunk, expected, replace)` for an exited worker, `(2,)` once
-    /// everything has stopped. Empty when the time ran out or after `(2,)` was returned.
+    /// everything has stopped. Empty when the time ran out, after `wake`, or after `(2,)`
+    /// was returned.
     #[pyo3(signature = (timeout=None))]
     fn next_events<'py>(
         &self,

@@ -134,7 +134,8 @@ class ChunkResult:
 
 
 ResultSink = Callable[[ChunkResult], None]
-"""Where a backend delivers results: thread-safe, never blocks, callable from any thread."""
+"""Where a backend delivers results: thread-safe and callable from any thread. It never
+blocks unless the backend says it has a :attr:`Backend.single_result_thread`."""
 
 
 class Backend(Protocol):
@@ -172,6 +173,13 @@ class Backend(Protocol):
         """Whether ``shutdown(cancel=True)`` stops tasks that are running (processes are
         killed). ``Pool.terminate`` then waits for the workers to be gone; otherwise
         (threads) it returns without waiting for tasks that may never end."""
+        ...
+
+    @property
+    def single_result_thread(self) -> bool:
+        """Whether the backend calls the sink from one thread only, never concurrently.
+        The Pool then delivers results (and runs callbacks) right in that call, which saves
+        a hand-over to a thread of its own; the sink may then take as long as a callback."""
         ...
 
     def submit(self, chunk: Chunk) -> None:

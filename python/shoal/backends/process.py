@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -46,6 +47,10 @@ larger message still passes, in pieces."""
 
 # Chunks a worker owes at a time: one running and one waiting in its ring.
 _DEPTH: Final = 2
+# Chunks the Pool may hand over per worker; those beyond _DEPTH wait in the engine, which
+# places one the moment a worker answers. Single calls (apply_async, submit) are one task
+# per chunk and need this many in flight to keep workers busy across the round trip.
+_IN_FLIGHT_PER_WORKER: Final = 32
 
 _CALLS: Final = {CallKind.ONE: CALL_ONE, CallKind.STAR: CALL_STAR, CallKind.APPLY: CALL_APPLY}
 
@@ -75,6 +80,7 @@ class ProcessBackend:
         # Function ids by id(fn); the entry keeps fn alive, so an id is never reused.
         self._functions: dict[int, tuple[Callable[..., Any], int | Failure]] = {}
         self._sizes: dict[int, int] = {}
+        self._immediate: deque[ChunkResult] = deque()
         self._lock = threading.Lock()
         self._stopping = False
         try:
@@ -94,12 +100,17 @@ class ProcessBackend:
 
     @property
     def max_in_flight(self) -> int:
-        """Two chunks per worker: one running, one waiting in its ring."""
-        return _DEPTH * self._spec.processes
+        """Many chunks per worker: two in its ring, the rest queued in the engine."""
+        return _IN_FLIGHT_PER_WORKER * self._spec.processes
 
     @property
     def stops_running_tasks(self) -> bool:
         """True: terminating kills the workers."""
+        return True
+
+    @property
+    def single_result_thread(self) -> bool:
+        """True: one thread turns the engine's events into results."""
         return True
 
     def submit(self, chunk: Chunk) -> None:
@@ -107,16 +118,22 @@ class ProcessBackend:
         answered at once with the error for each of its tasks."""
         func = self._function_id(chunk.fn)
         if isinstance(func, Failure):
-            self._sink(_all_failed(chunk.chunk_id, len(chunk.items), func))
+            self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), func))
             return
         try:
             payload = dumps_detached((_CALLS[chunk.call], list(chunk.items)))
         except Exception as exc:
-            self._sink(_all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
+            self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
             return
         with self._lock:
             self._sizes[chunk.chunk_id] = len(chunk.items)
         self._engine.submit(chunk.chunk_id, func, payload)
+
+    def _answer_now(self, result: ChunkResult) -> None:
+        """Answers a chunk that never reaches a worker. Through the events thread, like
+        every answer: the sink may not be called from inside ``submit``."""
+        self._immediate.append(result)
+        self._engine.wake()
 
     def _function_id(self, fn: Callable[..., Any]) -> int | Failure:
         entry = self._functions.get(id(fn))
@@ -154,7 +171,10 @@ class ProcessBackend:
         """Turns the engine's events into results until every worker has exited."""
         try:
             while True:
-                for event in self._engine.next_events(None):
+                events = self._engine.next_events(None)
+                while self._immediate:
+                    self._sink(self._immediate.popleft())
+                for event in events:
                     if event[0] == _EVENT_RESULT:
                         self._on_result(event[1], event[2], event[3])
                     elif event[0] == _EVENT_EXITED:

@@ -87,6 +87,11 @@ class ThreadBackend:
         """False: a thread cannot be stopped from outside."""
         return False
 
+    @property
+    def single_result_thread(self) -> bool:
+        """False: every worker thread answers for itself."""
+        return False
+
     def submit(self, chunk: Chunk) -> None:
         """Queues ``chunk`` for the next free thread."""
         self._tasks.put(chunk)

@@ -3,7 +3,7 @@
 One *job* per ``map``/``imap``/``apply``/``submit`` call. The feeder thread cuts jobs into
 chunks and submits them to the backend, round-robin over the jobs that may take more, while
 fewer than ``backend.max_in_flight`` chunks are outstanding. An ``imap`` job also stops
-reading its input while the consumer is ``READ_AHEAD`` chunks behind, which is what keeps
+reading its input while the consumer is ``READ_AHEAD`` chunks per worker behind, which is what keeps
 an infinite generator lazy. The result thread takes the backend's results, frees their
 in-flight slots, feeds the chunk sizer and delivers values to the job's result object
 (running user callbacks there, as multiprocessing's result handler does).
@@ -31,9 +31,10 @@ RUN: Final = "RUN"
 CLOSE: Final = "CLOSE"
 TERMINATE: Final = "TERMINATE"
 
-READ_AHEAD: Final = 2
-"""An ``imap`` job reads at most this many times ``max_in_flight`` chunks ahead of its
-consumer: enough to keep every worker busy while the consumer catches up."""
+READ_AHEAD: Final = 4
+"""An ``imap`` job reads at most this many chunks per worker ahead of its consumer:
+enough to keep every worker busy while the consumer catches up, whatever the backend's
+``max_in_flight`` (which may be far larger, for single calls)."""
 
 
 class Target(Protocol):
@@ -76,8 +77,12 @@ class Job:
         self.call = call
         # A sequence is sliced; an iterator is read item by item, so that an error while
         # reading lands exactly at its position.
-        self.items = source if isinstance(source, Sequence) else None
-        self.iterator = source if not isinstance(source, Sequence) else None
+        self.items: Sequence[Any] | None = None
+        self.iterator: Iterator[Any] | None = None
+        if type(source) is list or isinstance(source, Sequence):  # list: the fast path
+            self.items = source
+        else:
+            self.iterator = source
         self.sizer = sizer
         self.target = target
         self.window = window  # chunks of read-ahead allowed; None: no bound
@@ -111,8 +116,8 @@ class PoolCore:
 
     def __init__(self, factory: BackendFactory, spec: WorkerSpec) -> None:
         # One lock for the job list, the in-flight table and the state; the feeder waits
-        # on it for room, work or shutdown.
-        self.cond = threading.Condition()
+        # on it for room, work or shutdown. A plain lock: nothing takes it twice.
+        self.cond = threading.Condition(threading.Lock())
         self.state = RUN
         self.jobs: deque[Job] = deque()
         self.in_flight: dict[int, tuple[Job, int, int]] = {}
@@ -121,29 +126,52 @@ class PoolCore:
         self._job_ids = itertools.count()
         self._chunk_ids = itertools.count()
         self._results: queue.SimpleQueue[ChunkResult | None] = queue.SimpleQueue()
-        self.backend = factory(spec, self._results.put)
+        self._inline = False
+        self.backend = factory(spec, self._sink)
+        # A backend that answers from one thread of its own gets results delivered right
+        # there; otherwise (threads answering at once) they go through our result thread,
+        # so that callbacks never run concurrently.
+        self._inline = self.backend.single_result_thread
         self.max_in_flight = max(1, self.backend.max_in_flight)
+        self.workers = max(1, self.backend.workers)
         self._feeder = threading.Thread(target=self._feed, name="shoal-pool-feeder", daemon=True)
         self._receiver = threading.Thread(
             target=self._receive, name="shoal-pool-results", daemon=True
         )
         self._feeder.start()
-        self._receiver.start()
+        if not self._inline:
+            self._receiver.start()
 
     def add(self, job: Job) -> None:
-        """Queues ``job``; ``ValueError("Pool not running")`` after close or terminate."""
+        """Queues ``job``; ``ValueError("Pool not running")`` after close or terminate.
+
+        A job of one task (``apply``, ``submit``) goes straight to the backend from the
+        calling thread when nothing is waiting ahead of it and there is room in flight:
+        no hand-over to the feeder thread on the way."""
         with self.cond:
             if self.state != RUN:
                 raise ValueError("Pool not running")
             job.job_id = next(self._job_ids)
-            self.jobs.append(job)
-            self.cond.notify_all()
+            single = job.items is not None and len(job.items) == 1 and job.window is None
+            if single and not self.jobs and len(self.in_flight) < self.max_in_flight:
+                assert job.items is not None
+                chunk_id = next(self._chunk_ids)
+                self.in_flight[chunk_id] = (job, 0, 1)
+                job.pulled = 1
+                self.backend.submit(Chunk(job.job_id, chunk_id, job.fn, job.items, job.call))
+            else:
+                self.jobs.append(job)
+                self.cond.notify_all()
+                return
+        job.target._set_length(1)
 
-    def consumed(self, job: Job) -> None:
-        """The consumer of ``job`` took one item: its read-ahead may have room again."""
+    def consumed(self, job: Job, count: int = 1) -> None:
+        """The consumer of ``job`` took ``count`` more items: its read-ahead may have room
+        again."""
         with self.cond:
-            job.consumed += 1
-            if job.has_room(self.unbounded):
+            was_full = not job.has_room(self.unbounded)
+            job.consumed += count
+            if was_full and job.has_room(self.unbounded):
                 self.cond.notify_all()
 
     def _pick(self) -> Job | None:
@@ -187,16 +215,27 @@ class PoolCore:
             elif exhausted:
                 job.target._set_length(job.pulled)
 
+    def _sink(self, result: ChunkResult) -> None:
+        if self._inline:
+            self._handle(result)
+        else:
+            self._results.put(result)
+
     def _receive(self) -> None:
         while (result := self._results.get()) is not None:
-            with self.cond:
-                entry = self.in_flight.pop(result.chunk_id, None)
-                if entry is None:
-                    continue  # answered after terminate(): nobody is waiting for it
+            self._handle(result)
+
+    def _handle(self, result: ChunkResult) -> None:
+        with self.cond:
+            entry = self.in_flight.pop(result.chunk_id, None)
+            if entry is None:
+                return  # answered after terminate(): nobody is waiting for it
+            # Room in flight matters only to a feeder with work waiting, or to join().
+            if self.jobs or self.pulling is not None or self.state != RUN:
                 self.cond.notify_all()
-            job, start, count = entry
-            job.sizer.observe(count, result.elapsed)
-            job.target._deliver(start, result.values, result.failures)
+        job, start, count = entry
+        job.sizer.observe(count, result.elapsed)
+        job.target._deliver(start, result.values, result.failures)
 
     def close(self) -> None:
         with self.cond:

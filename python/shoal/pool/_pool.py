@@ -25,6 +25,7 @@ C = TypeVar("C")
 P = ParamSpec("P")
 
 _EMPTY_KWDS: Mapping[str, Any] = {}
+_ONE_AT_A_TIME = ChunkSizer(1)
 
 
 class Pool:
@@ -349,7 +350,9 @@ class Pool:
     ) -> Job:
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
-        job = Job(fn, call, source, ChunkSizer(chunksize), target, window)
+        # A single call needs no sizing: share one fixed sizer rather than make one each.
+        sizer = _ONE_AT_A_TIME if call is CallKind.APPLY else ChunkSizer(chunksize)
+        job = Job(fn, call, source, sizer, target, window)
         self._core.add(job)
         return job
 
@@ -386,10 +389,10 @@ class Pool:
             iter(iterable),
             chunksize or self._chunksize,
             WeakTarget(result),
-            READ_AHEAD * self._core.max_in_flight,
+            READ_AHEAD * self._core.workers,
         )
         core = self._core
-        result._on_consumed = lambda: core.consumed(job)
+        result._on_consumed = lambda count: core.consumed(job, count)
         return result
 
 

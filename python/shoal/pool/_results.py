@@ -10,6 +10,7 @@ input is exhausted (or ``_set_source_error`` if reading it failed), and ``termin
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -86,14 +87,18 @@ class AsyncResult(Generic[R]):
         self._callback = callback
         self._error_callback = error_callback
         self._lock = threading.Lock()
-        self._event = threading.Event()
+        # Held until the outcome is in: a bare lock is a much cheaper gate to create than
+        # a threading.Event, and a pool may create tens of thousands a second.
+        self._gate = threading.Lock()
+        self._gate.acquire()
+        self._ready = False
         self._value: Any = None
         self._error: BaseException | None = None
         self._finishing = False
 
     def ready(self) -> bool:
         """Whether the call has completed (successfully or not)."""
-        return self._event.is_set()
+        return self._ready
 
     def successful(self) -> bool:
         """Whether the call completed without raising; ``ValueError`` if not ready yet."""
@@ -103,14 +108,21 @@ class AsyncResult(Generic[R]):
 
     def wait(self, timeout: float | None = None) -> None:
         """Waits until the result is ready or ``timeout`` seconds have passed."""
-        self._event.wait(timeout)
+        self._wait(timeout)
+
+    def _wait(self, timeout: float | None) -> bool:
+        if self._ready:
+            return True
+        if self._gate.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
+            self._gate.release()
+        return self._ready
 
     def get(self, timeout: float | None = None) -> R:
         """Returns the result when it arrives, or raises the task's exception (with the
         worker's traceback as ``__cause__``). ``multiprocessing.TimeoutError`` if it is not
         ready within ``timeout`` seconds; ``concurrent.futures.CancelledError`` if the pool
         was terminated first."""
-        if not self._event.wait(timeout):
+        if not self._wait(timeout):
             raise MpTimeoutError(f"no result within {timeout} seconds")
         if self._error is not None:
             raise self._error
@@ -134,7 +146,8 @@ class AsyncResult(Generic[R]):
         except Exception as exc:
             _report_callback_error(exc)
         self._keepalive = None
-        self._event.set()
+        self._ready = True
+        self._gate.release()
 
     def _wants_more(self) -> bool:
         return not self._finishing
@@ -193,6 +206,11 @@ class MapResult(AsyncResult[list[R]]):
             self._finish(self._values)
 
 
+# How many items an imap consumer takes before it tells the Pool (and always when it
+# runs out): the read-ahead bound moves in steps of this size.
+_REPORT_EVERY = 64
+
+
 class IMapIterator(Iterator[R]):
     """The iterator ``imap`` and ``imap_unordered`` return; ``next(timeout)`` as in
     ``multiprocessing``. A task that raised raises at its place in the stream, and the
@@ -209,15 +227,23 @@ class IMapIterator(Iterator[R]):
     def __init__(self, keepalive: object, ordered: bool) -> None:
         self._keepalive: object = keepalive
         self._ordered = ordered
-        self._cond = threading.Condition()
-        self._by_index: dict[int, tuple[bool, Any]] = {}
-        self._arrived: deque[tuple[bool, Any]] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        # Outcomes ready to be yielded, in the order they will be: the consumer takes
+        # from here without a lock while it is not empty.
+        self._ready: deque[tuple[bool, Any]] = deque()
+        # imap: chunks that arrived ahead of their turn, by their first index.
+        self._early: dict[int, list[tuple[bool, Any]]] = {}
+        self._next_index = 0
+        # imap_unordered: the input's error and its index; it is yielded once every item
+        # read before it has been.
+        self._source_error: tuple[int, BaseException] | None = None
         self._yielded = 0
+        self._unreported = 0
         self._length: int | None = None
         self._cancelled = False
-        # Tells the Pool that the consumer took an item, so a job held back by its
+        # Tells the Pool how many items the consumer took, so a job held back by its
         # read-ahead bound can go on; set by the Pool right after construction.
-        self._on_consumed: Callable[[], None] = lambda: None
+        self._on_consumed: Callable[[int], None] = lambda count: None
 
     def __iter__(self) -> IMapIterator[R]:
         return self
@@ -228,45 +254,66 @@ class IMapIterator(Iterator[R]):
     def next(self, timeout: float | None = None) -> R:
         """The next result, waiting up to ``timeout`` seconds (``None``: no limit) and
         raising ``multiprocessing.TimeoutError`` when none came."""
-        with self._cond:
-            if not self._cond.wait_for(self._has_next, timeout):
-                raise MpTimeoutError(f"no result within {timeout} seconds")
-            if self._cancelled:
-                raise CancelledError(_TERMINATED)
-            if self._length is not None and self._yielded >= self._length:
-                self._keepalive = None
-                raise StopIteration
-            if self._arrived:
-                ok, value = self._arrived.popleft()
-            else:
-                ok, value = self._by_index.pop(self._yielded)
-            self._yielded += 1
-        self._on_consumed()
+        try:
+            ok, value = self._ready.popleft()
+        except IndexError:
+            ok, value = self._next_slow(timeout)
+        self._yielded += 1
+        self._unreported += 1
+        # Report in batches: one call per item would cost more than the item itself.
+        if self._unreported >= _REPORT_EVERY or not self._ready:
+            count, self._unreported = self._unreported, 0
+            self._on_consumed(count)
         if ok:
             result: R = value
             return result
         raise value
 
+    def _next_slow(self, timeout: float | None) -> tuple[bool, Any]:
+        with self._cond:
+            if not self._cond.wait_for(self._has_next, timeout):
+                raise MpTimeoutError(f"no result within {timeout} seconds")
+            if self._cancelled:
+                raise CancelledError(_TERMINATED)
+            if self._ready:
+                return self._ready.popleft()
+            error = self._source_error
+            if error is not None and self._yielded == error[0]:
+                self._source_error = None
+                return (False, error[1])
+            self._keepalive = None
+            raise StopIteration
+
     def _has_next(self) -> bool:
-        if self._cancelled or (self._length is not None and self._yielded >= self._length):
+        if self._cancelled or self._ready:
             return True
-        return bool(self._arrived) or self._yielded in self._by_index
+        if self._source_error is not None and self._yielded == self._source_error[0]:
+            return True
+        return self._length is not None and self._yielded >= self._length
 
     def _wants_more(self) -> bool:
         return not self._cancelled
 
-    def _put(self, index: int, outcome: tuple[bool, Any]) -> None:
-        if self._ordered:
-            self._by_index[index] = outcome
-        else:
-            self._arrived.append(outcome)
-
     def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
+        if failures:
+            outcomes = [
+                (True, value)
+                if (failure := failures.get(i)) is None
+                else (False, _exception(failure))
+                for i, value in enumerate(values)
+            ]
+        else:
+            outcomes = list(zip(itertools.repeat(True), values, strict=False))
         with self._cond:
-            for i, value in enumerate(values):
-                failure = failures.get(i)
-                outcome = (True, value) if failure is None else (False, _exception(failure))
-                self._put(start + i, outcome)
+            if self._cancelled:
+                return
+            if not self._ordered:
+                self._ready.extend(outcomes)
+            else:
+                self._early[start] = outcomes
+                while (chunk := self._early.pop(self._next_index, None)) is not None:
+                    self._ready.extend(chunk)
+                    self._next_index += len(chunk)
             self._cond.notify_all()
 
     def _set_length(self, length: int) -> None:
@@ -276,15 +323,21 @@ class IMapIterator(Iterator[R]):
 
     def _set_source_error(self, index: int, exc: BaseException) -> None:
         with self._cond:
-            # Keyed by position in both modes: imap_unordered too ends with this error,
-            # once every task read before it has been yielded.
-            self._by_index[index] = (False, exc)
+            # At its place in the stream: after every task read before it.
+            if self._ordered:
+                self._early[index] = [(False, exc)]
+                while (chunk := self._early.pop(self._next_index, None)) is not None:
+                    self._ready.extend(chunk)
+                    self._next_index += len(chunk)
+            else:
+                self._source_error = (index, exc)
             self._length = index + 1
             self._cond.notify_all()
 
     def _cancel(self) -> None:
         with self._cond:
             self._cancelled = True
+            self._ready.clear()
             self._cond.notify_all()
 
 
