@@ -14,11 +14,27 @@ Example:
     'hello'
 """
 
-from queue import Empty, Full
+from __future__ import annotations
 
-from shoal._queue import Queue
-from shoal.errors import PicklingError, ShoalError, WorkerLostError
-from shoal.pool import AsyncResult, Pool, RemoteTraceback, TimeoutError, cpu_count, map
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use, so that `import shoal` (and every worker process,
+# which imports shoal's worker loop) loads only what it needs.
+_HOMES = {
+    "AsyncResult": "shoal.pool",
+    "Empty": "queue",
+    "Full": "queue",
+    "PicklingError": "shoal.errors",
+    "Pool": "shoal.pool",
+    "Queue": "shoal._queue",
+    "RemoteTraceback": "shoal.pool",
+    "ShoalError": "shoal.errors",
+    "TimeoutError": "shoal.pool",
+    "WorkerLostError": "shoal.errors",
+    "cpu_count": "shoal.pool",
+    "map": "shoal.pool",
+}
 
 __all__ = [
     "AsyncResult",
@@ -34,4 +50,26 @@ __all__ = [
     "cpu_count",
     "map",
 ]
+
+if TYPE_CHECKING:
+    from queue import Empty, Full
+
+    from shoal._queue import Queue
+    from shoal.errors import PicklingError, ShoalError, WorkerLostError
+    from shoal.pool import AsyncResult, Pool, RemoteTraceback, TimeoutError, cpu_count, map
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})
+
+
 __version__ = "0.1.0"

@@ -24,13 +24,11 @@ import copyreg
 import functools
 import io
 import pickle
-import socket
 import sys
 import types
 from collections import ChainMap, defaultdict, deque
 from collections.abc import Callable, Iterator
 from itertools import islice
-from multiprocessing.reduction import ForkingPickler
 from typing import Any, ClassVar, Final, NamedTuple
 
 import cloudpickle  # type: ignore[import-untyped]
@@ -155,6 +153,8 @@ def _dumps_slow(obj: object) -> bytes:
 def _fd_passing_types() -> set[type]:
     """Types whose ForkingPickler reducers hand a descriptor to multiprocessing's resource
     sharer (a server thread in this process); they are refused rather than sent that way."""
+    import socket
+
     found: set[type] = {socket.socket}
     connection = sys.modules.get("multiprocessing.connection")
     if connection is not None:
@@ -165,20 +165,27 @@ def _fd_passing_types() -> set[type]:
     return found
 
 
-class _ForkingPickler(ForkingPickler):
-    """``ForkingPickler`` without the reducers that pass file descriptors."""
+@functools.cache
+def _forking_pickler() -> type[pickle.Pickler]:
+    """``ForkingPickler`` without the reducers that pass file descriptors. Built on first
+    use: multiprocessing takes a while to import and most messages never need it."""
+    from multiprocessing.reduction import ForkingPickler
 
-    def __init__(self, file: io.BytesIO, protocol: int) -> None:
-        super().__init__(file, protocol)
-        refused = _fd_passing_types()
-        self.dispatch_table = {
-            cls: reduce for cls, reduce in self.dispatch_table.items() if cls not in refused
-        }
+    class _ForkingPickler(ForkingPickler):
+        def __init__(self, file: io.BytesIO, protocol: int) -> None:
+            super().__init__(file, protocol)
+            # Looked up each time: multiprocessing's modules may be imported later.
+            refused = _fd_passing_types()
+            self.dispatch_table = {
+                cls: reduce for cls, reduce in self.dispatch_table.items() if cls not in refused
+            }
+
+    return _ForkingPickler
 
 
 def _mp_dumps(obj: object) -> bytes:
     with io.BytesIO() as file:
-        _ForkingPickler(file, _PROTOCOL).dump(obj)
+        _forking_pickler()(file, _PROTOCOL).dump(obj)
         return file.getvalue()
 
 

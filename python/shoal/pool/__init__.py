@@ -18,6 +18,10 @@ from typing import TypeVar
 from shoal.pool._cpu import cpu_count
 from shoal.pool._pool import Pool
 from shoal.pool._results import AsyncResult, IMapIterator, RemoteTraceback
+from shoal.process.zygote import prestart
+
+# A program that imports the Pool is about to make one: the zygote boots meanwhile.
+prestart()
 
 __all__ = [
     "AsyncResult",

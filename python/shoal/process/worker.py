@@ -10,19 +10,16 @@ to run, or the order to stop.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import pickle
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 from shoal._pickling import dumps_detached, loads
 from shoal._shoal import WorkerLink
-from shoal.backends.base import Failure
 from shoal.errors import ShoalError
 
 __all__ = [
@@ -32,7 +29,9 @@ __all__ = [
     "MSG_DEFINE",
     "MSG_STOP",
     "MSG_TASK",
+    "Failure",
     "WorkerConfig",
+    "in_worker",
     "inherited_fd",
     "main",
 ]
@@ -51,10 +50,13 @@ CALL_APPLY: Final = 2
 _PARENT_CHECK: Final = 0.25
 
 _inherited: list[int] = []
+_serving = False
+# The parent's multiprocessing authkey, given to multiprocessing when a message needs it
+# (importing multiprocessing up front would slow every worker's start).
+_authkey: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
+class WorkerConfig(NamedTuple):
     """What every worker of a pool is told when it starts.
 
     Attributes:
@@ -75,6 +77,22 @@ class WorkerConfig:
     parent: int
 
 
+class Failure(NamedTuple):
+    """A task's exception and its traceback, formatted here (a pickle drops it). The
+    worker's own light twin of ``shoal.backends.base.Failure``: it keeps ``dataclasses``
+    and ``traceback`` out of every worker's start."""
+
+    exception: BaseException
+    traceback: str
+
+    @classmethod
+    def capture(cls, exc: BaseException) -> Failure:
+        """The failure for ``exc``, with its traceback formatted now."""
+        import traceback
+
+        return cls(exc, "".join(traceback.format_exception(exc)))
+
+
 class InheritedFd:
     """A descriptor a worker received at start, as ``multiprocessing.reduction.DupFd``
     rebuilds it (``detach`` gives a fresh duplicate, so the same object may be rebuilt by
@@ -88,6 +106,11 @@ class InheritedFd:
     def detach(self) -> int:
         """A new descriptor for the inherited one, owned by the caller."""
         return inherited_fd(self.index)
+
+
+def in_worker() -> bool:
+    """Whether this process is a pool worker."""
+    return _serving
 
 
 def inherited_fd(index: int) -> int:
@@ -122,6 +145,8 @@ def main(fds: Sequence[int], *, forked: bool) -> None:
 
 
 def _serve(fds: Sequence[int]) -> int:
+    global _serving
+    _serving = True
     tasks, results, bell, config_fd, *extra = fds
     # Ctrl-C in a terminal reaches the whole process group: the parent handles it and
     # stops the pool; a worker that died of it would just lose its task.
@@ -133,7 +158,8 @@ def _serve(fds: Sequence[int]) -> int:
     sys.path[:] = config.sys_path
     with contextlib.suppress(OSError):
         os.chdir(config.cwd)
-    multiprocessing.current_process().authkey = config.authkey
+    global _authkey
+    _authkey = config.authkey
     _inherited[:] = extra
     link = WorkerLink(tasks, results, bell)
     for fd in (tasks, results, bell):
@@ -141,6 +167,8 @@ def _serve(fds: Sequence[int]) -> int:
 
     broken: Failure | None = None
     if config.init is not None:
+        if b"multiprocessing" in config.init:
+            _use_parent_authkey()
         try:
             init: Any = loads(config.init)
             initializer, initargs = init
@@ -174,6 +202,17 @@ def _serve(fds: Sequence[int]) -> int:
             return 0
 
 
+def _use_parent_authkey() -> None:
+    """Lets objects that the parent passed through multiprocessing's resource sharer (a
+    queue inside a task's arguments) be collected from it: the sharer checks the key."""
+    global _authkey
+    import multiprocessing
+
+    if _authkey is not None:
+        multiprocessing.current_process().authkey = _authkey
+        _authkey = None
+
+
 def _parent_alive(pid: int) -> bool:
     """Whether the pool's process still exists (a zygote's worker is not its child)."""
     try:
@@ -188,6 +227,8 @@ def _parent_alive(pid: int) -> bool:
 def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failure | None) -> bytes:
     """Runs one chunk and returns its pickled outcome ``(values, failures, elapsed)``."""
     started = time.perf_counter()
+    if _authkey is not None and b"multiprocessing" in payload:
+        _use_parent_authkey()
     try:
         decoded: Any = loads(payload)
         call, items = decoded

@@ -3,7 +3,9 @@
 The pool's own process has threads (shoal's and often the user's), so forking it would
 copy locks that no thread will ever release. Instead the first process pool starts one
 zygote with ``posix_spawn`` (``shoal._shoal.ChildProcess``); it imports shoal and
-cloudpickle once, then forks a worker for each request in about a millisecond. Every
+cloudpickle once, then forks a worker for each request in about a millisecond. It starts
+without ``site`` processing (``python -S``, with this process's ``sys.path``): ``.pth``
+files can cost tens of milliseconds, and workers do not run ``sitecustomize``. Every
 later pool of the process uses the same zygote.
 
 Requests travel over a ``SOCK_SEQPACKET`` socket: the parent sends the worker's
@@ -37,9 +39,9 @@ _FORK: Final = b"fork"
 
 
 def _bootstrap(call: str) -> str:
-    """Python source that makes shoal importable as it is here, then runs ``call``."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return f"import sys; sys.path.append({root!r}); {call}"
+    """Python source that gives the new interpreter this one's ``sys.path`` (so shoal,
+    and modules that tasks name, import as they do here), then runs ``call``."""
+    return f"import sys; sys.path[:] = {sys.path!r}; {call}"
 
 
 class Zygote:
@@ -49,8 +51,10 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             source = _bootstrap(f"from shoal.process.zygote import serve; serve({os.getpid()})")
+            # -S: no site processing (.pth files can take tens of milliseconds); the
+            # path it would build comes from this process instead.
             self._process = ChildProcess(
-                sys.executable, ["-c", source], [], [(theirs.fileno(), _SOCKET_FD)]
+                sys.executable, ["-S", "-c", source], [], [(theirs.fileno(), _SOCKET_FD)]
             )
         finally:
             theirs.close()
@@ -107,6 +111,19 @@ def shared_zygote() -> Zygote:
         return _shared
 
 
+def prestart() -> None:
+    """Starts this process's zygote now, in the background, so that the first process
+    pool finds it (nearly) ready: it takes a few tens of milliseconds to boot. Nothing is
+    started inside a pool worker (a task that makes a pool of its own starts one then),
+    nor when ``SHOAL_PRESTART=0`` is set."""
+    from shoal.process import worker
+
+    if worker.in_worker() or os.environ.get("SHOAL_PRESTART") == "0":
+        return
+    with contextlib.suppress(Exception):
+        shared_zygote()
+
+
 def _forget_in_child() -> None:
     # A child made by os.fork must start its own zygote; its copy of the parent's socket
     # would keep the parent's zygote alive after the parent exits.
@@ -137,6 +154,12 @@ def serve(parent: int) -> None:
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, _reap)
+    # What site would have added for interactive use (exit, quit, help), cheaply.
+    import site
+
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
     # Imported before the first fork, so that every worker starts with them loaded.
     import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
 
