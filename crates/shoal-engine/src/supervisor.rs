@@ -367,9 +367,17 @@ impl Supervisor {
             state.pending.push_back(task.chunk);
             state.tasks.insert(task.chunk, task);
         }
-        state.poked = true;
-        drop(state);
-        self.shared.bell.ring();
+        // Placed from this thread: the worker is woken by its ring, and nobody else needs
+        // to be. What finds no room waits for a result to make some.
+        place(&mut state, self.shared.depth);
+        write_outboxes(&mut state);
+        let stuck = state.slots.iter().any(|s| !s.outbox.is_empty());
+        if stuck {
+            // A ring was full mid-message: the supervisor writes the rest as room comes.
+            state.poked = true;
+            drop(state);
+            self.shared.bell.ring();
+        }
         Ok(())
     }
 
@@ -589,6 +597,22 @@ fn step(state: &mut State, depth: usize) -> bool {
         progress |= reap_exits(state);
     }
     progress |= place(state, depth);
+    progress |= write_outboxes(state);
+    finish_phase(state);
+    for slot in &state.slots {
+        if slot.broken {
+            if let Some(p) = &slot.process {
+                p.kill();
+            }
+        }
+    }
+    progress
+}
+
+/// Writes what fits of every worker's outbox into its task ring (waking the worker through
+/// the ring's own doorbell). Returns whether a chunk went in completely.
+fn write_outboxes(state: &mut State) -> bool {
+    let mut progress = false;
     for slot in &mut state.slots {
         match slot.outbox.pump(&mut slot.tasks) {
             Ok(done) => {
@@ -603,14 +627,6 @@ fn step(state: &mut State, depth: usize) -> bool {
                 }
             }
             Err(_) => slot.broken = true,
-        }
-    }
-    finish_phase(state);
-    for slot in &state.slots {
-        if slot.broken {
-            if let Some(p) = &slot.process {
-                p.kill();
-            }
         }
     }
     progress

@@ -72,7 +72,7 @@ class WorkerSpec:
     start_method: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Chunk:
     """Consecutive tasks of one job (one ``map``, ``imap``, ``apply``... call), run together
     by one worker in order.
@@ -93,7 +93,7 @@ class Chunk:
     call: CallKind
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failure:
     """A task that raised.
 

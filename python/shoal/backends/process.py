@@ -125,8 +125,8 @@ class ProcessBackend:
         except Exception as exc:
             self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
             return
-        with self._lock:
-            self._sizes[chunk.chunk_id] = len(chunk.items)
+        # One dict operation each side (submit, events thread): atomic, no lock needed.
+        self._sizes[chunk.chunk_id] = len(chunk.items)
         self._engine.submit(chunk.chunk_id, func, payload)
 
     def _answer_now(self, result: ChunkResult) -> None:
@@ -185,8 +185,7 @@ class ProcessBackend:
             self._setup.close()
 
     def _on_result(self, chunk_id: int, worker: int, payload: bytes) -> None:
-        with self._lock:
-            count = self._sizes.pop(chunk_id, None)
+        count = self._sizes.pop(chunk_id, None)
         if count is None:
             return
         try:
@@ -215,8 +214,7 @@ class ProcessBackend:
         replace: bool,
     ) -> None:
         if lost is not None:
-            with self._lock:
-                count = self._sizes.pop(lost, None)
+            count = self._sizes.pop(lost, None)
             if count is not None:
                 error = WorkerLostError(pid, code, signal, how)
                 self._sink(_all_failed(lost, count, Failure(error, ""), worker))
