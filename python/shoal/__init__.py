@@ -31,6 +31,7 @@ _HOMES = {
     "RemoteTraceback": "shoal.pool",
     "ShoalError": "shoal.errors",
     "TimeoutError": "shoal.pool",
+    "TaskTimeoutError": "shoal.errors",
     "WorkerLostError": "shoal.errors",
     "cpu_count": "shoal.pool",
     "map": "shoal.pool",
@@ -45,6 +46,7 @@ __all__ = [
     "Queue",
     "RemoteTraceback",
     "ShoalError",
+    "TaskTimeoutError",
     "TimeoutError",
     "WorkerLostError",
     "cpu_count",
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
     from queue import Empty, Full
 
     from shoal._queue import Queue
-    from shoal.errors import PicklingError, ShoalError, WorkerLostError
+    from shoal.errors import PicklingError, ShoalError, TaskTimeoutError, WorkerLostError
     from shoal.pool import AsyncResult, Pool, RemoteTraceback, TimeoutError, cpu_count, map
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 
-__all__ = ["PicklingError", "ShoalError", "WorkerLostError"]
+__all__ = ["PicklingError", "ShoalError", "TaskTimeoutError", "WorkerLostError"]
 
 _HINT = (
     "Objects that hold OS resources (locks, sockets, open files) cannot go to another "
@@ -102,3 +102,35 @@ class WorkerLostError(ShoalError):
     def __reduce__(self) -> tuple[type[WorkerLostError], tuple[object, ...]]:
         """Pickles by the constructor's arguments."""
         return (type(self), (self.pid, self.exitcode, self.signal, self._how))
+
+
+class TaskTimeoutError(ShoalError, TimeoutError):
+    """A task ran longer than its ``task_timeout``: its worker was killed and replaced,
+    and only this task failed.
+
+    Attributes:
+        seconds: the limit it ran past.
+        pid: the process id of the worker that was killed, when known.
+
+    Example:
+        >>> err = TaskTimeoutError(2.5, 4242)
+        >>> isinstance(err, TimeoutError), err.seconds, err.pid
+        (True, 2.5, 4242)
+    """
+
+    seconds: float
+    pid: int | None
+
+    def __init__(self, seconds: float, pid: int | None) -> None:
+        """Builds the message from the limit and the worker."""
+        self.seconds = seconds
+        self.pid = pid
+        who = f"its worker (pid {pid})" if pid is not None else "its worker"
+        super().__init__(
+            f"the task ran longer than its task_timeout of {seconds:g} s; {who} was killed"
+            " and replaced"
+        )
+
+    def __reduce__(self) -> tuple[type[TaskTimeoutError], tuple[float, int | None]]:
+        """Pickles by the constructor's arguments."""
+        return (type(self), (self.seconds, self.pid))

@@ -44,6 +44,9 @@ pub struct Task {
     pub payload: Arc<[u8]>,
     /// How many more times the chunk runs again if a worker dies while running it.
     pub retries: u32,
+    /// The longest the chunk may run once a worker has taken it; past it, the worker is
+    /// killed and the chunk reported as timed out (never retried).
+    pub timeout: Option<Duration>,
 }
 
 /// How the supervisor watches a worker: a child of this process (reaped here, so its exit
@@ -115,6 +118,8 @@ pub enum Event {
         /// Whether the pool needs a worker in its place: false once it was told to stop
         /// or the pool is terminating.
         replace: bool,
+        /// Whether it was killed because `lost` ran past its timeout.
+        timed_out: bool,
     },
     /// After `close` or `terminate`: every worker has exited. The last event.
     Stopped,
@@ -138,6 +143,8 @@ struct Owed {
     chunk: u64,
     /// The ring position just past the chunk's last piece, once it is all written.
     end: Option<u64>,
+    /// When the worker was first seen to have taken it.
+    started: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -156,6 +163,8 @@ struct Slot {
     stopping: bool,
     /// The ring carried something impossible: the worker is killed and replaced.
     broken: bool,
+    /// The chunk whose time ran out: the worker was killed for it.
+    timed_out: Option<u64>,
 }
 
 impl Slot {
@@ -299,6 +308,7 @@ impl Supervisor {
             limit,
             stopping: false,
             broken: false,
+            timed_out: None,
         });
         state.poked = true;
         drop(state);
@@ -598,6 +608,7 @@ fn step(state: &mut State, depth: usize) -> bool {
     }
     progress |= place(state, depth);
     progress |= write_outboxes(state);
+    check_deadlines(state);
     finish_phase(state);
     for slot in &state.slots {
         if slot.broken {
@@ -607,6 +618,32 @@ fn step(state: &mut State, depth: usize) -> bool {
         }
     }
     progress
+}
+
+/// Notes when each worker took the chunk it is running, and kills a worker whose chunk has
+/// run past its timeout (its exit is then reported as that chunk timing out).
+fn check_deadlines(state: &mut State) {
+    let State { slots, tasks, .. } = state;
+    for slot in slots.iter_mut() {
+        if slot.timed_out.is_some() {
+            continue;
+        }
+        let consumed = slot.tasks.consumed();
+        let Some(owed) = slot.owed.front_mut() else {
+            continue;
+        };
+        if owed.end.is_none_or(|end| end > consumed) {
+            continue;
+        }
+        let started = *owed.started.get_or_insert_with(Instant::now);
+        let limit = tasks.get(&owed.chunk).and_then(|t| t.timeout);
+        if limit.is_some_and(|limit| started.elapsed() > limit) {
+            slot.timed_out = Some(owed.chunk);
+            if let Some(p) = &slot.process {
+                p.kill();
+            }
+        }
+    }
 }
 
 /// Writes what fits of every worker's outbox into its task ring (waking the worker through
@@ -738,6 +775,13 @@ fn exited(state: &mut State, slot: &mut Slot) {
         || (slot.owed.is_empty() && slot.limit.is_some_and(|limit| slot.given >= limit));
     let mut lost = None;
     let mut back = Vec::new();
+    let timed_out = slot.timed_out;
+    if let Some(chunk) = timed_out {
+        // Never retried: it would most likely run out of time again.
+        slot.owed.retain(|o| o.chunk != chunk);
+        state.tasks.remove(&chunk);
+        lost = Some(chunk);
+    }
     for owed in slot.owed.drain(..) {
         let taken = owed.end.is_some_and(|end| end <= consumed);
         if taken && lost.is_none() {
@@ -767,6 +811,7 @@ fn exited(state: &mut State, slot: &mut Slot) {
             lost,
             expected,
             replace: !ending && !slot.stopping,
+            timed_out: timed_out.is_some(),
         });
     }
 }
@@ -797,7 +842,11 @@ fn place(state: &mut State, depth: usize) -> bool {
             Frame::new(Kind::Task, chunk, task.func),
             task.payload.clone(),
         );
-        slot.owed.push_back(Owed { chunk, end: None });
+        slot.owed.push_back(Owed {
+            chunk,
+            end: None,
+            started: None,
+        });
         slot.given += 1;
         any = true;
     }

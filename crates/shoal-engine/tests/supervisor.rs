@@ -83,6 +83,7 @@ fn task(chunk: u64, payload: Vec<u8>, retries: u32) -> Task {
         func: 1,
         payload: Arc::from(payload),
         retries,
+        timeout: None,
     }
 }
 

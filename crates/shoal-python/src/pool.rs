@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -122,14 +123,33 @@ impl PoolEngine {
         self.sup.define(func, Arc::from(blob));
     }
 
-    /// Queues chunk `chunk` of function `func` with its pickled items.
-    #[pyo3(signature = (chunk, func, payload, retries=0))]
-    fn submit(&self, chunk: u64, func: u64, payload: &[u8], retries: u32) -> PyResult<()> {
+    /// Queues chunk `chunk` of function `func` with its pickled items; it runs again up to
+    /// `retries` times if its worker dies, and its worker is killed if it runs longer
+    /// than `timeout` seconds.
+    #[pyo3(signature = (chunk, func, payload, retries=0, timeout=None))]
+    fn submit(
+        &self,
+        chunk: u64,
+        func: u64,
+        payload: &[u8],
+        retries: u32,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let timeout = match timeout {
+            Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
+            Some(t) => {
+                return Err(PyValueError::new_err(format!(
+                    "a task timeout must be a non-negative number of seconds, not {t}"
+                )))
+            }
+            None => None,
+        };
         to_py(self.sup.submit(Task {
             chunk,
             func,
             payload: Arc::from(payload),
             retries,
+            timeout,
         }))
     }
 
@@ -171,7 +191,8 @@ impl PoolEngine {
 
     /// Waits up to `timeout` seconds (None: forever) for events and returns them all:
     /// `(0, chunk, worker, payload)` for a result, `(1, worker, pid, exit_code,
-    /// exit_signal, description, lost_chunk, expected, replace)` for an exited worker, `(2,)` once
+    /// exit_signal, description, lost_chunk, expected, replace, timed_out)` for an exited
+    /// worker, `(2,)` once
     /// everything has stopped. Empty when the time ran out, after `wake`, or after `(2,)`
     /// was returned.
     #[pyo3(signature = (timeout=None))]
@@ -199,6 +220,7 @@ impl PoolEngine {
                     lost,
                     expected,
                     replace,
+                    timed_out,
                 } => {
                     let (code, signal) = match exit {
                         Some(Exit::Code(c)) => (Some(c), None),
@@ -216,6 +238,7 @@ impl PoolEngine {
                         lost,
                         expected,
                         replace,
+                        timed_out,
                     );
                     fields.into_pyobject(py)?.into_any()
                 }

@@ -84,6 +84,11 @@ class Chunk:
         fn: the user's callable, as given (the backend pickles it if it needs to).
         items: the tasks' arguments, one entry per call (see :class:`CallKind`).
         call: how ``fn`` is called on each item.
+        timeout: seconds the chunk may run before its worker is killed and it fails with
+            :class:`shoal.errors.TaskTimeoutError` (the Pool makes such chunks one task
+            long); ``None``: no limit. Backends that cannot stop a task ignore it.
+        retries: how many times to run the chunk again if its worker dies while running
+            it, before it fails with :class:`shoal.errors.WorkerLostError`.
     """
 
     job_id: int
@@ -91,6 +96,8 @@ class Chunk:
     fn: Callable[..., Any]
     items: Sequence[Any]
     call: CallKind
+    timeout: float | None = None
+    retries: int = 0
 
 
 @dataclass(slots=True)

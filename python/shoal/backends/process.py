@@ -35,7 +35,7 @@ from typing import Any, Final
 from shoal._pickling import dumps_callable, dumps_detached, loads
 from shoal._shoal import PoolEngine
 from shoal.backends.base import CallKind, Chunk, ChunkResult, Failure, ResultSink, WorkerSpec
-from shoal.errors import ShoalError, WorkerLostError
+from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 from shoal.process.launch import WorkerSetup, check_start_method, launch
 from shoal.process.worker import CALL_APPLY, CALL_ONE, CALL_STAR
 
@@ -79,7 +79,8 @@ class ProcessBackend:
         self._engine = PoolEngine(_DEPTH, RING_CAPACITY)
         # Function ids by id(fn); the entry keeps fn alive, so an id is never reused.
         self._functions: dict[int, tuple[Callable[..., Any], int | Failure]] = {}
-        self._sizes: dict[int, int] = {}
+        # Per chunk in flight: its number of tasks and its timeout.
+        self._sizes: dict[int, tuple[int, float | None]] = {}
         self._immediate: deque[ChunkResult] = deque()
         self._lock = threading.Lock()
         self._stopping = False
@@ -126,8 +127,8 @@ class ProcessBackend:
             self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
             return
         # One dict operation each side (submit, events thread): atomic, no lock needed.
-        self._sizes[chunk.chunk_id] = len(chunk.items)
-        self._engine.submit(chunk.chunk_id, func, payload)
+        self._sizes[chunk.chunk_id] = (len(chunk.items), chunk.timeout)
+        self._engine.submit(chunk.chunk_id, func, payload, chunk.retries, chunk.timeout)
 
     def _answer_now(self, result: ChunkResult) -> None:
         """Answers a chunk that never reaches a worker. Through the events thread, like
@@ -185,9 +186,10 @@ class ProcessBackend:
             self._setup.close()
 
     def _on_result(self, chunk_id: int, worker: int, payload: bytes) -> None:
-        count = self._sizes.pop(chunk_id, None)
-        if count is None:
+        entry = self._sizes.pop(chunk_id, None)
+        if entry is None:
             return
+        count = entry[0]
         try:
             decoded: Any = loads(payload)
             values, wire, elapsed = decoded
@@ -212,11 +214,17 @@ class ProcessBackend:
         lost: int | None,
         expected: bool,
         replace: bool,
+        timed_out: bool,
     ) -> None:
         if lost is not None:
-            count = self._sizes.pop(lost, None)
-            if count is not None:
-                error = WorkerLostError(pid, code, signal, how)
+            entry = self._sizes.pop(lost, None)
+            if entry is not None:
+                count, limit = entry
+                error: ShoalError
+                if timed_out and limit is not None:
+                    error = TaskTimeoutError(limit, pid)
+                else:
+                    error = WorkerLostError(pid, code, signal, how)
                 self._sink(_all_failed(lost, count, Failure(error, ""), worker))
         if not replace:
             return

@@ -58,8 +58,10 @@ class Job:
         "iterator",
         "job_id",
         "pulled",
+        "retries",
         "sizer",
         "target",
+        "timeout",
         "window",
     )
 
@@ -71,10 +73,14 @@ class Job:
         sizer: ChunkSizer,
         target: Target,
         window: int | None,
+        timeout: float | None = None,
+        retries: int = 0,
     ) -> None:
         self.job_id = 0
         self.fn = fn
         self.call = call
+        self.timeout = timeout  # seconds a task may run; None: no limit
+        self.retries = retries  # runs again after its worker died, this many times
         # A sequence is sliced; an iterator is read item by item, so that an error while
         # reading lands exactly at its position.
         self.items: Sequence[Any] | None = None
@@ -158,7 +164,17 @@ class PoolCore:
                 chunk_id = next(self._chunk_ids)
                 self.in_flight[chunk_id] = (job, 0, 1)
                 job.pulled = 1
-                self.backend.submit(Chunk(job.job_id, chunk_id, job.fn, job.items, job.call))
+                self.backend.submit(
+                    Chunk(
+                        job.job_id,
+                        chunk_id,
+                        job.fn,
+                        job.items,
+                        job.call,
+                        job.timeout,
+                        job.retries,
+                    )
+                )
             else:
                 self.jobs.append(job)
                 self.cond.notify_all()
@@ -207,7 +223,11 @@ class PoolCore:
                 if items:
                     chunk_id = next(self._chunk_ids)
                     self.in_flight[chunk_id] = (job, start, len(items))
-                    self.backend.submit(Chunk(job.job_id, chunk_id, job.fn, items, job.call))
+                    self.backend.submit(
+                        Chunk(
+                            job.job_id, chunk_id, job.fn, items, job.call, job.timeout, job.retries
+                        )
+                    )
                 if not exhausted:
                     self.jobs.append(job)
             if error is not None:

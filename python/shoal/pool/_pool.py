@@ -48,6 +48,12 @@ class Pool:
             forked from a fresh interpreter shoal keeps for the purpose; fast, and safe in
             a program with threads), ``"spawn"`` (a new interpreter each) or ``"fork"``
             (a copy of this process, as multiprocessing's fork).
+        task_timeout: seconds any one task may run (process backend): past it, its worker
+            is killed and replaced and the task fails with :class:`shoal.TaskTimeoutError`;
+            other tasks are untouched. Each call may set its own. A call with a limit runs
+            one task per chunk. ``None``: no limit.
+        retries: how many times a task runs again when its worker dies under it (killed,
+            crashed, out of memory) before it fails with :class:`shoal.WorkerLostError`.
 
     Example:
         >>> import shoal
@@ -66,6 +72,8 @@ class Pool:
         backend: str | None = None,
         chunksize: int | None = None,
         start_method: str | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
     ) -> None:
         if processes is None:
             processes = cpu_count()
@@ -80,12 +88,17 @@ class Pool:
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         check_chunksize(chunksize)
+        _check_timeout(task_timeout)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative int, not {retries!r}")
         name = backends.DEFAULT_BACKEND if backend is None else backend
         factory = backends.get_factory(name)
         spec = WorkerSpec(processes, initializer, tuple(initargs), maxtasksperchild, start_method)
         self._backend_name = name
         self._processes = processes
         self._chunksize = chunksize
+        self._task_timeout = task_timeout
+        self._retries = retries
         self._core = PoolCore(factory, spec)
         # Shuts an abandoned pool down without waiting, at collection or interpreter exit,
         # so neither ever blocks on a task still running.
@@ -110,15 +123,18 @@ class Pool:
         func: Callable[..., R],
         args: Iterable[Any] = (),
         kwds: Mapping[str, Any] = _EMPTY_KWDS,
+        *,
+        task_timeout: float | None = None,
     ) -> R:
         """Calls ``func(*args, **kwds)`` on a worker and returns its result.
+        ``task_timeout`` overrides the pool's for this call.
 
         >>> import shoal
         >>> with shoal.Pool(1) as pool:
         ...     pool.apply(pow, (2, 10))
         1024
         """
-        return _wait(self.apply_async(func, args, kwds))
+        return _wait(self.apply_async(func, args, kwds, task_timeout=task_timeout))
 
     def apply_async(
         self,
@@ -127,6 +143,8 @@ class Pool:
         kwds: Mapping[str, Any] = _EMPTY_KWDS,
         callback: Callable[[R], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> AsyncResult[R]:
         """Like :meth:`apply` but returns an :class:`AsyncResult` at once. ``callback``
         gets the value, or ``error_callback`` the exception, on the pool's result thread
@@ -138,7 +156,9 @@ class Pool:
         9
         """
         result: AsyncResult[R] = AsyncResult(self, callback, error_callback)
-        self._add(func, CallKind.APPLY, [(tuple(args), dict(kwds))], None, result, None)
+        self._add(
+            func, CallKind.APPLY, [(tuple(args), dict(kwds))], None, result, None, task_timeout
+        )
         return result
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
@@ -157,17 +177,23 @@ class Pool:
     # -- maps --------------------------------------------------------------------------
 
     def map(
-        self, func: Callable[[T], R], iterable: Iterable[T], chunksize: int | None = None
+        self,
+        func: Callable[[T], R],
+        iterable: Iterable[T],
+        chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> list[R]:
         """``[func(x) for x in iterable]`` across the workers, in order. The first task to
         raise makes ``map`` raise it (the rest of the input is not started).
+        ``task_timeout`` overrides the pool's for this call.
 
         >>> import shoal
         >>> with shoal.Pool(2) as pool:
         ...     pool.map(len, ["a", "bb", "ccc"])
         [1, 2, 3]
         """
-        return _wait(self.map_async(func, iterable, chunksize))
+        return _wait(self.map_async(func, iterable, chunksize, task_timeout=task_timeout))
 
     def map_async(
         self,
@@ -176,6 +202,8 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> AsyncResult[list[R]]:
         """Like :meth:`map` but returns an :class:`AsyncResult` for the list at once;
         ``callback`` gets the whole list, ``error_callback`` the first exception.
@@ -185,7 +213,9 @@ class Pool:
         ...     pool.map_async(abs, [-1, -2]).get(timeout=10)
         [1, 2]
         """
-        return self._map(func, CallKind.ONE, iterable, chunksize, callback, error_callback)
+        return self._map(
+            func, CallKind.ONE, iterable, chunksize, callback, error_callback, task_timeout
+        )
 
     @overload
     def starmap(
@@ -245,7 +275,12 @@ class Pool:
         return self._map(func, CallKind.STAR, iterable, chunksize, callback, error_callback)
 
     def imap(
-        self, func: Callable[[T], R], iterable: Iterable[T], chunksize: int | None = None
+        self,
+        func: Callable[[T], R],
+        iterable: Iterable[T],
+        chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> IMapIterator[R]:
         """A lazy, ordered ``map``: results stream as soon as they (and those before them)
         exist. The input is read only a bounded distance ahead of the consumer, so an
@@ -256,10 +291,15 @@ class Pool:
         ...     list(itertools.islice(pool.imap(abs, itertools.count(-3)), 5))
         [3, 2, 1, 0, 1]
         """
-        return self._imap(func, iterable, chunksize, ordered=True)
+        return self._imap(func, iterable, chunksize, True, task_timeout)
 
     def imap_unordered(
-        self, func: Callable[[T], R], iterable: Iterable[T], chunksize: int | None = None
+        self,
+        func: Callable[[T], R],
+        iterable: Iterable[T],
+        chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> IMapIterator[R]:
         """Like :meth:`imap`, but results come in the order they finish.
 
@@ -268,7 +308,7 @@ class Pool:
         ...     sorted(pool.imap_unordered(abs, [-1, -2, -3]))
         [1, 2, 3]
         """
-        return self._imap(func, iterable, chunksize, ordered=False)
+        return self._imap(func, iterable, chunksize, False, task_timeout)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -347,12 +387,19 @@ class Pool:
         chunksize: int | None,
         target: Target,
         window: int | None,
+        task_timeout: float | None = None,
     ) -> Job:
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
+        _check_timeout(task_timeout)
+        timeout = self._task_timeout if task_timeout is None else task_timeout
         # A single call needs no sizing: share one fixed sizer rather than make one each.
-        sizer = _ONE_AT_A_TIME if call is CallKind.APPLY else ChunkSizer(chunksize)
-        job = Job(fn, call, source, sizer, target, window)
+        # A call with a time limit runs one task per chunk, so the limit is each task's.
+        if call is CallKind.APPLY or timeout is not None:
+            sizer = _ONE_AT_A_TIME
+        else:
+            sizer = ChunkSizer(chunksize)
+        job = Job(fn, call, source, sizer, target, window, timeout, self._retries)
         self._core.add(job)
         return job
 
@@ -364,6 +411,7 @@ class Pool:
         chunksize: int | None,
         callback: Callable[[list[R]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        task_timeout: float | None = None,
     ) -> AsyncResult[list[R]]:
         self._check_running()
         check_chunksize(chunksize)
@@ -374,11 +422,16 @@ class Pool:
             chunksize = self._chunksize or map_chunksize(len(items), self._processes)
         result: MapResult[R] = MapResult(self, len(items), callback, error_callback)
         if items:
-            self._add(func, call, items, chunksize, result, None)
+            self._add(func, call, items, chunksize, result, None, task_timeout)
         return result
 
     def _imap(
-        self, func: Callable[[T], R], iterable: Iterable[T], chunksize: int | None, ordered: bool
+        self,
+        func: Callable[[T], R],
+        iterable: Iterable[T],
+        chunksize: int | None,
+        ordered: bool,
+        task_timeout: float | None = None,
     ) -> IMapIterator[R]:
         self._check_running()
         check_chunksize(chunksize)
@@ -390,10 +443,18 @@ class Pool:
             chunksize or self._chunksize,
             WeakTarget(result),
             READ_AHEAD * self._core.workers,
+            task_timeout,
         )
         core = self._core
         result._on_consumed = lambda count: core.consumed(job, count)
         return result
+
+
+def _check_timeout(seconds: float | None) -> None:
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ValueError(f"task_timeout must be a positive number of seconds, not {seconds!r}")
 
 
 def _wait(result: AsyncResult[R]) -> R:
