@@ -26,6 +26,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import signal as _signal
 import threading
 import traceback
 from collections import deque
@@ -38,6 +40,7 @@ from shoal.backends.base import CallKind, Chunk, ChunkResult, Failure, ResultSin
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 from shoal.process.launch import WorkerSetup, check_start_method, launch
 from shoal.process.worker import CALL_APPLY, CALL_ONE, CALL_STAR
+from shoal.process.zygote import shared_zygote
 
 __all__ = ["RING_CAPACITY", "ProcessBackend"]
 
@@ -168,6 +171,18 @@ class ProcessBackend:
         self._events.join(timeout)
         return not self._events.is_alive()
 
+    def _ask_zygote(self, pid: int) -> tuple[int | None, int | None, str | None]:
+        """How a worker of the zygote ended: the zygote reaped it, so only it knows."""
+        if self._method != "zygote":
+            return None, None, None
+        try:
+            status = shared_zygote().exit_status(pid)
+        except Exception:
+            status = None
+        if status is None:
+            return None, None, None
+        return _describe(status)
+
     def _pump(self) -> None:
         """Turns the engine's events into results until every worker has exited."""
         try:
@@ -216,6 +231,8 @@ class ProcessBackend:
         replace: bool,
         timed_out: bool,
     ) -> None:
+        if lost is not None and code is None and signal is None and pid is not None:
+            code, signal, how = self._ask_zygote(pid)
         if lost is not None:
             entry = self._sizes.pop(lost, None)
             if entry is not None:
@@ -236,6 +253,19 @@ class ProcessBackend:
             if not stopping:
                 # The pool carries on with one worker fewer; the next exit tries again.
                 traceback.print_exc()
+
+
+def _describe(status: int) -> tuple[int | None, int | None, str]:
+    """An ``os.waitpid`` status as (exit code, signal, words)."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = f" ({_signal.Signals(number).name})"
+        except ValueError:
+            name = ""
+        return None, number, f"killed by signal {number}{name}"
+    code = os.WEXITSTATUS(status)
+    return code, None, f"exited with code {code}"
 
 
 def _failure(exc: BaseException, text: str, cause: BaseException | None = None) -> Failure:

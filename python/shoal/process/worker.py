@@ -48,6 +48,8 @@ CALL_APPLY: Final = 2
 
 # How often an idle worker checks that the process that started it is still there.
 _PARENT_CHECK: Final = 0.25
+# How often a worker started by the pool's own process checks that it is still there.
+_PARENT_WATCH: Final = 0.1
 
 _inherited: list[int] = []
 _serving = False
@@ -161,6 +163,10 @@ def _serve(fds: Sequence[int]) -> int:
     global _authkey
     _authkey = config.authkey
     _inherited[:] = extra
+    if os.getppid() == config.parent:
+        # Spawned or forked by the pool's process itself (not by the zygote, whose death
+        # kills its children): leave as soon as that process is gone, even mid-task.
+        _watch_parent(config.parent)
     link = WorkerLink(tasks, results, bell)
     for fd in (tasks, results, bell):
         os.close(fd)
@@ -200,6 +206,18 @@ def _serve(fds: Sequence[int]) -> int:
                 return 0
         else:
             return 0
+
+
+def _watch_parent(parent: int) -> None:
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_WATCH)
+        _flush()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="shoal-parent-watch", daemon=True).start()
 
 
 def _use_parent_authkey() -> None:

@@ -36,6 +36,9 @@ _SOCKET_FD: Final = 3
 _MAX_FDS: Final = 253  # SCM_RIGHTS' limit per message
 _REPLY_TIMEOUT: Final = 30.0
 _FORK: Final = b"fork"
+_STATUS: Final = b"status "
+# Exit statuses of the zygote's children, kept until the parent asks (bounded).
+_KEEP_STATUSES: Final = 4096
 
 
 def _bootstrap(call: str) -> str:
@@ -87,6 +90,17 @@ class Zygote:
             raise ShoalError(f"the zygote (pid {self.pid}) exited{how}; a new one will be started")
         return int(reply), received[0]
 
+    def exit_status(self, pid: int) -> int | None:
+        """How the zygote's child ``pid`` ended, as ``os.waitpid`` reports it, or ``None``
+        if the zygote does not know (it is still running, or was never its child)."""
+        with self._lock:
+            try:
+                self._socket.send(_STATUS + str(pid).encode())
+                reply = self._socket.recv(64)
+            except OSError:
+                return None
+        return int(reply) if reply and reply != b"?" else None
+
     def close(self) -> None:
         """Closes the socket: the zygote exits on its own (its workers keep running)."""
         self._socket.close()
@@ -137,15 +151,30 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def _reap(signum: int, frame: object) -> None:
-    """Collects every child that has exited (SIGCHLD handler of the zygote)."""
+_statuses: dict[int, int] = {}
+
+
+def _reap(signum: int = 0, frame: object = None) -> None:
+    """Collects every child that has exited and keeps its status for the parent (SIGCHLD
+    handler of the zygote)."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        if len(_statuses) >= _KEEP_STATUSES:
+            _statuses.pop(next(iter(_statuses)))
+        _statuses[pid] = status
+
+
+def _status_of(pid: int) -> bytes:
+    """The status of child ``pid`` for the parent, reaping it first if it just exited."""
+    if pid not in _statuses:
+        _reap()
+    status = _statuses.pop(pid, None)
+    return b"?" if status is None else str(status).encode()
 
 
 def serve(parent: int) -> None:
@@ -173,6 +202,14 @@ def serve(parent: int) -> None:
             return
         if not message:
             return  # the parent is gone
+        if message.startswith(_STATUS):
+            for fd in fds:
+                os.close(fd)
+            try:
+                sock.send(_status_of(int(message[len(_STATUS) :])))
+            except (OSError, ValueError):
+                return
+            continue
         if message != _FORK:
             for fd in fds:
                 os.close(fd)

@@ -1,0 +1,164 @@
+"""Failure semantics of the process pool, as a table: where the fault happens x what kind of
+fault -> what the caller sees. Every case is bounded (pytest-timeout), so a hang fails
+loudly, and every case checks that the pool carries on afterwards. The time from fault to
+error is printed (``pytest -s``) for the record."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pool_workers import square
+
+import shoal
+from shoal.process.launch import START_METHODS
+
+
+def _stamp(path: str) -> None:
+    """Writes the moment of the fault, to measure the time from fault to error."""
+    Path(path).write_text(repr(time.time()))
+
+
+def _kill_me(stamp: str = os.devnull) -> None:
+    _stamp(stamp)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _exit_abruptly(stamp: str) -> None:
+    _stamp(stamp)
+    os._exit(7)
+
+
+def _segfault(stamp: str) -> None:
+    _stamp(stamp)
+    ctypes.string_at(0)
+
+
+def _abort(stamp: str) -> None:
+    _stamp(stamp)
+    os.abort()
+
+
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+# kind -> (task, the worker's exit as WorkerLostError reports it)
+DEATHS: dict[str, tuple[Callable[[str], None], tuple[int | None, int | None]]] = {
+    "SIGKILL": (_kill_me, (None, signal.SIGKILL)),
+    "os._exit(7)": (_exit_abruptly, (7, None)),
+    "segfault": (_segfault, (None, signal.SIGSEGV)),
+    "abort": (_abort, (None, signal.SIGABRT)),
+}
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request: pytest.FixtureRequest) -> str:
+    method: str = request.param
+    return method
+
+
+@pytest.fixture
+def pool(start_method: str) -> Iterator[shoal.Pool]:
+    with shoal.Pool(2, start_method=start_method) as pool:
+        yield pool
+
+
+def _timed(call: Callable[[], object]) -> tuple[BaseException, float]:
+    started = time.perf_counter()
+    with pytest.raises(BaseException) as info:
+        call()
+    return info.value, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("kind", sorted(DEATHS))
+def test_a_worker_dying_mid_task_fails_only_that_task(
+    pool: shoal.Pool, kind: str, tmp_path: Path
+) -> None:
+    task, (code, sig) = DEATHS[kind]
+    stamp = tmp_path / "fault"
+    error, _ = _timed(lambda: pool.apply(task, (str(stamp),)))
+    seconds = time.time() - float(stamp.read_text())
+    print(f"\n{kind}: WorkerLostError {seconds * 1000:.1f} ms after the fault")
+    assert isinstance(error, shoal.WorkerLostError), error
+    assert error.pid is not None and error.pid != os.getpid()
+    assert (error.exitcode, error.signal) == (code, sig)
+    assert pool.map(square, range(50)) == [x * x for x in range(50)]
+
+
+def test_the_dead_workers_queued_tasks_run_elsewhere(start_method: str) -> None:
+    # One worker: everything queued behind the fatal task was in its ring.
+    with shoal.Pool(1, start_method=start_method) as pool:
+        doomed = pool.apply_async(_kill_me)
+        after = [pool.apply_async(square, (i,)) for i in range(20)]
+        with pytest.raises(shoal.WorkerLostError):
+            doomed.get(30)
+        assert [r.get(30) for r in after] == [i * i for i in range(20)]
+
+
+def _die_once(marker: str) -> str:
+    """Kills its worker the first time it runs (per marker file), succeeds after."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("died once")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
+
+
+def test_retries_run_a_task_again_after_its_worker_died(tmp_path: Path) -> None:
+    with shoal.Pool(2, retries=1) as pool:
+        assert pool.apply(_die_once, (str(tmp_path / "a"),)) == "survived"
+    with shoal.Pool(2, retries=0) as pool, pytest.raises(shoal.WorkerLostError):
+        pool.apply(_die_once, (str(tmp_path / "b"),))
+
+
+def test_a_stuck_task_times_out_and_the_others_are_untouched(start_method: str) -> None:
+    with shoal.Pool(2, start_method=start_method, task_timeout=0.3) as pool:
+        others = pool.map_async(square, range(100))
+        error, seconds = _timed(lambda: pool.apply(time.sleep, (30,)))
+        print(f"\ntimeout 0.3 s: TaskTimeoutError after {seconds * 1000:.1f} ms")
+        assert isinstance(error, shoal.TaskTimeoutError) and isinstance(error, TimeoutError)
+        assert 0.3 <= seconds < 2.0
+        assert others.get(30) == [x * x for x in range(100)]
+        # A per-call limit overrides the pool's.
+        assert pool.apply(time.sleep, (0.5,), task_timeout=5) is None
+        with pytest.raises(shoal.TaskTimeoutError):
+            pool.map(time.sleep, [0.01, 30, 0.01], task_timeout=0.2)
+
+
+def test_task_timeout_and_retries_are_checked() -> None:
+    for bad in (0, -1, "1", True):
+        with pytest.raises(ValueError, match="task_timeout"):
+            shoal.Pool(1, task_timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="retries"):
+        shoal.Pool(1, retries=-1)
+
+
+def test_a_task_raising_keyboard_interrupt_is_an_ordinary_error(pool: shoal.Pool) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        pool.apply(_raise_keyboard_interrupt)
+    assert pool.apply(square, (3,)) == 9
+
+
+def test_maxtasksperchild_replaces_workers_without_losing_or_repeating(
+    start_method: str,
+) -> None:
+    with shoal.Pool(2, maxtasksperchild=3, start_method=start_method) as pool:
+        results = pool.map(_pid_and, range(60), chunksize=1)
+    assert sorted(i for _, i in results) == list(range(60))
+    # 60 chunks of one task, 3 per worker life: at least 20 different workers.
+    assert len({pid for pid, _ in results}) >= 20
+
+
+def _pid_and(i: int) -> tuple[int, int]:
+    return os.getpid(), i
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-s"]))

@@ -1,0 +1,93 @@
+"""Many pools created and shut down leave the process as they found it: descriptors,
+threads, child processes, shared-memory mappings and /dev/shm."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+
+import shoal
+from conftest import memfd_mappings, open_fds
+
+
+def _snapshot() -> tuple[set[int], int, set[int], int, set[str]]:
+    me = psutil.Process()
+    return (
+        open_fds(),
+        len(os.listdir("/proc/self/task")),
+        {p.pid for p in me.children(recursive=True)},
+        memfd_mappings(),
+        set(os.listdir("/dev/shm")),
+    )
+
+
+def _steady() -> tuple[set[int], int, set[int], int, set[str]]:
+    """A snapshot once nothing is still winding down (two alike, 100 ms apart)."""
+    gc.collect()
+    last = _snapshot()
+    for _ in range(50):
+        time.sleep(0.1)
+        gc.collect()
+        now = _snapshot()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def _warm_up() -> None:
+    # The zygote is started once per program; start it before counting.
+    with shoal.Pool(1) as warm:
+        warm.apply(abs, (1,))
+    del warm
+
+
+def _settled(before: tuple[set[int], int, set[int], int, set[str]]) -> bool:
+    # Threads and processes end a moment after join returns; give them that moment.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        gc.collect()
+        if _snapshot() == before:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _close_join(pool: shoal.Pool) -> None:
+    pool.close()
+    pool.join()
+
+
+def _with_block(pool: shoal.Pool) -> None:
+    with pool:
+        pass
+
+
+@pytest.mark.parametrize("end", [_close_join, _with_block], ids=["close-join", "with-block"])
+def test_a_thousand_pools_leave_nothing_behind(end: Callable[[shoal.Pool], None]) -> None:
+    _warm_up()
+    before = _steady()
+    started = time.perf_counter()
+    for i in range(1000):
+        pool = shoal.Pool(2)
+        if i % 10 == 0:
+            assert pool.apply(abs, (-i,)) == i
+        end(pool)
+    del pool
+    elapsed = time.perf_counter() - started
+    print(f"\n1,000 pools in {elapsed:.2f} s ({elapsed:.2f} ms each, one in ten used)")
+    assert _settled(before), (before, _snapshot())
+
+
+def test_a_pool_dropped_without_close_is_collected_and_its_workers_end() -> None:
+    _warm_up()
+    before = _steady()
+    pool = shoal.Pool(2)
+    assert pool.map(abs, [-1, -2]) == [1, 2]
+    del pool
+    assert _settled(before), (before, _snapshot())

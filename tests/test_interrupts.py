@@ -1,0 +1,149 @@
+"""Ctrl-C in the caller and a killed parent, with real scripts in subprocesses: the caller
+gets KeyboardInterrupt promptly, leaving the with-block leaves no worker behind, and when
+the parent dies every worker and the zygote follow it. Survivors are looked for with
+psutil."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from shoal.process.launch import START_METHODS
+
+WAITS = {
+    "map": "pool.map(time.sleep, [30] * 4, chunksize=1)",
+    "imap": "list(pool.imap(time.sleep, [30] * 4))",
+    "get": "pool.apply_async(time.sleep, (30,)).get()",
+}
+
+CTRL_C_SCRIPT = """
+import os, sys, time
+import shoal
+
+try:
+    with shoal.Pool(2, start_method={method!r}) as pool:
+        pool.map(abs, range(4))
+        print("ready", flush=True)
+        {wait}
+except KeyboardInterrupt:
+    print("interrupted", time.monotonic(), flush=True)
+print("left", flush=True)
+time.sleep(30)
+"""
+
+
+def _start(source: str, tmp_path: Path) -> subprocess.Popen[str]:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+
+
+def _expect(proc: subprocess.Popen[str], word: str) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith(word), f"expected {word!r}, got {line!r}"
+    return line
+
+
+def _gone_within(pids: list[int], seconds: float) -> list[int]:
+    """The pids still alive (zombies count as gone) after up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _alive(p)]
+        time.sleep(0.01)
+    return alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("wait", sorted(WAITS))
+@pytest.mark.parametrize("method", START_METHODS)
+def test_ctrl_c_interrupts_the_wait_and_the_with_block_leaves_no_worker(
+    wait: str, method: str, tmp_path: Path
+) -> None:
+    proc = _start(CTRL_C_SCRIPT.format(method=method, wait=WAITS[wait]), tmp_path)
+    try:
+        _expect(proc, "ready")
+        time.sleep(0.2)  # the tasks are running
+        family = psutil.Process(proc.pid).children(recursive=True)
+        # Whatever the start method, importing the Pool started the program's zygote (a
+        # child running shoal.process.zygote; its workers are its own children).
+        zygotes = [
+            p.pid
+            for p in family
+            if p.ppid() == proc.pid and "shoal.process.zygote" in " ".join(p.cmdline())
+        ]
+        workers = [p.pid for p in family if p.pid not in zygotes]
+        assert len(workers) == 2, family
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        line = _expect(proc, "interrupted")
+        delay = float(line.split()[1]) - sent
+        print(f"\n{method}/{wait}: KeyboardInterrupt after {delay * 1000:.1f} ms")
+        assert delay < 0.5
+        _expect(proc, "left")
+        assert _gone_within(workers, 1.0) == []
+        # The zygote is the program's, not the pool's: it lives until the program ends.
+        assert all(_alive(z) for z in zygotes)
+        proc.kill()
+        proc.wait(10)
+        assert _gone_within(zygotes, 1.0) == []
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+PARENT_SCRIPT = """
+import time
+import shoal
+
+pool = shoal.Pool(2, start_method={method!r})
+pool.map(abs, range(4))
+busy = pool.map_async(time.sleep, [30, 30], chunksize=1)
+time.sleep(0.3)
+print("busy", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_killed_parent_takes_its_workers_and_zygote_along(method: str, tmp_path: Path) -> None:
+    proc = _start(PARENT_SCRIPT.format(method=method), tmp_path)
+    try:
+        _expect(proc, "busy")
+        family = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        # Two workers and the zygote (started with the Pool's import, whatever the method).
+        assert len(family) == 3, family
+        proc.kill()
+        killed = time.monotonic()
+        proc.wait(10)
+        survivors = _gone_within(family, 1.0)
+        print(f"\n{method}: family gone after {(time.monotonic() - killed) * 1000:.1f} ms")
+        assert survivors == []
+    finally:
+        _stop(proc)
