@@ -125,7 +125,11 @@ class ProcessBackend:
             self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), func))
             return
         try:
-            payload = dumps_detached((_CALLS[chunk.call], list(chunk.items)))
+            items = chunk.items
+            # A slice of a range pickles as a range: three numbers, not a list of them.
+            if not isinstance(items, list | tuple | range):
+                items = list(items)
+            payload = dumps_detached((_CALLS[chunk.call], items))
         except Exception as exc:
             self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
             return

@@ -264,20 +264,27 @@ def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failur
         return _encode([None] * count, dict.fromkeys(range(count), problem), 0.0)
     values: list[Any] = []
     failures: dict[int, Failure] = {}
-    for index, item in enumerate(items):
+    append = values.append
+    remaining = iter(items)
+    while True:
+        # Tight loops, one per call convention: a chunk of tiny tasks spends its time here.
         try:
             if call == CALL_ONE:
-                values.append(fn(item))
+                for item in remaining:
+                    append(fn(item))
             elif call == CALL_STAR:
-                values.append(fn(*item))
+                for item in remaining:
+                    append(fn(*item))
             else:
-                args, kwargs = item
-                values.append(fn(*args, **kwargs))
+                for args, kwargs in remaining:
+                    append(fn(*args, **kwargs))
+            break
         except BaseException as exc:
             # SystemExit and KeyboardInterrupt raised by a task end that task, not the
-            # worker: its caller gets them as the task's error.
-            values.append(None)
-            failures[index] = Failure.capture(exc)
+            # worker: its caller gets them as the task's error. The loop goes on with
+            # the next item.
+            failures[len(values)] = Failure.capture(exc)
+            append(None)
     return _encode(values, failures, time.perf_counter() - started)
 
 
