@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from shoal.process.launch import START_METHODS
+
 
 def open_fds() -> set[int]:
     """This process's open file descriptors."""
@@ -22,5 +24,12 @@ def memfd_mappings() -> int:
 @pytest.fixture(params=["fork", "spawn", "forkserver"])
 def start_method(request: pytest.FixtureRequest) -> str:
     """Each multiprocessing start method in turn."""
+    method: str = request.param
+    return method
+
+
+@pytest.fixture(params=START_METHODS)
+def pool_start_method(request: pytest.FixtureRequest) -> str:
+    """Each way shoal's process pool starts workers, in turn."""
     method: str = request.param
     return method

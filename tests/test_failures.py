@@ -17,7 +17,6 @@ import pytest
 from pool_workers import square
 
 import shoal
-from shoal.process.launch import START_METHODS
 
 
 def _stamp(path: str) -> None:
@@ -58,15 +57,9 @@ DEATHS: dict[str, tuple[Callable[[str], None], tuple[int | None, int | None]]] =
 }
 
 
-@pytest.fixture(params=START_METHODS)
-def start_method(request: pytest.FixtureRequest) -> str:
-    method: str = request.param
-    return method
-
-
 @pytest.fixture
-def pool(start_method: str) -> Iterator[shoal.Pool]:
-    with shoal.Pool(2, start_method=start_method) as pool:
+def pool(pool_start_method: str) -> Iterator[shoal.Pool]:
+    with shoal.Pool(2, start_method=pool_start_method) as pool:
         yield pool
 
 
@@ -92,9 +85,9 @@ def test_a_worker_dying_mid_task_fails_only_that_task(
     assert pool.map(square, range(50)) == [x * x for x in range(50)]
 
 
-def test_the_dead_workers_queued_tasks_run_elsewhere(start_method: str) -> None:
+def test_the_dead_workers_queued_tasks_run_elsewhere(pool_start_method: str) -> None:
     # One worker: everything queued behind the fatal task was in its ring.
-    with shoal.Pool(1, start_method=start_method) as pool:
+    with shoal.Pool(1, start_method=pool_start_method) as pool:
         doomed = pool.apply_async(_kill_me)
         after = [pool.apply_async(square, (i,)) for i in range(20)]
         with pytest.raises(shoal.WorkerLostError):
@@ -118,8 +111,8 @@ def test_retries_run_a_task_again_after_its_worker_died(tmp_path: Path) -> None:
         pool.apply(_die_once, (str(tmp_path / "b"),))
 
 
-def test_a_stuck_task_times_out_and_the_others_are_untouched(start_method: str) -> None:
-    with shoal.Pool(2, start_method=start_method, task_timeout=0.3) as pool:
+def test_a_stuck_task_times_out_and_the_others_are_untouched(pool_start_method: str) -> None:
+    with shoal.Pool(2, start_method=pool_start_method, task_timeout=0.3) as pool:
         others = pool.map_async(square, range(100))
         error, seconds = _timed(lambda: pool.apply(time.sleep, (30,)))
         print(f"\ntimeout 0.3 s: TaskTimeoutError after {seconds * 1000:.1f} ms")
@@ -147,9 +140,9 @@ def test_a_task_raising_keyboard_interrupt_is_an_ordinary_error(pool: shoal.Pool
 
 
 def test_maxtasksperchild_replaces_workers_without_losing_or_repeating(
-    start_method: str,
+    pool_start_method: str,
 ) -> None:
-    with shoal.Pool(2, maxtasksperchild=3, start_method=start_method) as pool:
+    with shoal.Pool(2, maxtasksperchild=3, start_method=pool_start_method) as pool:
         results = pool.map(_pid_and, range(60), chunksize=1)
     assert sorted(i for _, i in results) == list(range(60))
     # 60 chunks of one task, 3 per worker life: at least 20 different workers.

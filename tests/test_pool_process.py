@@ -20,20 +20,12 @@ import pytest
 from pool_workers import Scaler, square
 
 import shoal
-from shoal.process.launch import START_METHODS
-
-
-@pytest.fixture(params=START_METHODS)
-def start_method(request: pytest.FixtureRequest) -> str:
-    """Each way of starting workers in turn."""
-    method: str = request.param
-    return method
 
 
 @pytest.fixture
-def pool(start_method: str) -> Iterator[shoal.Pool]:
+def pool(pool_start_method: str) -> Iterator[shoal.Pool]:
     """A two-process pool started by each start method."""
-    with shoal.Pool(2, start_method=start_method) as pool:
+    with shoal.Pool(2, start_method=pool_start_method) as pool:
         yield pool
 
 
@@ -194,13 +186,13 @@ def test_a_killed_worker_fails_its_task_and_the_pool_goes_on(pool: shoal.Pool) -
     assert pool.map(square, range(20)) == [x * x for x in range(20)]
 
 
-def test_initializer_gets_a_queue_in_initargs(start_method: str) -> None:
+def test_initializer_gets_a_queue_in_initargs(pool_start_method: str) -> None:
     queue: shoal.Queue[int] = shoal.Queue()
 
     def hello(q: shoal.Queue[int]) -> None:
         q.put(os.getpid())
 
-    with shoal.Pool(2, hello, (queue,), start_method=start_method) as pool:
+    with shoal.Pool(2, hello, (queue,), start_method=pool_start_method) as pool:
         pids = {queue.get(timeout=30), queue.get(timeout=30)}
         assert pool.apply(os.getpid) in pids
 
@@ -248,17 +240,17 @@ def _python(args: list[str], stdin: str | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_a_script_without_a_main_guard(start_method: str, tmp_path: Path) -> None:
+def test_a_script_without_a_main_guard(pool_start_method: str, tmp_path: Path) -> None:
     script = tmp_path / "unguarded.py"
-    script.write_text(SCRIPT.format(method=start_method))
+    script.write_text(SCRIPT.format(method=pool_start_method))
     done = _python([str(script)])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == EXPECTED
 
 
-def test_code_typed_into_an_interactive_session(start_method: str) -> None:
+def test_code_typed_into_an_interactive_session(pool_start_method: str) -> None:
     # Blank lines end the blocks, as at the prompt.
-    session = textwrap.dedent(SCRIPT.format(method=start_method)).replace("\n\n", "\n")
+    session = textwrap.dedent(SCRIPT.format(method=pool_start_method)).replace("\n\n", "\n")
     session = session.replace("\ndef plain", "\n\ndef plain").replace("\nresult", "\n\nresult")
     session = session.replace("\nprint", "\n\nprint") + "\n"
     done = _python(["-i", "-q"], stdin=session)

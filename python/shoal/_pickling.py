@@ -78,13 +78,7 @@ def dumps_detached(obj: object) -> bytes:
     # A reference into __main__ spells the module's name; other mentions only cost time.
     if b"__main__" not in data:
         return data
-    try:
-        return _cloud_dumps(obj)
-    except MemoryError:
-        raise
-    except Exception as exc:
-        failure = exc
-    raise _pickling_error(obj, failure) from failure
+    return _cloud_dumps_or_explain(obj)
 
 
 def dumps_callable(fn: object) -> bytes:
@@ -97,13 +91,7 @@ def dumps_callable(fn: object) -> bytes:
     Raises:
         shoal.errors.PicklingError: as :func:`dumps` does.
     """
-    try:
-        return _cloud_dumps(fn)
-    except MemoryError:
-        raise
-    except Exception as exc:
-        failure = exc
-    raise _pickling_error(fn, failure) from failure
+    return _cloud_dumps_or_explain(fn)
 
 
 def find_unpicklable(obj: object, root: str = "obj") -> tuple[str, str, BaseException] | None:
@@ -141,6 +129,11 @@ def _dumps_slow(obj: object) -> bytes:
         raise
     except Exception:
         pass
+    return _cloud_dumps_or_explain(obj)
+
+
+def _cloud_dumps_or_explain(obj: object) -> bytes:
+    """cloudpickle's pickle of ``obj``, or the PicklingError that says what failed."""
     try:
         return _cloud_dumps(obj)
     except MemoryError:

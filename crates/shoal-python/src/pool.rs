@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,25 @@ fn dup_borrowed(fd: i32) -> PyResult<OwnedFd> {
             source: e,
         }))
     })
+}
+
+/// Starts `program` with each `(fd, target)` of `fds` (lent by the caller) placed at
+/// `target` in the child.
+fn spawn_placing(
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    fds: &[(i32, i32)],
+) -> PyResult<Child> {
+    let owned: Vec<(OwnedFd, i32)> = fds
+        .iter()
+        .map(|&(fd, target)| Ok((dup_borrowed(fd)?, target)))
+        .collect::<PyResult<_>>()?;
+    let keep: Vec<(BorrowedFd<'_>, i32)> = owned
+        .iter()
+        .map(|(fd, target)| (fd.as_fd(), *target))
+        .collect();
+    to_py(spawn(program, args, env, &keep))
 }
 
 /// The parent's side of a process pool: starts the supervisor thread, which runs until
@@ -99,15 +118,7 @@ impl PoolEngine {
         env: Vec<(OsString, OsString)>,
         fds: Vec<(i32, i32)>,
     ) -> PyResult<i32> {
-        let owned: Vec<(OwnedFd, i32)> = fds
-            .iter()
-            .map(|&(fd, target)| Ok((dup_borrowed(fd)?, target)))
-            .collect::<PyResult<_>>()?;
-        let keep: Vec<(BorrowedFd<'_>, i32)> = owned
-            .iter()
-            .map(|(fd, target)| (fd.as_fd(), *target))
-            .collect();
-        let child = to_py(spawn(&program, &args, &env, &keep))?;
+        let child = spawn_placing(&program, &args, &env, &fds)?;
         let pid = child.pid();
         to_py(self.sup.attach(id, Process::Child(child)))?;
         Ok(pid)
@@ -338,15 +349,7 @@ impl ChildProcess {
         env: Vec<(OsString, OsString)>,
         fds: Vec<(i32, i32)>,
     ) -> PyResult<Self> {
-        let owned: Vec<(OwnedFd, i32)> = fds
-            .iter()
-            .map(|&(fd, target)| Ok((dup_borrowed(fd)?, target)))
-            .collect::<PyResult<_>>()?;
-        let keep: Vec<(BorrowedFd<'_>, i32)> = owned
-            .iter()
-            .map(|(fd, target)| (fd.as_fd(), *target))
-            .collect();
-        let child = to_py(spawn(&program, &args, &env, &keep))?;
+        let child = spawn_placing(&program, &args, &env, &fds)?;
         let pid = child.pid();
         Ok(ChildProcess {
             child: Mutex::new(child),
