@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 # Names are imported on first use, so that `import shoal` (and every worker process,
@@ -65,6 +66,11 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+    if home == "shoal.pool" and "shoal.pool" not in sys.modules:
+        # The zygote boots in its own process while the pool's modules load here.
+        from shoal.process.zygote import prestart
+
+        prestart()
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value
