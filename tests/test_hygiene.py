@@ -20,10 +20,17 @@ def _snapshot() -> tuple[set[int], int, set[int], int, set[str]]:
     return (
         open_fds(),
         len(os.listdir("/proc/self/task")),
-        {p.pid for p in me.children(recursive=True)},
+        {p.pid for p in me.children(recursive=True) if _running(p)},
         memfd_mappings(),
         set(os.listdir("/dev/shm")),
     )
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _steady() -> tuple[set[int], int, set[int], int, set[str]]:
@@ -58,6 +65,18 @@ def _settled(before: tuple[set[int], int, set[int], int, set[str]]) -> bool:
     return False
 
 
+def _difference(before: tuple[set[int], int, set[int], int, set[str]]) -> str:
+    after = _snapshot()
+    extra = []
+    for pid in after[2] - before[2]:
+        try:
+            p = psutil.Process(pid)
+            extra.append(f"{pid} {p.status()} parent {p.ppid()} {' '.join(p.cmdline())[:80]}")
+        except psutil.NoSuchProcess:
+            extra.append(f"{pid} gone")
+    return f"before {before}, after {after}, new processes {extra}"
+
+
 def _close_join(pool: shoal.Pool) -> None:
     pool.close()
     pool.join()
@@ -81,7 +100,7 @@ def test_a_thousand_pools_leave_nothing_behind(end: Callable[[shoal.Pool], None]
     del pool
     elapsed = time.perf_counter() - started
     print(f"\n1,000 pools in {elapsed:.2f} s ({elapsed:.2f} ms each, one in ten used)")
-    assert _settled(before), (before, _snapshot())
+    assert _settled(before), _difference(before)
 
 
 def test_a_pool_dropped_without_close_is_collected_and_its_workers_end() -> None:
@@ -90,4 +109,4 @@ def test_a_pool_dropped_without_close_is_collected_and_its_workers_end() -> None
     pool = shoal.Pool(2)
     assert pool.map(abs, [-1, -2]) == [1, 2]
     del pool
-    assert _settled(before), (before, _snapshot())
+    assert _settled(before), _difference(before)
