@@ -123,6 +123,8 @@ def test_a_stuck_task_times_out_and_the_others_are_untouched(pool_start_method: 
         assert pool.apply(time.sleep, (0.5,), task_timeout=5) is None
         with pytest.raises(shoal.TaskTimeoutError):
             pool.map(time.sleep, [0.01, 30, 0.01], task_timeout=0.2)
+        with pytest.raises(shoal.TaskTimeoutError):
+            pool.starmap(time.sleep, [(30,)], task_timeout=0.2)
 
 
 def test_task_timeout_and_retries_are_checked() -> None:

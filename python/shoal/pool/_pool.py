@@ -219,7 +219,12 @@ class Pool:
 
     @overload
     def starmap(
-        self, func: Callable[[A], R], iterable: Iterable[tuple[A]], chunksize: int | None = None
+        self,
+        func: Callable[[A], R],
+        iterable: Iterable[tuple[A]],
+        chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> list[R]: ...
     @overload
     def starmap(
@@ -227,6 +232,8 @@ class Pool:
         func: Callable[[A, B], R],
         iterable: Iterable[tuple[A, B]],
         chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> list[R]: ...
     @overload
     def starmap(
@@ -234,6 +241,8 @@ class Pool:
         func: Callable[[A, B, C], R],
         iterable: Iterable[tuple[A, B, C]],
         chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> list[R]: ...
     @overload
     def starmap(
@@ -241,12 +250,16 @@ class Pool:
         func: Callable[..., R],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> list[R]: ...
     def starmap(
         self,
         func: Callable[..., R],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> list[R]:
         """Like :meth:`map`, but each item is unpacked into arguments: ``func(*item)``.
 
@@ -255,7 +268,7 @@ class Pool:
         ...     pool.starmap(pow, [(2, 3), (3, 2)])
         [8, 9]
         """
-        return _wait(self.starmap_async(func, iterable, chunksize))
+        return _wait(self.starmap_async(func, iterable, chunksize, task_timeout=task_timeout))
 
     def starmap_async(
         self,
@@ -264,6 +277,8 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> AsyncResult[list[R]]:
         """Like :meth:`starmap` but returns an :class:`AsyncResult` for the list at once.
 
@@ -272,7 +287,9 @@ class Pool:
         ...     pool.starmap_async(max, [(1, 5), (7, 2)]).get(timeout=10)
         [5, 7]
         """
-        return self._map(func, CallKind.STAR, iterable, chunksize, callback, error_callback)
+        return self._map(
+            func, CallKind.STAR, iterable, chunksize, callback, error_callback, task_timeout
+        )
 
     def imap(
         self,
