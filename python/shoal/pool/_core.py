@@ -59,6 +59,7 @@ class Job:
         "job_id",
         "pulled",
         "retries",
+        "single",
         "sizer",
         "target",
         "timeout",
@@ -94,6 +95,9 @@ class Job:
         self.window = window  # chunks of read-ahead allowed; None: no bound
         self.pulled = 0  # items handed out
         self.consumed = 0  # items the consumer has taken (imap only)
+        # One task from a list (apply, submit, a map of one): handed over in one piece,
+        # from whichever thread has room for it.
+        self.single = self.items is not None and len(self.items) == 1 and window is None
 
     def has_room(self, unbounded: bool) -> bool:
         if self.window is None or unbounded:
@@ -158,28 +162,23 @@ class PoolCore:
             if self.state != RUN:
                 raise ValueError("Pool not running")
             job.job_id = next(self._job_ids)
-            single = job.items is not None and len(job.items) == 1 and job.window is None
-            if single and not self.jobs and len(self.in_flight) < self.max_in_flight:
-                assert job.items is not None
-                chunk_id = next(self._chunk_ids)
-                self.in_flight[chunk_id] = (job, 0, 1)
-                job.pulled = 1
-                self.backend.submit(
-                    Chunk(
-                        job.job_id,
-                        chunk_id,
-                        job.fn,
-                        job.items,
-                        job.call,
-                        job.timeout,
-                        job.retries,
-                    )
-                )
+            if job.single and not self.jobs and len(self.in_flight) < self.max_in_flight:
+                self._submit_single(job)
             else:
                 self.jobs.append(job)
                 self.cond.notify_all()
                 return
         job.target._set_length(1)
+
+    def _submit_single(self, job: Job) -> None:
+        """Hands a one-task job to the backend; called with the lock held."""
+        assert job.items is not None
+        chunk_id = next(self._chunk_ids)
+        self.in_flight[chunk_id] = (job, 0, 1)
+        job.pulled = 1
+        self.backend.submit(
+            Chunk(job.job_id, chunk_id, job.fn, job.items, job.call, job.timeout, job.retries)
+        )
 
     def consumed(self, job: Job, count: int = 1) -> None:
         """The consumer of ``job`` took ``count`` more items: its read-ahead may have room
@@ -246,16 +245,28 @@ class PoolCore:
             self._handle(result)
 
     def _handle(self, result: ChunkResult) -> None:
+        started: list[Job] = []
         with self.cond:
             entry = self.in_flight.pop(result.chunk_id, None)
             if entry is None:
                 return  # answered after terminate(): nobody is waiting for it
+            # One-task jobs waiting at the head of the queue take the freed room from this
+            # thread: waking the feeder for each of them would cost more than the job.
+            while self.jobs and self.jobs[0].single and self.state != TERMINATE:
+                if len(self.in_flight) >= self.max_in_flight:
+                    break
+                job = self.jobs.popleft()
+                if job.target._wants_more():
+                    self._submit_single(job)
+                    started.append(job)
             # Room in flight matters only to a feeder with work waiting, or to join().
             if self.jobs or self.pulling is not None or self.state != RUN:
                 self.cond.notify_all()
-        job, start, count = entry
-        job.sizer.observe(count, result.elapsed)
-        job.target._deliver(start, result.values, result.failures)
+        for job in started:
+            job.target._set_length(1)
+        done, start, count = entry
+        done.sizer.observe(count, result.elapsed)
+        done.target._deliver(start, result.values, result.failures)
 
     def close(self) -> None:
         with self.cond:
