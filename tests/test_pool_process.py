@@ -256,3 +256,18 @@ def test_code_typed_into_an_interactive_session(pool_start_method: str) -> None:
     done = _python(["-i", "-q"], stdin=session)
     assert done.returncode == 0, done.stderr
     assert EXPECTED in done.stdout
+
+
+def test_a_new_zygote_replaces_one_that_died() -> None:
+    from shoal.process.zygote import shared_zygote
+
+    with shoal.Pool(1) as pool:
+        assert pool.apply(abs, (-1,)) == 1
+    old = shared_zygote()
+    os.kill(old.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while old.alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with shoal.Pool(2) as pool:
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+    assert shared_zygote().pid != old.pid

@@ -120,7 +120,10 @@ def shared_zygote() -> Zygote:
     """This process's zygote, started on first use (and again if it died)."""
     global _shared
     with _shared_lock:
-        if _shared is None or _shared.owner != os.getpid() or not _shared.alive():
+        if _shared is not None and _shared.owner == os.getpid() and not _shared.alive():
+            _shared.close()  # it died: let go of its socket and reap it
+            _shared = None
+        if _shared is None or _shared.owner != os.getpid():
             _shared = Zygote()
         return _shared
 
