@@ -20,6 +20,7 @@ import pytest
 from pool_workers import Scaler, square
 
 import shoal
+from shoal.process.launch import START_METHODS
 
 
 @pytest.fixture
@@ -202,12 +203,17 @@ def test_an_unknown_start_method_is_refused() -> None:
         shoal.Pool(1, start_method="forkserver")
 
 
-def test_a_task_can_run_its_own_pool(pool: shoal.Pool) -> None:
-    def inner(n: int) -> list[int]:
-        with shoal.Pool(2) as nested:
-            return nested.map(lambda x: x * n, range(3))
+@pytest.mark.parametrize("inner_method", START_METHODS)
+def test_a_task_can_run_its_own_pool(pool: shoal.Pool, inner_method: str) -> None:
+    # No "daemonic processes are not allowed to have children", whichever way either
+    # pool starts its workers.
+    def inner(n: int) -> tuple[list[int], bool]:
+        with shoal.Pool(2, start_method=inner_method) as nested:
+            values = nested.map(lambda x: x * n, range(3))
+            elsewhere = os.getpid() not in nested.map(lambda _: os.getpid(), range(2))
+            return values, elsewhere
 
-    assert pool.map(inner, [1, 2]) == [[0, 1, 2], [0, 2, 4]]
+    assert pool.map(inner, [1, 2]) == [([0, 1, 2], True), ([0, 2, 4], True)]
 
 
 SCRIPT = """
