@@ -5,11 +5,18 @@ from typing import Any, TypeAlias, final
 
 __all__ = [
     "DEFAULT_QUEUE_CAPACITY",
+    "EVENT_EXITED",
+    "EVENT_RESULT",
+    "EVENT_STOPPED",
     "MIN_QUEUE_CAPACITY",
+    "MSG_DEFINE",
+    "MSG_STOP",
+    "MSG_TASK",
     "ChildProcess",
     "PoolEngine",
     "QueueCore",
     "WorkerLink",
+    "describe_exit",
     "die_with_parent",
 ]
 
@@ -20,6 +27,12 @@ _Event: TypeAlias = tuple[Any, ...]
 
 DEFAULT_QUEUE_CAPACITY: int
 MIN_QUEUE_CAPACITY: int
+MSG_TASK: int
+MSG_DEFINE: int
+MSG_STOP: int
+EVENT_RESULT: int
+EVENT_EXITED: int
+EVENT_STOPPED: int
 
 @final
 class QueueCore:
@@ -71,12 +84,7 @@ class PoolEngine:
     ) -> None: ...
     def close(self) -> None: ...
     def terminate(self) -> None: ...
-    def kill_worker(self, id: int) -> bool: ...
-    def running(self, chunk: int) -> int | None: ...
-    def counts(self) -> tuple[int, int, int]: ...
     def wake(self) -> None: ...
-    @property
-    def stopped(self) -> bool: ...
     def next_events(self, timeout: float | None = None) -> list[_Event]: ...
 
 @final
@@ -105,3 +113,4 @@ class ChildProcess:
     def wait(self, timeout: float | None = None) -> str | None: ...
 
 def die_with_parent(expected_parent: int) -> bool: ...
+def describe_exit(status: int) -> tuple[int | None, int | None, str | None]: ...

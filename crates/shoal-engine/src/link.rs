@@ -179,11 +179,6 @@ impl Assembler {
             None => Ok(Fed::Partial),
         }
     }
-
-    /// Whether a message is half received.
-    pub fn is_mid_message(&self) -> bool {
-        self.partial.is_some()
-    }
 }
 
 /// Messages waiting to be written into a ring that had no room for them, for a sender that

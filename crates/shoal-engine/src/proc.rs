@@ -243,6 +243,20 @@ impl Exit {
     }
 }
 
+impl Exit {
+    /// The exit a `waitpid` status describes, or `None` if the process has not ended
+    /// (stopped or continued).
+    pub fn from_wait_status(status: i32) -> Option<Exit> {
+        if libc::WIFEXITED(status) {
+            Some(Exit::Code(libc::WEXITSTATUS(status)))
+        } else if libc::WIFSIGNALED(status) {
+            Some(Exit::Signal(libc::WTERMSIG(status)))
+        } else {
+            None
+        }
+    }
+}
+
 impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

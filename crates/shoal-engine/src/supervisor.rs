@@ -432,41 +432,6 @@ impl Supervisor {
         self.shared.bell.ring();
     }
 
-    /// Kills worker `id` (a stuck task); its exit is reported like any other. False if
-    /// there is no such worker.
-    pub fn kill_worker(&self, id: u64) -> bool {
-        if !self.is_owner() {
-            return false;
-        }
-        let state = self.shared.lock();
-        match state.slots.iter().find(|s| s.id == id) {
-            Some(Slot {
-                process: Some(p), ..
-            }) => {
-                p.kill();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// The worker running chunk `chunk` right now (it took it from its ring), if any.
-    pub fn running(&self, chunk: u64) -> Option<u64> {
-        let state = self.shared.lock();
-        state.slots.iter().find_map(|s| {
-            let first = s.owed.front()?;
-            let taken = first.end.is_some_and(|end| end <= s.tasks.consumed());
-            (first.chunk == chunk && taken).then_some(s.id)
-        })
-    }
-
-    /// Counts for `stats()`: workers, chunks waiting for a worker, chunks owed by workers.
-    pub fn counts(&self) -> (usize, usize, usize) {
-        let state = self.shared.lock();
-        let owed = state.slots.iter().map(|s| s.owed.len()).sum();
-        (state.slots.len(), state.pending.len(), owed)
-    }
-
     /// Waits for events until `deadline` (`None`: forever) and takes them all; an empty
     /// list when the deadline passed, or at once when the supervisor has stopped and
     /// every event was taken. Asks `interrupt` between short sleeps.

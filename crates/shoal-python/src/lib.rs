@@ -2,6 +2,7 @@
 //! each exposed class has its own file, and `errors.rs` holds the whole error mapping.
 
 use pyo3::prelude::*;
+use shoal_engine::link::Kind;
 
 mod blocking;
 mod errors;
@@ -16,6 +17,14 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pool::WorkerLink>()?;
     m.add_class::<pool::ChildProcess>()?;
     m.add_function(wrap_pyfunction!(pool::die_with_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(pool::describe_exit, m)?)?;
+    // The wire's numbers, defined once here for both sides.
+    m.add("MSG_TASK", Kind::Task as u8)?;
+    m.add("MSG_DEFINE", Kind::Define as u8)?;
+    m.add("MSG_STOP", Kind::Stop as u8)?;
+    m.add("EVENT_RESULT", pool::EVENT_RESULT)?;
+    m.add("EVENT_EXITED", pool::EVENT_EXITED)?;
+    m.add("EVENT_STOPPED", pool::EVENT_STOPPED)?;
     m.add(
         "DEFAULT_QUEUE_CAPACITY",
         shoal_engine::queue::DEFAULT_CAPACITY,
@@ -25,11 +34,18 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "__all__",
         [
             "ChildProcess",
+            "EVENT_EXITED",
+            "EVENT_RESULT",
+            "EVENT_STOPPED",
             "DEFAULT_QUEUE_CAPACITY",
             "MIN_QUEUE_CAPACITY",
+            "MSG_DEFINE",
+            "MSG_STOP",
+            "MSG_TASK",
             "PoolEngine",
             "QueueCore",
             "WorkerLink",
+            "describe_exit",
             "die_with_parent",
         ],
     )?;

@@ -20,10 +20,10 @@ use shoal_engine::Error;
 use crate::blocking::{blocking, deadline};
 use crate::errors::to_py;
 
-/// Event tags in the tuples `next_events` returns.
-const EVENT_RESULT: u8 = 0;
-const EVENT_EXITED: u8 = 1;
-const EVENT_STOPPED: u8 = 2;
+/// Event tags in the tuples `next_events` returns (exported to Python).
+pub const EVENT_RESULT: u8 = 0;
+pub const EVENT_EXITED: u8 = 1;
+pub const EVENT_STOPPED: u8 = 2;
 
 /// A descriptor the caller lends (it stays the caller's to close), duplicated for us.
 fn dup_borrowed(fd: i32) -> PyResult<OwnedFd> {
@@ -174,30 +174,9 @@ impl PoolEngine {
         self.sup.terminate();
     }
 
-    /// Kills worker `id`; false if there is none.
-    fn kill_worker(&self, id: u64) -> bool {
-        self.sup.kill_worker(id)
-    }
-
-    /// The worker running chunk `chunk` now, if any.
-    fn running(&self, chunk: u64) -> Option<u64> {
-        self.sup.running(chunk)
-    }
-
-    /// (workers, chunks waiting for a worker, chunks owed by workers).
-    fn counts(&self) -> (usize, usize, usize) {
-        self.sup.counts()
-    }
-
     /// Makes a thread waiting in `next_events` return now, possibly with no events.
     fn wake(&self) {
         self.sup.wake();
-    }
-
-    /// Whether every worker has exited after close or terminate.
-    #[getter]
-    fn stopped(&self) -> bool {
-        self.sup.is_stopped()
     }
 
     /// Waits up to `timeout` seconds (None: forever) for events and returns them all:
@@ -233,12 +212,7 @@ impl PoolEngine {
                     replace,
                     timed_out,
                 } => {
-                    let (code, signal) = match exit {
-                        Some(Exit::Code(c)) => (Some(c), None),
-                        Some(Exit::Signal(s)) => (None, Some(s)),
-                        None => (None, None),
-                    };
-                    let text = exit.map(|e| e.to_string());
+                    let (code, signal, text) = exit_fields(exit);
                     let fields = (
                         EVENT_EXITED,
                         worker,
@@ -408,4 +382,20 @@ pub fn die_with_parent(expected_parent: i32) -> PyResult<bool> {
     }
     // SAFETY: getppid cannot fail.
     Ok(unsafe { libc::getppid() } == expected_parent)
+}
+
+/// A `waitpid` status (as the zygote reports its children's) as `(exit_code, signal,
+/// description)`, described as every other exit is.
+#[pyfunction]
+pub fn describe_exit(status: i32) -> (Option<i32>, Option<i32>, Option<String>) {
+    exit_fields(Exit::from_wait_status(status))
+}
+
+fn exit_fields(exit: Option<Exit>) -> (Option<i32>, Option<i32>, Option<String>) {
+    let (code, signal) = match exit {
+        Some(Exit::Code(c)) => (Some(c), None),
+        Some(Exit::Signal(s)) => (None, Some(s)),
+        None => (None, None),
+    };
+    (code, signal, exit.map(|e| e.to_string()))
 }

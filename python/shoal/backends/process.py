@@ -26,8 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-import signal as _signal
 import threading
 import traceback
 from collections import deque
@@ -35,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from shoal._pickling import dumps_callable, dumps_detached, loads
-from shoal._shoal import PoolEngine
+from shoal._shoal import EVENT_EXITED, EVENT_RESULT, EVENT_STOPPED, PoolEngine, describe_exit
 from shoal.backends.base import CallKind, Chunk, ChunkResult, Failure, ResultSink, WorkerSpec
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 from shoal.process.launch import WorkerSetup, check_start_method, launch
@@ -56,9 +54,6 @@ _DEPTH: Final = 2
 _IN_FLIGHT_PER_WORKER: Final = 32
 
 _CALLS: Final = {CallKind.ONE: CALL_ONE, CallKind.STAR: CALL_STAR, CallKind.APPLY: CALL_APPLY}
-
-_EVENT_RESULT: Final = 0
-_EVENT_EXITED: Final = 1
 
 
 class ProcessBackend:
@@ -185,7 +180,7 @@ class ProcessBackend:
             status = None
         if status is None:
             return None, None, None
-        return _describe(status)
+        return describe_exit(status)
 
     def _pump(self) -> None:
         """Turns the engine's events into results until every worker has exited."""
@@ -195,11 +190,11 @@ class ProcessBackend:
                 while self._immediate:
                     self._sink(self._immediate.popleft())
                 for event in events:
-                    if event[0] == _EVENT_RESULT:
+                    if event[0] == EVENT_RESULT:
                         self._on_result(event[1], event[2], event[3])
-                    elif event[0] == _EVENT_EXITED:
+                    elif event[0] == EVENT_EXITED:
                         self._on_exit(*event[1:])
-                    else:
+                    elif event[0] == EVENT_STOPPED:
                         return
         finally:
             self._setup.close()
@@ -257,19 +252,6 @@ class ProcessBackend:
             if not stopping:
                 # The pool carries on with one worker fewer; the next exit tries again.
                 traceback.print_exc()
-
-
-def _describe(status: int) -> tuple[int | None, int | None, str]:
-    """An ``os.waitpid`` status as (exit code, signal, words)."""
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        try:
-            name = f" ({_signal.Signals(number).name})"
-        except ValueError:
-            name = ""
-        return None, number, f"killed by signal {number}{name}"
-    code = os.WEXITSTATUS(status)
-    return code, None, f"exited with code {code}"
 
 
 def _failure(exc: BaseException, text: str, cause: BaseException | None = None) -> Failure:

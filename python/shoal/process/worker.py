@@ -19,16 +19,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple, cast
 
 from shoal._pickling import dumps_detached, loads
-from shoal._shoal import WorkerLink
+from shoal._shoal import MSG_DEFINE, MSG_STOP, MSG_TASK, WorkerLink
 from shoal.errors import ShoalError
 
 __all__ = [
     "CALL_APPLY",
     "CALL_ONE",
     "CALL_STAR",
-    "MSG_DEFINE",
-    "MSG_STOP",
-    "MSG_TASK",
     "Failure",
     "WorkerConfig",
     "in_worker",
@@ -36,10 +33,6 @@ __all__ = [
     "main",
 ]
 
-# Message kinds on the task ring (the engine's link::Kind).
-MSG_TASK: Final = 1
-MSG_DEFINE: Final = 2
-MSG_STOP: Final = 3
 
 # How a chunk's items are passed (shoal.backends.base.CallKind, as small ints).
 CALL_ONE: Final = 0
@@ -204,8 +197,10 @@ def _serve(fds: Sequence[int]) -> int:
             done += 1
             if config.limit is not None and done >= config.limit:
                 return 0
-        else:
+        elif kind == MSG_STOP:
             return 0
+        else:
+            raise ShoalError(f"unknown message kind {kind} from the pool")
 
 
 def _watch_parent(parent: int) -> None:
