@@ -78,6 +78,11 @@ impl Bell {
     ) -> Result<bool> {
         self.doorbell().wait_change(seen, deadline, interrupt)
     }
+
+    /// See [`Doorbell::sleep_until_change`].
+    pub fn sleep_until_change(&self, seen: u32, deadline: Option<Instant>) -> bool {
+        self.doorbell().sleep_until_change(seen, deadline)
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Doorbell>() <= BODY);

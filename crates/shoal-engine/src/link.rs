@@ -44,6 +44,9 @@ use crate::error::{Error, Result};
 use crate::ring::Ring;
 use crate::wait::Interrupt;
 
+/// More than a record's header and alignment padding take in a ring.
+const RECORD_SLACK: u64 = 64;
+
 /// The bytes of a frame in front of every piece.
 pub const FRAME_BYTES: usize = 24;
 /// Set on every piece of a message but its last.
@@ -59,7 +62,8 @@ pub enum Kind {
     Define = 2,
     /// Parent to worker: exit once the tasks before this are done.
     Stop = 3,
-    /// Worker to parent: the outcome of chunk `id`.
+    /// Worker to parent: the outcome of chunk `id`; `aux` is how many microseconds the
+    /// worker spent on it (set by [`WorkerEnd::send`]).
     Result = 4,
 }
 
@@ -241,6 +245,9 @@ pub struct WorkerEnd {
     results: Ring,
     bell: Bell,
     assembler: Assembler,
+    /// When the last message was received: a result's `aux` says how long its chunk
+    /// kept the worker busy.
+    received: Option<Instant>,
 }
 
 impl WorkerEnd {
@@ -251,6 +258,7 @@ impl WorkerEnd {
             results,
             bell,
             assembler: Assembler::default(),
+            received: None,
         }
     }
 
@@ -258,16 +266,19 @@ impl WorkerEnd {
     pub fn try_recv<R>(&mut self, f: impl FnOnce(Frame, &[u8]) -> R) -> Result<Option<R>> {
         let mut f = Some(f);
         loop {
+            let before = self.queued_bytes();
             let assembler = &mut self.assembler;
-            let got = self
-                .tasks
-                .try_pop_with(|record| Self::take(assembler, record, &mut f))?;
-            // The parent may be waiting for room to write the rest of a message.
-            self.bell.ring();
+            let mut popped = 0;
+            let got = self.tasks.try_pop_with(|record| {
+                popped = record.len() as u64;
+                Self::take(assembler, record, &mut f)
+            })?;
+            self.popped(before, popped);
             match got {
                 None => return Ok(None),
                 Some(outcome) => {
                     if let Some(out) = outcome? {
+                        self.received = Some(Instant::now());
                         return Ok(Some(out));
                     }
                 }
@@ -285,15 +296,45 @@ impl WorkerEnd {
     ) -> Result<R> {
         let mut f = Some(f);
         loop {
+            let before = self.queued_bytes();
             let assembler = &mut self.assembler;
+            let mut popped = 0;
             let outcome = self.tasks.pop_with(deadline, interrupt, |record| {
+                popped = record.len() as u64;
                 Self::take(assembler, record, &mut f)
             })?;
-            self.bell.ring();
+            self.popped(before, popped);
             if let Some(out) = outcome? {
+                self.received = Some(Instant::now());
                 return Ok(out);
             }
         }
+    }
+
+    fn queued_bytes(&self) -> u64 {
+        self.tasks.produced().saturating_sub(self.tasks.consumed())
+    }
+
+    /// After a pop of `popped` bytes from a ring that held `before`: the pool writes
+    /// without waiting, and a message that did not fit waits in its outbox for the bell.
+    /// It always fits once the ring is at most half full (pieces are at most half a
+    /// ring), so the bell rings only when a pop crosses that line: a wake-up per task
+    /// would cost the parent more than the task.
+    fn popped(&self, before: u64, popped: u64) {
+        let half = (self.tasks.capacity() / 2) as u64;
+        let after = self.queued_bytes();
+        let was_over = before > half || after + popped + RECORD_SLACK > half;
+        if was_over && after <= half {
+            self.bell.ring();
+        }
+    }
+
+    /// Microseconds since the last message arrived: for a result, how long the worker
+    /// spent on its chunk, unpickling and pickling included.
+    fn busy_micros(&self) -> u64 {
+        self.received.map_or(0, |t| {
+            u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
+        })
     }
 
     fn take<R>(
@@ -322,6 +363,10 @@ impl WorkerEnd {
         interrupt: &mut dyn Interrupt,
     ) -> Result<()> {
         let piece = piece_for(&self.results);
+        let mut frame = frame;
+        if frame.kind == Kind::Result {
+            frame.aux = self.busy_micros();
+        }
         let mut rest = payload;
         loop {
             let take = rest.len().min(piece);

@@ -32,6 +32,57 @@ const EXIT_CHECK: Duration = Duration::from_millis(5);
 /// Records taken from one result ring per turn, so one busy worker cannot starve others.
 const BATCH: usize = 64;
 
+/// Work a worker should have queued ahead of it, in microseconds: enough that a collector
+/// away for a moment (a caller busy in Python, an interpreter pause) leaves no worker idle.
+const BUFFERED_MICROS: f64 = 2_000.0;
+/// What a chunk costs beyond the worker's own clock (ring, wake-up, bookkeeping).
+const CHUNK_OVERHEAD_MICROS: f64 = 10.0;
+/// The most chunks a worker may owe, however short they are.
+const MAX_DEPTH: usize = 64;
+
+/// How many chunks a worker may owe: [`BUFFERED_MICROS`] worth of them, judged from how
+/// long recent chunks kept workers busy, between the pool's own depth and [`MAX_DEPTH`].
+///
+/// Tiny chunks (single calls of a quick function) then queue deep enough that the workers
+/// never wait for the parent; long ones keep the pool's depth, so that a chunk never waits
+/// behind a slow one while another worker is idle. The mean follows a rise at once and
+/// a fall slowly: misjudging long chunks as short costs more than the reverse.
+#[derive(Debug, Clone)]
+pub struct DepthGauge {
+    least: usize,
+    mean_micros: Option<f64>,
+}
+
+impl DepthGauge {
+    /// A gauge that never goes below `least` (at least 1).
+    pub fn new(least: usize) -> Self {
+        DepthGauge {
+            least: least.max(1),
+            mean_micros: None,
+        }
+    }
+
+    /// Records that a chunk kept its worker busy for `busy_micros`.
+    pub fn observe(&mut self, busy_micros: u64) {
+        let sample = busy_micros as f64;
+        self.mean_micros = Some(match self.mean_micros {
+            None => sample,
+            Some(mean) if sample > mean => sample,
+            Some(mean) => mean + 0.1 * (sample - mean),
+        });
+    }
+
+    /// The number of chunks a worker may owe now.
+    pub fn depth(&self) -> usize {
+        let Some(mean) = self.mean_micros else {
+            return self.least;
+        };
+        let fits = BUFFERED_MICROS / (mean + CHUNK_OVERHEAD_MICROS);
+        // `as` saturates a float: a huge quotient becomes usize::MAX, then the cap.
+        (fits as usize).clamp(self.least, MAX_DEPTH.max(self.least))
+    }
+}
+
 /// One chunk to run: its id, its function's id (see [`Supervisor::define`]) and its
 /// pickled items.
 #[derive(Debug, Clone)]
@@ -203,6 +254,8 @@ struct State {
     caller_seen: Option<Instant>,
     /// Set by `wake`: the waiting caller returns even without events.
     woken: bool,
+    /// How many chunks a worker may owe, from how long chunks take.
+    gauge: DepthGauge,
 }
 
 #[derive(Debug)]
@@ -211,7 +264,6 @@ struct Shared {
     /// Never signalled: the supervisor thread's timed sleep while a caller collects.
     pause: Condvar,
     bell: Bell,
-    depth: usize,
     ring_capacity: usize,
 }
 
@@ -234,8 +286,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts the thread. Each worker owes at most `depth` chunks (at least 1); each of
-    /// its rings holds `ring_capacity` bytes.
+    /// Starts the thread. Each worker owes at least `depth` chunks when there are enough
+    /// (at least 1), more while chunks are short (see [`DepthGauge`]); each of its rings
+    /// holds `ring_capacity` bytes.
     pub fn start(depth: usize, ring_capacity: usize) -> Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -250,10 +303,10 @@ impl Supervisor {
                 poked: false,
                 caller_seen: None,
                 woken: false,
+                gauge: DepthGauge::new(depth),
             }),
             pause: Condvar::new(),
             bell: Bell::create()?,
-            depth: depth.max(1),
             ring_capacity,
         });
         let inner = shared.clone();
@@ -377,9 +430,16 @@ impl Supervisor {
             state.pending.push_back(task.chunk);
             state.tasks.insert(task.chunk, task);
         }
+        // Results first: each one frees room in its worker. The thread that usually
+        // collects may be busy in Python (or waiting for the interpreter lock) while this
+        // one submits, and the workers would sit idle until it comes back. Whoever waits
+        // for these results was woken by the worker's bell already.
+        for at in 0..state.slots.len() {
+            collect(&mut state, at);
+        }
         // Placed from this thread: the worker is woken by its ring, and nobody else needs
         // to be. What finds no room waits for a result to make some.
-        place(&mut state, self.shared.depth);
+        place(&mut state);
         write_outboxes(&mut state);
         let stuck = state.slots.iter().any(|s| !s.outbox.is_empty());
         if stuck {
@@ -446,16 +506,8 @@ impl Supervisor {
         let shared = &self.shared;
         loop {
             let seen = shared.bell.seq();
-            {
-                let mut state = shared.lock();
-                if state.events.is_empty() && state.phase != Phase::Stopped {
-                    step(&mut state, shared.depth);
-                }
-                state.caller_seen = Some(Instant::now());
-                let woken = std::mem::take(&mut state.woken);
-                if woken || !state.events.is_empty() || state.phase == Phase::Stopped {
-                    return Ok(state.events.drain(..).collect());
-                }
+            if let Some(events) = self.try_events() {
+                return Ok(events);
             }
             let slice_end = Instant::now() + SLICE;
             let until = deadline.map_or(slice_end, |d| d.min(slice_end));
@@ -469,6 +521,25 @@ impl Supervisor {
                 };
             }
         }
+    }
+
+    /// The events there are now, without waiting: `None` when [`next_events`] would
+    /// have to wait (no event, no [`wake`](Self::wake), not stopped). Collects first, as
+    /// `next_events` does. A caller that holds a lock of its own (an interpreter's) can
+    /// take events this way without letting go of it while they keep coming.
+    ///
+    /// [`next_events`]: Self::next_events
+    pub fn try_events(&self) -> Option<Vec<Event>> {
+        let mut state = self.shared.lock();
+        if state.events.is_empty() && state.phase != Phase::Stopped {
+            step(&mut state);
+        }
+        state.caller_seen = Some(Instant::now());
+        let woken = std::mem::take(&mut state.woken);
+        if woken || !state.events.is_empty() || state.phase == Phase::Stopped {
+            return Some(state.events.drain(..).collect());
+        }
+        None
     }
 
     /// Makes the caller waiting in [`next_events`](Self::next_events) (or the next one)
@@ -535,13 +606,13 @@ fn run(shared: &Shared) {
                     .unwrap_or_else(|e| e.into_inner());
                 state = next;
                 let had_events = !state.events.is_empty();
-                step(&mut state, shared.depth);
+                step(&mut state);
                 if !had_events && !state.events.is_empty() {
                     shared.bell.ring();
                 }
             }
             let had_events = !state.events.is_empty();
-            let progress = step(&mut state, shared.depth);
+            let progress = step(&mut state);
             if !had_events && !state.events.is_empty() {
                 // Wakes a caller about to wait on the bell.
                 shared.bell.ring();
@@ -553,8 +624,9 @@ fn run(shared: &Shared) {
         }
         if !progress {
             let until = Instant::now() + SLICE;
-            // Only a timeout or the bell end this wait; both lead to another turn.
-            let _ = shared.bell.wait_change(seen, Some(until), &mut NoInterrupt);
+            // Only a timeout or the bell end this wait; both lead to another turn. No
+            // spinning: this thread stands in for a busy caller, whose CPU it would take.
+            shared.bell.sleep_until_change(seen, Some(until));
             shared.lock().last_exit_check -= EXIT_CHECK;
         }
     }
@@ -562,7 +634,7 @@ fn run(shared: &Shared) {
 
 /// One turn: collect results, notice exits, place chunks, write what fits. Returns whether
 /// anything happened.
-fn step(state: &mut State, depth: usize) -> bool {
+fn step(state: &mut State) -> bool {
     let mut progress = std::mem::take(&mut state.poked);
     for at in 0..state.slots.len() {
         progress |= collect(state, at);
@@ -571,7 +643,7 @@ fn step(state: &mut State, depth: usize) -> bool {
         state.last_exit_check = Instant::now();
         progress |= reap_exits(state);
     }
-    progress |= place(state, depth);
+    progress |= place(state);
     progress |= write_outboxes(state);
     check_deadlines(state);
     finish_phase(state);
@@ -640,6 +712,7 @@ fn collect(state: &mut State, at: usize) -> bool {
         slots,
         tasks,
         events,
+        gauge,
         ..
     } = state;
     let slot = &mut slots[at];
@@ -673,6 +746,7 @@ fn collect(state: &mut State, at: usize) -> bool {
                             }
                         }
                         tasks.remove(&frame.id);
+                        gauge.observe(frame.aux);
                         events.push_back(Event::Result {
                             chunk: frame.id,
                             worker: *id,
@@ -782,7 +856,8 @@ fn exited(state: &mut State, slot: &mut Slot) {
 }
 
 /// Places queued chunks on the workers that owe the fewest. Returns whether it placed any.
-fn place(state: &mut State, depth: usize) -> bool {
+fn place(state: &mut State) -> bool {
+    let depth = state.gauge.depth();
     let mut any = false;
     while let Some(&chunk) = state.pending.front() {
         let Some(slot) = state
@@ -843,5 +918,44 @@ fn finish_phase(state: &mut State) {
                 state.events.push_back(Event::Stopped);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_starts_at_the_pools_own() {
+        assert_eq!(DepthGauge::new(2).depth(), 2);
+        assert_eq!(DepthGauge::new(0).depth(), 1);
+    }
+
+    #[test]
+    fn short_chunks_queue_deeper_up_to_the_cap() {
+        let mut gauge = DepthGauge::new(2);
+        gauge.observe(5);
+        assert_eq!(gauge.depth(), MAX_DEPTH);
+        let mut gauge = DepthGauge::new(2);
+        gauge.observe(190);
+        assert_eq!(gauge.depth(), 10);
+    }
+
+    #[test]
+    fn long_chunks_keep_the_pools_depth_and_a_rise_counts_at_once() {
+        let mut gauge = DepthGauge::new(2);
+        for _ in 0..100 {
+            gauge.observe(3);
+        }
+        assert_eq!(gauge.depth(), MAX_DEPTH);
+        gauge.observe(20_000);
+        assert_eq!(gauge.depth(), 2);
+        // A fall is believed only slowly.
+        gauge.observe(3);
+        assert_eq!(gauge.depth(), 2);
+        for _ in 0..200 {
+            gauge.observe(3);
+        }
+        assert_eq!(gauge.depth(), MAX_DEPTH);
     }
 }

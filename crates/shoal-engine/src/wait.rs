@@ -122,18 +122,41 @@ impl Doorbell {
     /// condition never costs a system call.
     pub fn wait_until(
         &self,
+        ready: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+        interrupt: &mut dyn Interrupt,
+    ) -> Result<bool> {
+        self.wait_spinning(ready, SPIN, deadline, interrupt)
+    }
+
+    /// As [`wait_change`](Self::wait_change) but sleeps at once, never spinning: for a
+    /// background thread whose wake-up latency matters less than the CPU time it would
+    /// take from busy threads.
+    pub fn sleep_until_change(&self, seen: u32, deadline: Option<Instant>) -> bool {
+        let changed = || self.seq() != seen;
+        matches!(
+            self.wait_spinning(changed, Duration::ZERO, deadline, &mut NoInterrupt),
+            Ok(true)
+        )
+    }
+
+    fn wait_spinning(
+        &self,
         mut ready: impl FnMut() -> bool,
+        spin: Duration,
         deadline: Option<Instant>,
         interrupt: &mut dyn Interrupt,
     ) -> Result<bool> {
         if ready() {
             return Ok(true);
         }
-        let spin_until = Instant::now() + SPIN;
-        while Instant::now() < spin_until {
-            std::hint::spin_loop();
-            if ready() {
-                return Ok(true);
+        if !spin.is_zero() {
+            let spin_until = Instant::now() + spin;
+            while Instant::now() < spin_until {
+                std::hint::spin_loop();
+                if ready() {
+                    return Ok(true);
+                }
             }
         }
         loop {

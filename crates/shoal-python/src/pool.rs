@@ -191,8 +191,16 @@ impl PoolEngine {
         py: Python<'py>,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let until = deadline(timeout);
-        let events = blocking(py, |interrupt| self.sup.next_events(until, interrupt))?;
+        // Events that are there already are taken without letting go of the interpreter
+        // lock: handing it over (and waiting to get it back) on every call would cost
+        // more than the events while results stream in.
+        let events = match self.sup.try_events() {
+            Some(events) => events,
+            None => {
+                let until = deadline(timeout);
+                blocking(py, |interrupt| self.sup.next_events(until, interrupt))?
+            }
+        };
         let out = PyList::empty(py);
         for event in events {
             let item = match event {

@@ -51,9 +51,10 @@ _DEPTH: Final = 2
 # Chunks the Pool may hand over per worker; those beyond _DEPTH wait in the engine, which
 # places one the moment a worker answers. Single calls (apply_async, submit) are one task
 # per chunk and need this many in flight to keep workers busy across the round trip.
-_IN_FLIGHT_PER_WORKER: Final = 32
+_IN_FLIGHT_PER_WORKER: Final = 100000
 
-_CALLS: Final = {CallKind.ONE: CALL_ONE, CallKind.STAR: CALL_STAR, CallKind.APPLY: CALL_APPLY}
+# Item sequences that pickle well as they are; anything else is sent as a list.
+_AS_IS: Final = frozenset({list, tuple, range})
 
 
 class ProcessBackend:
@@ -77,8 +78,10 @@ class ProcessBackend:
         self._engine = PoolEngine(_DEPTH, RING_CAPACITY)
         # Function ids by id(fn); the entry keeps fn alive, so an id is never reused.
         self._functions: dict[int, tuple[Callable[..., Any], int | Failure]] = {}
-        # Per chunk in flight: its number of tasks and its timeout.
-        self._sizes: dict[int, tuple[int, float | None]] = {}
+        # Per chunk in flight: its number of tasks; and the time limits of those that
+        # have one. (Plain ints: nothing for the garbage collector to track.)
+        self._sizes: dict[int, int] = {}
+        self._limits: dict[int, float] = {}
         self._immediate: deque[ChunkResult] = deque()
         self._lock = threading.Lock()
         self._stopping = False
@@ -115,21 +118,33 @@ class ProcessBackend:
     def submit(self, chunk: Chunk) -> None:
         """Pickles ``chunk`` and hands it to the engine; a chunk that cannot be pickled is
         answered at once with the error for each of its tasks."""
-        func = self._function_id(chunk.fn)
+        entry = self._functions.get(id(chunk.fn))
+        func = self._function_id(chunk.fn) if entry is None else entry[1]
         if isinstance(func, Failure):
             self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), func))
             return
         try:
             items = chunk.items
             # A slice of a range pickles as a range: three numbers, not a list of them.
-            if not isinstance(items, list | tuple | range):
+            if type(items) not in _AS_IS:
                 items = list(items)
-            payload = dumps_detached((_CALLS[chunk.call], items))
+            call = chunk.call
+            # (An Enum's hash is computed in Python: an identity test is cheaper.)
+            code = (
+                CALL_APPLY
+                if call is CallKind.APPLY
+                else CALL_ONE
+                if call is CallKind.ONE
+                else CALL_STAR
+            )
+            payload = dumps_detached((code, items))
         except Exception as exc:
             self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
             return
         # One dict operation each side (submit, events thread): atomic, no lock needed.
-        self._sizes[chunk.chunk_id] = (len(chunk.items), chunk.timeout)
+        self._sizes[chunk.chunk_id] = len(chunk.items)
+        if chunk.timeout is not None:
+            self._limits[chunk.chunk_id] = chunk.timeout
         self._engine.submit(chunk.chunk_id, func, payload, chunk.retries, chunk.timeout)
 
     def _answer_now(self, result: ChunkResult) -> None:
@@ -185,30 +200,47 @@ class ProcessBackend:
     def _pump(self) -> None:
         """Turns the engine's events into results until every worker has exited."""
         try:
+            next_events, sink, sizes = self._engine.next_events, self._sink, self._sizes
+            limits = self._limits
             while True:
-                events = self._engine.next_events(None)
+                events = next_events(None)
                 while self._immediate:
-                    self._sink(self._immediate.popleft())
+                    sink(self._immediate.popleft())
                 for event in events:
-                    if event[0] == EVENT_RESULT:
-                        self._on_result(event[1], event[2], event[3])
-                    elif event[0] == EVENT_EXITED:
-                        self._on_exit(*event[1:])
-                    elif event[0] == EVENT_STOPPED:
-                        return
+                    if event[0] != EVENT_RESULT:
+                        if event[0] == EVENT_EXITED:
+                            self._on_exit(*event[1:])
+                        elif event[0] == EVENT_STOPPED:
+                            return
+                        continue
+                    # The common case inline (tens of thousands a second): every task of
+                    # the chunk returned a value. Anything else takes _on_result.
+                    _, chunk_id, worker, payload = event
+                    count = sizes.pop(chunk_id, None)
+                    if count is None:
+                        continue
+                    if limits:
+                        limits.pop(chunk_id, None)
+                    try:
+                        decoded: Any = loads(payload)
+                        values, wire, elapsed = decoded
+                    except Exception as exc:
+                        self._on_result(chunk_id, count, worker, exc, None, 0.0)
+                        continue
+                    if wire or len(values) != count:
+                        self._on_result(chunk_id, count, worker, values, wire, elapsed)
+                    else:
+                        sink(ChunkResult(chunk_id, values, {}, elapsed, worker))
         finally:
             self._setup.close()
 
-    def _on_result(self, chunk_id: int, worker: int, payload: bytes) -> None:
-        entry = self._sizes.pop(chunk_id, None)
-        if entry is None:
-            return
-        count = entry[0]
-        try:
-            decoded: Any = loads(payload)
-            values, wire, elapsed = decoded
-        except Exception as exc:
-            self._sink(_all_failed(chunk_id, count, Failure.capture(exc), worker))
+    def _on_result(
+        self, chunk_id: int, count: int, worker: int, values: Any, wire: Any, elapsed: float
+    ) -> None:
+        """A chunk whose result could not be read (``values`` is then the error) or in
+        which some task failed."""
+        if isinstance(values, BaseException):
+            self._sink(_all_failed(chunk_id, count, Failure.capture(values), worker))
             return
         failures = {i: _failure(*fields) for i, fields in wire.items()}
         if len(values) != count:
@@ -233,9 +265,9 @@ class ProcessBackend:
         if lost is not None and code is None and signal is None and pid is not None:
             code, signal, how = self._ask_zygote(pid)
         if lost is not None:
-            entry = self._sizes.pop(lost, None)
-            if entry is not None:
-                count, limit = entry
+            count = self._sizes.pop(lost, None)
+            limit = self._limits.pop(lost, None)
+            if count is not None:
                 error: ShoalError
                 if timed_out and limit is not None:
                     error = TaskTimeoutError(limit, pid)

@@ -31,6 +31,9 @@ RUN: Final = "RUN"
 CLOSE: Final = "CLOSE"
 TERMINATE: Final = "TERMINATE"
 
+_SINGLE: Final = ChunkSizer(1)
+"""The sizer of every one-task job: fixed, so it is never measured, and shared."""
+
 READ_AHEAD: Final = 4
 """An ``imap`` job reads at most this many chunks per worker ahead of its consumer:
 enough to keep every worker busy while the consumer catches up, whatever the backend's
@@ -130,7 +133,9 @@ class PoolCore:
         self.cond = threading.Condition(threading.Lock())
         self.state = RUN
         self.jobs: deque[Job] = deque()
-        self.in_flight: dict[int, tuple[Job, int, int]] = {}
+        # Per chunk handed to the backend: where its results go, its job's chunk sizer,
+        # its first item's index and its number of items.
+        self.in_flight: dict[int, tuple[Target, ChunkSizer, int, int]] = {}
         self.pulling: Job | None = None  # the job whose input the feeder is reading
         self.unbounded = False  # set by join(): finish every job without waiting for readers
         self._job_ids = itertools.count()
@@ -166,15 +171,46 @@ class PoolCore:
                 self._submit_single(job)
             else:
                 self.jobs.append(job)
-                self.cond.notify_all()
+                if len(self.in_flight) < self.max_in_flight:
+                    self.cond.notify_all()  # else the feeder could not take it anyway
                 return
         job.target._set_length(1)
+
+    def add_single(
+        self,
+        fn: Callable[..., Any],
+        call: CallKind,
+        item: Any,
+        target: Target,
+        timeout: float | None,
+        retries: int,
+    ) -> None:
+        """Queues one call (``apply``, ``submit``), as :meth:`add` would a job of one task,
+        but without making a :class:`Job` when it can go to the backend at once: this is
+        the path of tens of thousands of calls a second."""
+        with self.cond:
+            if self.state != RUN:
+                raise ValueError("Pool not running")
+            job_id = next(self._job_ids)
+            if self.jobs or len(self.in_flight) >= self.max_in_flight:
+                job = Job(fn, call, [item], _SINGLE, target, None, timeout, retries)
+                job.job_id = job_id
+                self.jobs.append(job)
+                if len(self.in_flight) < self.max_in_flight:
+                    self.cond.notify_all()
+                return
+            if not target._wants_more():
+                return  # a future cancelled before it was even queued
+            chunk_id = next(self._chunk_ids)
+            self.in_flight[chunk_id] = (target, _SINGLE, 0, 1)
+            self.backend.submit(Chunk(job_id, chunk_id, fn, (item,), call, timeout, retries))
+        target._set_length(1)
 
     def _submit_single(self, job: Job) -> None:
         """Hands a one-task job to the backend; called with the lock held."""
         assert job.items is not None
         chunk_id = next(self._chunk_ids)
-        self.in_flight[chunk_id] = (job, 0, 1)
+        self.in_flight[chunk_id] = (job.target, job.sizer, 0, 1)
         job.pulled = 1
         self.backend.submit(
             Chunk(job.job_id, chunk_id, job.fn, job.items, job.call, job.timeout, job.retries)
@@ -221,7 +257,7 @@ class PoolCore:
                 job.pulled += len(items)
                 if items:
                     chunk_id = next(self._chunk_ids)
-                    self.in_flight[chunk_id] = (job, start, len(items))
+                    self.in_flight[chunk_id] = (job.target, job.sizer, start, len(items))
                     self.backend.submit(
                         Chunk(
                             job.job_id, chunk_id, job.fn, items, job.call, job.timeout, job.retries
@@ -245,28 +281,37 @@ class PoolCore:
             self._handle(result)
 
     def _handle(self, result: ChunkResult) -> None:
-        started: list[Job] = []
+        started: list[Job] | None = None
         with self.cond:
             entry = self.in_flight.pop(result.chunk_id, None)
             if entry is None:
                 return  # answered after terminate(): nobody is waiting for it
-            # One-task jobs waiting at the head of the queue take the freed room from this
-            # thread: waking the feeder for each of them would cost more than the job.
-            while self.jobs and self.jobs[0].single and self.state != TERMINATE:
-                if len(self.in_flight) >= self.max_in_flight:
-                    break
-                job = self.jobs.popleft()
-                if job.target._wants_more():
-                    self._submit_single(job)
-                    started.append(job)
-            # Room in flight matters only to a feeder with work waiting, or to join().
-            if self.jobs or self.pulling is not None or self.state != RUN:
-                self.cond.notify_all()
-        for job in started:
-            job.target._set_length(1)
-        done, start, count = entry
-        done.sizer.observe(count, result.elapsed)
-        done.target._deliver(start, result.values, result.failures)
+            if self.jobs or self.state != RUN:
+                started = self._use_room()
+        if started:
+            for job in started:
+                job.target._set_length(1)
+        target, sizer, start, count = entry
+        sizer.observe(count, result.elapsed)
+        target._deliver(start, result.values, result.failures)
+
+    def _use_room(self) -> list[Job]:
+        """After a chunk was answered, with the lock held: one-task jobs waiting at the
+        head of the queue take the freed room from this thread (waking the feeder for
+        each of them would cost more than the job), and the feeder is woken if it has
+        work that may now go, or join() is waiting. Returns the jobs handed over."""
+        started: list[Job] = []
+        jobs = self.jobs
+        while jobs and jobs[0].single and self.state != TERMINATE:
+            if len(self.in_flight) >= self.max_in_flight:
+                break
+            job = jobs.popleft()
+            if job.target._wants_more():
+                self._submit_single(job)
+                started.append(job)
+        if self.state != RUN or (jobs and len(self.in_flight) < self.max_in_flight):
+            self.cond.notify_all()
+        return started
 
     def close(self) -> None:
         with self.cond:
@@ -295,8 +340,8 @@ class PoolCore:
             self.state = TERMINATE
             jobs = [*self.jobs, *([self.pulling] if self.pulling is not None else [])]
             targets = {id(job.target): job.target for job in jobs}
-            for job, _, _ in self.in_flight.values():
-                targets[id(job.target)] = job.target
+            for target, _, _, _ in self.in_flight.values():
+                targets[id(target)] = target
             self.jobs.clear()
             self.in_flight.clear()
             self.cond.notify_all()

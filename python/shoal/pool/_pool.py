@@ -155,9 +155,16 @@ class Pool:
         ...     pool.apply_async(max, (3, 9)).get(timeout=10)
         9
         """
+        if not callable(func):
+            raise TypeError(f"{type(func).__name__!r} object is not callable")
+        if task_timeout is None:
+            timeout = self._task_timeout
+        else:
+            _check_timeout(task_timeout)
+            timeout = task_timeout
         result: AsyncResult[R] = AsyncResult(self, callback, error_callback)
-        self._add(
-            func, CallKind.APPLY, [(tuple(args), dict(kwds))], None, result, None, task_timeout
+        self._core.add_single(
+            func, CallKind.APPLY, (tuple(args), dict(kwds)), result, timeout, self._retries
         )
         return result
 
@@ -170,8 +177,17 @@ class Pool:
         ...     pool.submit(sorted, [3, 1, 2], reverse=True).result(timeout=10)
         [3, 2, 1]
         """
+        if not callable(fn):
+            raise TypeError(f"{type(fn).__name__!r} object is not callable")
         future: Future[R] = Future()
-        self._add(fn, CallKind.APPLY, [(args, kwargs)], None, FutureTarget(future), None)
+        self._core.add_single(
+            fn,
+            CallKind.APPLY,
+            (args, kwargs),
+            FutureTarget(future),
+            self._task_timeout,
+            self._retries,
+        )
         return future
 
     # -- maps --------------------------------------------------------------------------

@@ -45,6 +45,12 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb}"""'
 
 
+# Settles the race between a result, terminate() and an interrupted wait to finish an
+# AsyncResult first. Shared by all of them: it is held for a few instructions, and one
+# lock per result would cost more to create than it would ever save.
+_FINISHING = threading.Lock()
+
+
 def _exception(failure: Failure) -> BaseException:
     """The exception to raise in the caller, with the worker's traceback as its cause.
 
@@ -75,6 +81,19 @@ class AsyncResult(Generic[R]):
         ((3, 1), True, True)
     """
 
+    # Slots, and a single lock of its own: a pool may create tens of thousands of these a
+    # second, and each object less is less for the garbage collector to walk.
+    __slots__ = (
+        "_callback",
+        "_error",
+        "_error_callback",
+        "_finishing",
+        "_gate",
+        "_keepalive",
+        "_ready",
+        "_value",
+    )
+
     def __init__(
         self,
         keepalive: object,
@@ -86,9 +105,8 @@ class AsyncResult(Generic[R]):
         self._keepalive: object = keepalive
         self._callback = callback
         self._error_callback = error_callback
-        self._lock = threading.Lock()
         # Held until the outcome is in: a bare lock is a much cheaper gate to create than
-        # a threading.Event, and a pool may create tens of thousands a second.
+        # a threading.Event.
         self._gate = threading.Lock()
         self._gate.acquire()
         self._ready = False
@@ -132,7 +150,7 @@ class AsyncResult(Generic[R]):
     def _finish(self, value: Any = None, error: BaseException | None = None) -> None:
         """Records the outcome once, runs the matching callback, then wakes waiters (so
         that ``get`` returns after the callback ran, as in multiprocessing)."""
-        with self._lock:
+        with _FINISHING:
             if self._finishing:
                 return
             self._finishing = True
@@ -181,6 +199,8 @@ class MapResult(AsyncResult[list[R]]):
     """``map_async``'s result: the values in input order, or the first failure to arrive
     (after which the rest of the job's input is no longer handed out)."""
 
+    __slots__ = ("_left", "_lock", "_values")
+
     def __init__(
         self,
         keepalive: object,
@@ -189,6 +209,7 @@ class MapResult(AsyncResult[list[R]]):
         error_callback: Callable[[BaseException], object] | None,
     ) -> None:
         super().__init__(keepalive, callback, error_callback)
+        self._lock = threading.Lock()
         self._values: list[Any] = [None] * length
         self._left = length
         if length == 0:
