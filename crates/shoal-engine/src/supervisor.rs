@@ -39,6 +39,9 @@ const BUFFERED_MICROS: f64 = 2_000.0;
 const CHUNK_OVERHEAD_MICROS: f64 = 10.0;
 /// The most chunks a worker may owe, however short they are.
 const MAX_DEPTH: usize = 64;
+/// How long the supervisor thread sleeps between looks while it collects short chunks in
+/// the caller's place: a fraction of [`BUFFERED_MICROS`].
+const NAP: Duration = Duration::from_micros(500);
 
 /// How many chunks a worker may owe: [`BUFFERED_MICROS`] worth of them, judged from how
 /// long recent chunks kept workers busy, between the pool's own depth and [`MAX_DEPTH`].
@@ -70,6 +73,11 @@ impl DepthGauge {
             Some(mean) if sample > mean => sample,
             Some(mean) => mean + 0.1 * (sample - mean),
         });
+    }
+
+    /// Whether chunks are short enough that workers queue more than the pool's depth.
+    pub fn is_deep(&self) -> bool {
+        self.depth() > self.least
     }
 
     /// The number of chunks a worker may owe now.
@@ -252,6 +260,8 @@ struct State {
     /// supervisor thread only looks in every [`EXIT_CHECK`] instead of waking with the
     /// bell: two threads woken by every result would cost more than they save.
     caller_seen: Option<Instant>,
+    /// Whether a caller is waiting on the bell inside `next_events` right now.
+    caller_waiting: bool,
     /// Set by `wake`: the waiting caller returns even without events.
     woken: bool,
     /// How many chunks a worker may owe, from how long chunks take.
@@ -302,6 +312,7 @@ impl Supervisor {
                 last_exit_check: Instant::now(),
                 poked: false,
                 caller_seen: None,
+                caller_waiting: false,
                 woken: false,
                 gauge: DepthGauge::new(depth),
             }),
@@ -514,6 +525,7 @@ impl Supervisor {
             let _ = shared.bell.wait_change(seen, Some(until), &mut NoInterrupt);
             let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
             if timed_out || interrupt.interrupted() {
+                shared.lock().caller_waiting = false;
                 return if timed_out {
                     Ok(Vec::new())
                 } else {
@@ -537,8 +549,11 @@ impl Supervisor {
         state.caller_seen = Some(Instant::now());
         let woken = std::mem::take(&mut state.woken);
         if woken || !state.events.is_empty() || state.phase == Phase::Stopped {
+            state.caller_waiting = false;
             return Some(state.events.drain(..).collect());
         }
+        // The caller waits on the bell next (in `next_events`).
+        state.caller_waiting = true;
         None
     }
 
@@ -591,45 +606,52 @@ fn requeue(state: &mut State, chunks: impl DoubleEndedIterator<Item = u64>) {
 fn run(shared: &Shared) {
     loop {
         let seen = shared.bell.seq();
-        let (progress, stopped) = {
-            let mut state = shared.lock();
-            let caller_active = |state: &State| {
-                state.phase != Phase::Stopped
-                    && state.caller_seen.is_some_and(|t| t.elapsed() < EXIT_CHECK)
-            };
-            while caller_active(&state) {
-                // The caller collects; look in now and then for what only time shows
-                // (exits) and for work left while it is busy in Python.
-                let (next, _) = shared
-                    .pause
-                    .wait_timeout(state, EXIT_CHECK)
-                    .unwrap_or_else(|e| e.into_inner());
-                state = next;
-                let had_events = !state.events.is_empty();
-                step(&mut state);
-                if !had_events && !state.events.is_empty() {
-                    shared.bell.ring();
-                }
-            }
+        let mut state = shared.lock();
+        while state.phase != Phase::Stopped && caller_active(&state) {
+            // The caller collects; look in now and then for what only time shows
+            // (exits) and for work left while it is busy in Python.
+            let (next, _) = shared
+                .pause
+                .wait_timeout(state, EXIT_CHECK)
+                .unwrap_or_else(|e| e.into_inner());
+            state = next;
             let had_events = !state.events.is_empty();
-            let progress = step(&mut state);
+            step(&mut state);
             if !had_events && !state.events.is_empty() {
-                // Wakes a caller about to wait on the bell.
                 shared.bell.ring();
             }
-            (progress, state.phase == Phase::Stopped)
-        };
-        if stopped {
+        }
+        let had_events = !state.events.is_empty();
+        step(&mut state);
+        if !had_events && !state.events.is_empty() {
+            // Wakes a caller about to wait on the bell.
+            shared.bell.ring();
+        }
+        if state.phase == Phase::Stopped {
             return;
         }
-        if !progress {
-            let until = Instant::now() + SLICE;
-            // Only a timeout or the bell end this wait; both lead to another turn. No
-            // spinning: this thread stands in for a busy caller, whose CPU it would take.
-            shared.bell.sleep_until_change(seen, Some(until));
+        if state.gauge.is_deep() && state.slots.iter().any(|s| !s.owed.is_empty()) {
+            // Short chunks: every worker has BUFFERED_MICROS of work queued, so looking in
+            // a few times per buffer keeps them busy; a wake-up per result would cost
+            // more than the results.
+            let _ = shared.pause.wait_timeout(state, NAP);
+            continue;
+        }
+        drop(state);
+        // Only a timeout or the bell end this wait; both lead to another turn. No
+        // spinning: this thread stands in for a busy caller, whose CPU it would take.
+        let until = Instant::now() + SLICE;
+        if !shared.bell.sleep_until_change(seen, Some(until)) {
+            // Quiet for a whole slice: a good moment to look at the pidfds.
             shared.lock().last_exit_check -= EXIT_CHECK;
         }
     }
+}
+
+/// Whether the caller does the collecting: it is waiting in `next_events`, or was there
+/// a moment ago and is busy with what it took.
+fn caller_active(state: &State) -> bool {
+    state.caller_waiting || state.caller_seen.is_some_and(|t| t.elapsed() < EXIT_CHECK)
 }
 
 /// One turn: collect results, notice exits, place chunks, write what fits. Returns whether

@@ -153,7 +153,7 @@ impl Doorbell {
         if !spin.is_zero() {
             let spin_until = Instant::now() + spin;
             while Instant::now() < spin_until {
-                std::hint::spin_loop();
+                std::thread::yield_now();
                 if ready() {
                     return Ok(true);
                 }

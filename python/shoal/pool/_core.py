@@ -130,7 +130,8 @@ class PoolCore:
     def __init__(self, factory: BackendFactory, spec: WorkerSpec) -> None:
         # One lock for the job list, the in-flight table and the state; the feeder waits
         # on it for room, work or shutdown. A plain lock: nothing takes it twice.
-        self.cond = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.state = RUN
         self.jobs: deque[Job] = deque()
         # Per chunk handed to the backend: where its results go, its job's chunk sizer,
@@ -188,7 +189,7 @@ class PoolCore:
         """Queues one call (``apply``, ``submit``), as :meth:`add` would a job of one task,
         but without making a :class:`Job` when it can go to the backend at once: this is
         the path of tens of thousands of calls a second."""
-        with self.cond:
+        with self.lock:  # the condition's own lock, without its Python-level wrapper
             if self.state != RUN:
                 raise ValueError("Pool not running")
             job_id = next(self._job_ids)
@@ -282,7 +283,7 @@ class PoolCore:
 
     def _handle(self, result: ChunkResult) -> None:
         started: list[Job] | None = None
-        with self.cond:
+        with self.lock:
             entry = self.in_flight.pop(result.chunk_id, None)
             if entry is None:
                 return  # answered after terminate(): nobody is waiting for it

@@ -163,9 +163,12 @@ class Pool:
             _check_timeout(task_timeout)
             timeout = task_timeout
         result: AsyncResult[R] = AsyncResult(self, callback, error_callback)
-        self._core.add_single(
-            func, CallKind.APPLY, (tuple(args), dict(kwds)), result, timeout, self._retries
-        )
+        # Without keywords the call is sent as fn(*args): nothing to pickle for them.
+        if kwds:
+            call, item = CallKind.APPLY, (tuple(args), dict(kwds))
+        else:
+            call, item = CallKind.STAR, tuple(args)
+        self._core.add_single(func, call, item, result, timeout, self._retries)
         return result
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
@@ -180,13 +183,10 @@ class Pool:
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
         future: Future[R] = Future()
+        item: Any = (args, kwargs) if kwargs else args
+        call = CallKind.APPLY if kwargs else CallKind.STAR
         self._core.add_single(
-            fn,
-            CallKind.APPLY,
-            (args, kwargs),
-            FutureTarget(future),
-            self._task_timeout,
-            self._retries,
+            fn, call, item, FutureTarget(future), self._task_timeout, self._retries
         )
         return future
 
