@@ -282,14 +282,16 @@ class PoolCore:
             self._handle(result)
 
     def _handle(self, result: ChunkResult) -> None:
-        started: list[Job] | None = None
-        with self.lock:
-            entry = self.in_flight.pop(result.chunk_id, None)
-            if entry is None:
-                return  # answered after terminate(): nobody is waiting for it
-            if self.jobs or self.state != RUN:
+        # No lock on the way of a result (the lock would be taken tens of thousands of
+        # times a second, against a caller submitting): a dict pop is atomic, and the
+        # room it frees matters only when jobs wait or the state changed. A job queued
+        # concurrently is safe either way: add_single checks for room after queueing it.
+        entry = self.in_flight.pop(result.chunk_id, None)
+        if entry is None:
+            return  # answered after terminate(): nobody is waiting for it
+        if self.jobs or self.state != RUN:
+            with self.lock:
                 started = self._use_room()
-        if started:
             for job in started:
                 job.target._set_length(1)
         target, sizer, start, count = entry
@@ -341,7 +343,8 @@ class PoolCore:
             self.state = TERMINATE
             jobs = [*self.jobs, *([self.pulling] if self.pulling is not None else [])]
             targets = {id(job.target): job.target for job in jobs}
-            for target, _, _, _ in self.in_flight.values():
+            # list(): results leave in_flight without the lock (see _handle).
+            for target, _, _, _ in list(self.in_flight.values()):
                 targets[id(target)] = target
             self.jobs.clear()
             self.in_flight.clear()
