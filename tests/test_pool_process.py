@@ -277,3 +277,34 @@ def test_a_new_zygote_replaces_one_that_died() -> None:
     with shoal.Pool(2) as pool:
         assert pool.map(abs, [-1, -2]) == [1, 2]
     assert shared_zygote().pid != old.pid
+
+
+def _touch(path: str) -> str:
+    Path(path).touch()
+    return path
+
+
+def test_a_cancelled_future_never_runs_and_a_running_one_cannot_be_cancelled(
+    tmp_path: Path,
+) -> None:
+    from concurrent.futures import CancelledError, as_completed, wait
+
+    with shoal.Pool(1) as pool:
+        running = pool.submit(time.sleep, 1.0)
+        time.sleep(0.3)  # the worker has started it
+        # Queued behind it: in the engine's queue, given to no worker yet.
+        queued = [pool.submit(_touch, str(tmp_path / f"ran-{i}")) for i in range(100)]
+        assert queued[-1].cancel() and queued[-2].cancel()
+        assert queued[-1].cancelled() and not queued[-1].running()
+        assert not running.cancel(), "a running task cannot be taken back"
+        assert running.running()
+        with pytest.raises(CancelledError):
+            queued[-1].result(timeout=30)
+        done, not_done = wait(queued[:-2], timeout=60)
+        assert not not_done and all(f.result() for f in done)
+        assert len(list(as_completed(queued[:-2], timeout=60))) == 98
+        assert running.result(timeout=30) is None
+        assert not queued[0].cancel(), "a finished task cannot be cancelled"
+    ran = sorted(p.name for p in tmp_path.iterdir())
+    assert len(ran) == 98
+    assert "ran-98" not in ran and "ran-99" not in ran

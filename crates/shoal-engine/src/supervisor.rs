@@ -462,6 +462,22 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Takes back chunk `chunk` if it is still waiting in the queue: true when it was
+    /// there (it will never run and never be answered), false when a worker owes it
+    /// already, it was answered, or it is unknown.
+    pub fn withdraw(&self, chunk: u64) -> bool {
+        if !self.is_owner() {
+            return false;
+        }
+        let mut state = self.shared.lock();
+        let Some(at) = state.pending.iter().position(|&c| c == chunk) else {
+            return false;
+        };
+        state.pending.remove(at);
+        state.tasks.remove(&chunk);
+        true
+    }
+
     /// Lets every queued chunk finish, then stops the workers; [`Event::Stopped`] follows
     /// once they have all exited.
     pub fn close(&self) {

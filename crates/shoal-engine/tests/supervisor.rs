@@ -235,3 +235,30 @@ fn terminate_kills_the_workers_and_stops() -> Result<()> {
     assert!(sup.submit(task(2, vec![1], 0)).is_err());
     Ok(())
 }
+
+#[test]
+fn a_withdrawn_chunk_never_runs_and_one_already_owed_cannot_be_withdrawn() -> Result<()> {
+    let sup = Supervisor::start(2, 1 << 16)?;
+    sup.define(1, Arc::from(&b"f"[..]));
+    // No worker yet: every chunk waits in the queue.
+    sup.submit_many((0..5).map(|i| task(i, vec![i as u8], 0)).collect())?;
+    assert!(sup.withdraw(3));
+    assert!(!sup.withdraw(3), "withdrawn twice");
+    assert!(!sup.withdraw(99), "an unknown chunk");
+    let worker = start_worker(&sup, Mode::Echo)?;
+    sup.close();
+    let events = all_events(&sup)?;
+    let mut answered: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Result { chunk, .. } => Some(*chunk),
+            _ => None,
+        })
+        .collect();
+    answered.sort_unstable();
+    assert_eq!(answered, vec![0, 1, 2, 4]);
+    // Answered (and so owed before): too late to take back.
+    assert!(!sup.withdraw(0));
+    let _ = worker.join();
+    Ok(())
+}

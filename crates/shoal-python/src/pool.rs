@@ -164,6 +164,12 @@ impl PoolEngine {
         }))
     }
 
+    /// Takes back a chunk no worker has been given yet: true if it will never run (and
+    /// never be answered), false if it may be running or is done.
+    fn withdraw(&self, chunk: u64) -> bool {
+        self.sup.withdraw(chunk)
+    }
+
     /// Finishes the queued chunks, then stops the workers.
     fn close(&self) {
         self.sup.close();

@@ -194,6 +194,12 @@ class Backend(Protocol):
         holding its own lock) and must not run the chunk in the calling thread."""
         ...
 
+    def withdraw(self, chunk_id: int) -> bool:
+        """Takes back a submitted chunk that no worker has started, if the backend can:
+        true when it will never run (and no result will come for it), false when it may
+        be running or done. Must not block (the Pool calls it while holding its lock)."""
+        ...
+
     def shutdown(self, *, cancel: bool) -> None:
         """Stops taking work and lets the workers exit; returns without waiting.
 

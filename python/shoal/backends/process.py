@@ -46,12 +46,13 @@ RING_CAPACITY: Final = 4 << 20
 """Bytes in each of a worker's two rings (backed by memory only as they are used). A
 larger message still passes, in pieces."""
 
-# Chunks a worker owes at a time: one running and one waiting in its ring.
+# The fewest chunks a worker owes when there are enough: one running, one waiting in its
+# ring. The engine lets it owe more while chunks are short (its DepthGauge).
 _DEPTH: Final = 2
-# Chunks the Pool may hand over per worker; those beyond _DEPTH wait in the engine, which
-# places one the moment a worker answers. Single calls (apply_async, submit) are one task
-# per chunk and need this many in flight to keep workers busy across the round trip.
-_IN_FLIGHT_PER_WORKER: Final = 100000
+# Chunks the Pool may hand over per worker: as many as it likes. Those a worker does not
+# owe yet wait in the engine's queue (which places one the moment a worker answers, and
+# can give one back: Future.cancel); the Pool's own queue would cost a hand-over per chunk.
+_IN_FLIGHT_PER_WORKER: Final = 1 << 20
 
 # Item sequences that pickle well as they are; anything else is sent as a list.
 _AS_IS: Final = frozenset({list, tuple, range})
@@ -146,6 +147,14 @@ class ProcessBackend:
         if chunk.timeout is not None:
             self._limits[chunk.chunk_id] = chunk.timeout
         self._engine.submit(chunk.chunk_id, func, payload, chunk.retries, chunk.timeout)
+
+    def withdraw(self, chunk_id: int) -> bool:
+        """Takes back a chunk still waiting in the engine's queue (no worker owes it)."""
+        if not self._engine.withdraw(chunk_id):
+            return False
+        self._sizes.pop(chunk_id, None)
+        self._limits.pop(chunk_id, None)
+        return True
 
     def _answer_now(self, result: ChunkResult) -> None:
         """Answers a chunk that never reaches a worker. Through the events thread, like

@@ -96,6 +96,11 @@ class ThreadBackend:
         """Queues ``chunk`` for the next free thread."""
         self._tasks.put(chunk)
 
+    def withdraw(self, chunk_id: int) -> bool:
+        """False: a chunk handed over may already be running (at most two per thread
+        are; the Pool keeps the rest, and can take those back itself)."""
+        return False
+
     def shutdown(self, *, cancel: bool) -> None:
         """Tells every thread to exit once the queue is drained (or at once if ``cancel``)."""
         with self._lock:

@@ -44,6 +44,7 @@ class Target(Protocol):
     """What a job's result object offers the core (see ``_results``)."""
 
     def _wants_more(self) -> bool: ...
+    def _handed_over(self, chunk_id: int) -> None: ...
     def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None: ...
     def _set_length(self, length: int) -> None: ...
     def _set_source_error(self, index: int, exc: BaseException) -> None: ...
@@ -200,18 +201,36 @@ class PoolCore:
                 if len(self.in_flight) < self.max_in_flight:
                     self.cond.notify_all()
                 return
-            if not target._wants_more():
-                return  # a future cancelled before it was even queued
             chunk_id = next(self._chunk_ids)
             self.in_flight[chunk_id] = (target, _SINGLE, 0, 1)
+            target._handed_over(chunk_id)
             self.backend.submit(Chunk(job_id, chunk_id, fn, (item,), call, timeout, retries))
         target._set_length(1)
+
+    def withdraw(self, chunk_id: int | None, cancel: Callable[[], bool]) -> bool:
+        """Takes back a one-task job no worker has started, and calls ``cancel`` (which
+        settles its result as cancelled) while no hand-over can race with it; returns
+        what ``cancel`` returned, or false when the task may be running or is done.
+        ``chunk_id`` is the chunk the job went out as, or None if it has not gone out."""
+        with self.lock:
+            if chunk_id is None:
+                return cancel()  # still queued here: the hand-over skips a settled job
+            taken_back = (
+                self.state != TERMINATE
+                and chunk_id in self.in_flight
+                and self.backend.withdraw(chunk_id)
+            )
+            if taken_back:
+                self.in_flight.pop(chunk_id, None)
+                return cancel()
+        return False
 
     def _submit_single(self, job: Job) -> None:
         """Hands a one-task job to the backend; called with the lock held."""
         assert job.items is not None
         chunk_id = next(self._chunk_ids)
         self.in_flight[chunk_id] = (job.target, job.sizer, 0, 1)
+        job.target._handed_over(chunk_id)
         job.pulled = 1
         self.backend.submit(
             Chunk(job.job_id, chunk_id, job.fn, job.items, job.call, job.timeout, job.retries)
@@ -374,6 +393,9 @@ class WeakTarget:
     def _wants_more(self) -> bool:
         target = self._ref()
         return target is not None and target._wants_more()
+
+    def _handed_over(self, chunk_id: int) -> None:
+        """Nothing to do: an iterator's chunks are not taken back one by one."""
 
     def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
         if (target := self._ref()) is not None:

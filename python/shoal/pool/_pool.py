@@ -13,7 +13,7 @@ from shoal.backends.base import CallKind, WorkerSpec
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
 from shoal.pool._core import CLOSE, READ_AHEAD, RUN, Job, PoolCore, Target, WeakTarget
 from shoal.pool._cpu import cpu_count
-from shoal.pool._results import AsyncResult, FutureTarget, IMapIterator, MapResult
+from shoal.pool._results import AsyncResult, FutureTarget, IMapIterator, MapResult, PoolFuture
 
 __all__ = ["Pool"]
 
@@ -182,12 +182,11 @@ class Pool:
         """
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
-        future: Future[R] = Future()
+        future: PoolFuture[R] = PoolFuture(self._core)
         item: Any = (args, kwargs) if kwargs else args
         call = CallKind.APPLY if kwargs else CallKind.STAR
-        self._core.add_single(
-            fn, call, item, FutureTarget(future), self._task_timeout, self._retries
-        )
+        target = FutureTarget(future)
+        self._core.add_single(fn, call, item, target, self._task_timeout, self._retries)
         return future
 
     # -- maps --------------------------------------------------------------------------

@@ -16,11 +16,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from multiprocessing import TimeoutError as MpTimeoutError
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from shoal.backends.base import Failure
 
-__all__ = ["AsyncResult", "IMapIterator", "RemoteTraceback"]
+__all__ = ["AsyncResult", "IMapIterator", "PoolFuture", "RemoteTraceback"]
 
 R = TypeVar("R")
 
@@ -43,6 +43,12 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.tb}"""'
+
+
+class Withdrawer(Protocol):
+    """What a :class:`PoolFuture` asks to take its task back: the Pool's core."""
+
+    def withdraw(self, chunk_id: int | None, cancel: Callable[[], bool]) -> bool: ...
 
 
 # Settles the race between a result, terminate() and an interrupted wait to finish an
@@ -169,6 +175,9 @@ class AsyncResult(Generic[R]):
 
     def _wants_more(self) -> bool:
         return not self._finishing
+
+    def _handed_over(self, chunk_id: int) -> None:
+        """Nothing to do: an AsyncResult cannot be cancelled."""
 
     def _abandon(self) -> None:
         """The caller stopped waiting (Ctrl-C): settle as cancelled, so the Pool drops
@@ -315,6 +324,9 @@ class IMapIterator(Iterator[R]):
     def _wants_more(self) -> bool:
         return not self._cancelled
 
+    def _handed_over(self, chunk_id: int) -> None:
+        """Nothing to do: an iterator's chunks are not taken back one by one."""
+
     def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
         if failures:
             outcomes = [
@@ -362,27 +374,63 @@ class IMapIterator(Iterator[R]):
             self._cond.notify_all()
 
 
-class FutureTarget(Generic[R]):
-    """Feeds ``submit``'s ``concurrent.futures.Future``. The future is marked running
-    when its task is handed to the backend; cancelling it before then skips the task."""
+class PoolFuture(Future[R]):
+    """The ``concurrent.futures.Future`` that ``Pool.submit`` returns. It stays pending
+    until its task's result arrives or a ``cancel`` finds the task already given to a
+    worker; ``cancel`` takes the task back from wherever it waits (the Pool's queue or
+    the engine's), so a cancelled task never runs.
 
-    def __init__(self, future: Future[R]) -> None:
+    Example:
+        >>> import shoal, time
+        >>> with shoal.Pool(1) as pool:
+        ...     busy = pool.submit(time.sleep, 0.5)
+        ...     queued = [pool.submit(pow, 2, n) for n in range(200)]
+        ...     queued[-1].cancel(), queued[0].result(timeout=10)
+        (True, 1)
+    """
+
+    def __init__(self, pool: Withdrawer | None = None) -> None:
+        super().__init__()
+        self._pool = pool
+        self._chunk_id: int | None = None  # set when the task goes out to the backend
+
+    def cancel(self) -> bool:
+        """Cancels the task if no worker has started it (it then never runs) and returns
+        True; otherwise marks the future running, if it is not done, and returns False."""
+        if self._pool is None or self.done():
+            return super().cancel()
+        if self._pool.withdraw(self._chunk_id, super().cancel):
+            return True
+        with contextlib.suppress(RuntimeError):
+            self.set_running_or_notify_cancel()  # pending: now known to be running
+        return False
+
+
+class FutureTarget(Generic[R]):
+    """Feeds a :class:`PoolFuture` and lets it take its task back."""
+
+    def __init__(self, future: PoolFuture[R]) -> None:
         self.future = future
-        self._started = False
 
     def _wants_more(self) -> bool:
-        if not self._started:
-            self._started = True
-            return self.future.set_running_or_notify_cancel()
         return not self.future.done()
+
+    def _handed_over(self, chunk_id: int) -> None:
+        self.future._chunk_id = chunk_id
 
     # A result and terminate() can race to settle the future; the first one wins.
     def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
+        future = self.future
+        try:
+            if not future.set_running_or_notify_cancel():
+                return  # cancelled (too late to take back, but nobody wants it)
+        except RuntimeError:
+            pass  # already running: a cancel() that came too late said so
         with contextlib.suppress(InvalidStateError):
             if failures:
-                self.future.set_exception(_exception(failures[0]))
+                future.set_exception(_exception(failures[0]))
             else:
-                self.future.set_result(values[0])
+                future.set_result(values[0])
 
     def _set_length(self, length: int) -> None:
         """Nothing to do: one task."""
