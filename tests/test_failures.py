@@ -9,6 +9,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -153,6 +154,86 @@ def test_maxtasksperchild_replaces_workers_without_losing_or_repeating(
 
 def _pid_and(i: int) -> tuple[int, int]:
     return os.getpid(), i
+
+
+# -- failure points other than "running the task" -------------------------------------
+
+_BIG = 64 << 20  # 16 times a ring: a message of many pieces
+
+
+def _big_result_then_killed(size: int) -> bytes:
+    """Returns a result far larger than the result ring; a timer kills the worker while
+    it is still pickling or sending it (most runs: sending, the longer part)."""
+    data = b"r" * size
+    threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGKILL)).start()
+    return data
+
+
+def test_a_worker_killed_while_sending_a_large_result(pool_start_method: str) -> None:
+    with shoal.Pool(1, start_method=pool_start_method) as pool:
+        for _ in range(3):
+            with pytest.raises(shoal.WorkerLostError):
+                pool.apply(_big_result_then_killed, (_BIG,))
+        # The half-sent message is gone with its worker: the next large one is whole.
+        assert pool.apply(len, (b"x" * _BIG,)) == _BIG
+        assert pool.apply(bytes, (_BIG,)) == bytes(_BIG)
+
+
+def test_a_worker_killed_while_receiving_a_large_task(pool_start_method: str) -> None:
+    # retries=1: whether the task was still arriving (then it goes back to the queue) or
+    # had arrived (then it runs again), it must come back right.
+    with shoal.Pool(1, start_method=pool_start_method, retries=1) as pool:
+        pid = pool.apply(os.getpid)
+        big = b"t" * (2 * _BIG)
+        pending = pool.apply_async(len, (big,))
+        time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        assert pending.get(60) == len(big)
+        assert pool.apply(os.getpid) != pid
+
+
+def test_an_idle_worker_killed_is_replaced_without_a_word(pool_start_method: str) -> None:
+    with shoal.Pool(2, start_method=pool_start_method) as pool:
+        pids = set(pool.map(_pid_after, [0.2, 0.2], chunksize=1))
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        assert pool.map(square, range(100)) == [x * x for x in range(100)]
+
+
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _crash_in_initializer(marker: str = "") -> None:
+    """Kills its process; with a marker file, only the first time."""
+    if marker:
+        path = Path(marker)
+        if path.exists():
+            return
+        path.write_text("crashed once")
+    os._exit(3)
+
+
+def test_an_initializer_that_crashes_once_is_survived(tmp_path: Path) -> None:
+    marker = str(tmp_path / "once")
+    with shoal.Pool(1, initializer=_crash_in_initializer, initargs=(marker,)) as pool:
+        assert pool.apply(square, (7,)) == 49
+
+
+def test_an_initializer_that_always_crashes_breaks_the_pool_with_a_clear_error(
+    pool_start_method: str,
+) -> None:
+    started = time.perf_counter()
+    with shoal.Pool(2, initializer=_crash_in_initializer, start_method=pool_start_method) as pool:
+        pending = pool.map_async(square, range(10))
+        with pytest.raises(shoal.ShoalError, match="died before their first task") as info:
+            pending.get(60)
+        assert "initializer" in str(info.value)
+        # Later calls fail the same way, at once, instead of waiting for workers.
+        with pytest.raises(shoal.ShoalError, match="died before their first task"):
+            pool.apply(square, (2,))
+    print(f"\ninitializer crash loop: ShoalError after {time.perf_counter() - started:.2f} s")
 
 
 if __name__ == "__main__":  # pragma: no cover

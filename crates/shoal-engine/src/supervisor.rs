@@ -179,6 +179,9 @@ pub enum Event {
         replace: bool,
         /// Whether it was killed because `lost` ran past its timeout.
         timed_out: bool,
+        /// How many chunks it answered: none, for a worker that died on its way up (an
+        /// initializer that crashes the process, say).
+        answered: u64,
     },
     /// After `close` or `terminate`: every worker has exited. The last event.
     Stopped,
@@ -218,6 +221,7 @@ struct Slot {
     funcs: HashSet<u64>,
     owed: VecDeque<Owed>,
     given: u64,
+    answered: u64,
     limit: Option<u64>,
     stopping: bool,
     /// The ring carried something impossible: the worker is killed and replaced.
@@ -369,6 +373,7 @@ impl Supervisor {
             funcs: HashSet::new(),
             owed: VecDeque::new(),
             given: 0,
+            answered: 0,
             limit,
             stopping: false,
             broken: false,
@@ -762,6 +767,7 @@ fn collect(state: &mut State, at: usize) -> bool {
             owed,
             id,
             broken,
+            answered,
             ..
         } = &mut *slot;
         let taken =
@@ -777,6 +783,7 @@ fn collect(state: &mut State, at: usize) -> bool {
                         match owed.iter().position(|o| o.chunk == frame.id) {
                             Some(i) => {
                                 owed.remove(i);
+                                *answered += 1;
                             }
                             None => {
                                 *broken = true;
@@ -889,6 +896,7 @@ fn exited(state: &mut State, slot: &mut Slot) {
             expected,
             replace: !ending && !slot.stopping,
             timed_out: timed_out.is_some(),
+            answered: slot.answered,
         });
     }
 }

@@ -187,7 +187,7 @@ impl PoolEngine {
 
     /// Waits up to `timeout` seconds (None: forever) for events and returns them all:
     /// `(0, chunk, worker, payload)` for a result, `(1, worker, pid, exit_code,
-    /// exit_signal, description, lost_chunk, expected, replace, timed_out)` for an exited
+    /// exit_signal, description, lost_chunk, expected, replace, timed_out, answered)` for an exited
     /// worker, `(2,)` once
     /// everything has stopped. Empty when the time ran out, after `wake`, or after `(2,)`
     /// was returned.
@@ -225,6 +225,7 @@ impl PoolEngine {
                     expected,
                     replace,
                     timed_out,
+                    answered,
                 } => {
                     let (code, signal, text) = exit_fields(exit);
                     let fields = (
@@ -238,6 +239,7 @@ impl PoolEngine {
                         expected,
                         replace,
                         timed_out,
+                        answered,
                     );
                     fields.into_pyobject(py)?.into_any()
                 }

@@ -49,6 +49,8 @@ larger message still passes, in pieces."""
 # The fewest chunks a worker owes when there are enough: one running, one waiting in its
 # ring. The engine lets it owe more while chunks are short (its DepthGauge).
 _DEPTH: Final = 2
+# Workers in a row that may die before taking a task before the pool gives up on them.
+_STILLBORN_LIMIT: Final = 3
 # Chunks the Pool may hand over per worker: as many as it likes. Those a worker does not
 # owe yet wait in the engine's queue (which places one the moment a worker answers, and
 # can give one back: Future.cancel); the Pool's own queue would cost a hand-over per chunk.
@@ -86,6 +88,10 @@ class ProcessBackend:
         self._immediate: deque[ChunkResult] = deque()
         self._lock = threading.Lock()
         self._stopping = False
+        # Workers in a row that died before their first task, and the error every chunk
+        # gets once there were too many (see _on_exit).
+        self._stillborn = 0
+        self._broken: Failure | None = None
         try:
             for _ in range(spec.processes):
                 launch(self._engine, self._method, self._setup, spec.maxtasksperchild)
@@ -121,6 +127,8 @@ class ProcessBackend:
         answered at once with the error for each of its tasks."""
         entry = self._functions.get(id(chunk.fn))
         func = self._function_id(chunk.fn) if entry is None else entry[1]
+        if self._broken is not None:
+            func = self._broken
         if isinstance(func, Failure):
             self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), func))
             return
@@ -147,6 +155,17 @@ class ProcessBackend:
         if chunk.timeout is not None:
             self._limits[chunk.chunk_id] = chunk.timeout
         self._engine.submit(chunk.chunk_id, func, payload, chunk.retries, chunk.timeout)
+
+    def _break(self, error: ShoalError, worker: int) -> None:
+        """Stops starting workers and fails every chunk not answered yet, and every later
+        one, with ``error``: the pool cannot run anything any more."""
+        self._broken = Failure(error, "")
+        for chunk_id in list(self._sizes):
+            if self._engine.withdraw(chunk_id):
+                count = self._sizes.pop(chunk_id, None)
+                self._limits.pop(chunk_id, None)
+                if count is not None:
+                    self._sink(_all_failed(chunk_id, count, self._broken, worker))
 
     def withdraw(self, chunk_id: int) -> bool:
         """Takes back a chunk still waiting in the engine's queue (no worker owes it)."""
@@ -270,8 +289,14 @@ class ProcessBackend:
         expected: bool,
         replace: bool,
         timed_out: bool,
+        answered: int,
     ) -> None:
-        if lost is not None and code is None and signal is None and pid is not None:
+        if (
+            code is None
+            and signal is None
+            and pid is not None
+            and (lost is not None or not answered)
+        ):
             code, signal, how = self._ask_zygote(pid)
         if lost is not None:
             count = self._sizes.pop(lost, None)
@@ -285,6 +310,23 @@ class ProcessBackend:
                 self._sink(_all_failed(lost, count, Failure(error, ""), worker))
         if not replace:
             return
+        if expected or answered or lost is not None:
+            self._stillborn = 0
+        else:
+            # Died before it took a task: on its way up (an initializer that crashes the
+            # process), or killed while idle. Replacing such workers for ever would spin.
+            self._stillborn += 1
+            if self._stillborn >= _STILLBORN_LIMIT:
+                self._break(
+                    ShoalError(
+                        f"{_STILLBORN_LIMIT} workers in a row died before their first task"
+                        f" (the last one: {how or 'it exited'}); the pool stopped starting"
+                        " new ones. If the pool has an initializer, it may be crashing its"
+                        " process."
+                    ),
+                    worker,
+                )
+                return
         with self._lock:
             stopping = self._stopping
         try:
