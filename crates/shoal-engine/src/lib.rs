@@ -4,6 +4,7 @@
 //! an optional deadline and an [`wait::Interrupt`] it asks between short sleeps, which is how
 //! the bindings keep Ctrl-C responsive without this crate touching the interpreter.
 
+pub mod arena;
 pub mod bell;
 pub mod error;
 pub mod fdpass;
