@@ -29,13 +29,13 @@ import types
 from collections import ChainMap, defaultdict, deque
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any, ClassVar, Final, NamedTuple
+from typing import Any, ClassVar, Final, NamedTuple, Protocol
 
 import cloudpickle  # type: ignore[import-untyped]
 
 from shoal.errors import PicklingError
 
-__all__ = ["dumps", "dumps_callable", "dumps_detached", "find_unpicklable", "loads"]
+__all__ = ["BufferSink", "dumps", "dumps_callable", "dumps_detached", "find_unpicklable", "loads"]
 
 _PROTOCOL: Final = 5
 _dumps: Final = pickle.dumps
@@ -46,26 +46,39 @@ _FALLBACK_ERRORS: Final = (pickle.PicklingError, TypeError, AttributeError)
 loads: Callable[[bytes | memoryview], object] = pickle.loads
 
 
-def dumps(obj: object) -> bytes:
+class BufferSink(Protocol):
+    """Where a pickler's protocol-5 buffers may go instead of into the pickle (the
+    ``buffer_callback`` of :func:`pickle.dumps`: false keeps a buffer out of band)."""
+
+    def __call__(self, buffer: pickle.PickleBuffer) -> bool: ...
+
+    def restart(self) -> None:
+        """Forgets (and frees) what it took: the pickling is starting over."""
+
+
+def dumps(obj: object, buffers: BufferSink | None = None) -> bytes:
     """Pickles ``obj`` for another process (protocol 5).
 
     The standard pickler first; if it refuses the object, ``ForkingPickler`` and then
     cloudpickle, which also takes lambdas, closures, local classes and objects defined in
     ``__main__``.
 
+    With ``buffers``, protocol-5 buffers (numpy arrays, ``PickleBuffer``) are offered to
+    it and those it takes stay out of the pickle.
+
     Raises:
         shoal.errors.PicklingError: no pickler could pickle ``obj``; the error names the path
             to the innermost culprit and chains cloudpickle's own error as ``__cause__``.
     """
     try:
-        return _dumps(obj, _PROTOCOL)
+        return _dumps(obj, _PROTOCOL, buffer_callback=buffers)
     except _FALLBACK_ERRORS:
         pass
     # Outside the handler, so that a final error does not drag the first one along.
-    return _dumps_slow(obj)
+    return _dumps_slow(obj, buffers)
 
 
-def dumps_detached(obj: object) -> bytes:
+def dumps_detached(obj: object, buffers: BufferSink | None = None) -> bytes:
     """Like :func:`dumps`, for a process that does not share this one's ``__main__`` (a
     pool worker forked by the zygote or spawned): an object that the standard pickler
     would send as a reference into ``__main__`` (an instance of a class defined in a
@@ -74,11 +87,11 @@ def dumps_detached(obj: object) -> bytes:
     Raises:
         shoal.errors.PicklingError: as :func:`dumps` does.
     """
-    data = dumps(obj)
+    data = dumps(obj, buffers)
     # A reference into __main__ spells the module's name; other mentions only cost time.
     if b"__main__" not in data:
         return data
-    return _cloud_dumps_or_explain(obj)
+    return _cloud_dumps_or_explain(obj, buffers)
 
 
 def dumps_callable(fn: object) -> bytes:
@@ -122,20 +135,24 @@ def find_unpicklable(obj: object, root: str = "obj") -> tuple[str, str, BaseExce
 # --- the picklers past the fast path ---------------------------------------------------
 
 
-def _dumps_slow(obj: object) -> bytes:
+def _dumps_slow(obj: object, buffers: BufferSink | None = None) -> bytes:
     try:
-        return _mp_dumps(obj)
+        if buffers is not None:
+            buffers.restart()
+        return _mp_dumps(obj, buffers)
     except MemoryError:
         raise
     except Exception:
         pass
-    return _cloud_dumps_or_explain(obj)
+    return _cloud_dumps_or_explain(obj, buffers)
 
 
-def _cloud_dumps_or_explain(obj: object) -> bytes:
+def _cloud_dumps_or_explain(obj: object, buffers: BufferSink | None = None) -> bytes:
     """cloudpickle's pickle of ``obj``, or the PicklingError that says what failed."""
     try:
-        return _cloud_dumps(obj)
+        if buffers is not None:
+            buffers.restart()
+        return _cloud_dumps(obj, buffers)
     except MemoryError:
         raise
     except Exception as exc:
@@ -165,20 +182,26 @@ def _forking_pickler() -> type[pickle.Pickler]:
     from multiprocessing.reduction import ForkingPickler
 
     class _ForkingPickler(ForkingPickler):
-        def __init__(self, file: io.BytesIO, protocol: int) -> None:
-            super().__init__(file, protocol)
+        def __init__(
+            self, file: io.BytesIO, protocol: int, buffer_callback: BufferSink | None = None
+        ) -> None:
+            # ForkingPickler.__init__ takes no keywords: the buffer callback goes to
+            # pickle.Pickler's, then the reducer table is set up as ForkingPickler's does.
+            pickle.Pickler.__init__(self, file, protocol, buffer_callback=buffer_callback)
+            # (ForkingPickler's table: copyreg's, then what multiprocessing registered.)
+            reducers = {**copyreg.dispatch_table, **vars(ForkingPickler)["_extra_reducers"]}
             # Looked up each time: multiprocessing's modules may be imported later.
             refused = _fd_passing_types()
             self.dispatch_table = {
-                cls: reduce for cls, reduce in self.dispatch_table.items() if cls not in refused
+                cls: reduce for cls, reduce in reducers.items() if cls not in refused
             }
 
     return _ForkingPickler
 
 
-def _mp_dumps(obj: object) -> bytes:
+def _mp_dumps(obj: object, buffers: BufferSink | None = None) -> bytes:
     with io.BytesIO() as file:
-        _forking_pickler()(file, _PROTOCOL).dump(obj)
+        _forking_pickler()(file, _PROTOCOL, buffer_callback=buffers).dump(obj)
         return file.getvalue()
 
 
@@ -199,9 +222,9 @@ class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
     )
 
 
-def _cloud_dumps(obj: object) -> bytes:
+def _cloud_dumps(obj: object, buffers: BufferSink | None = None) -> bytes:
     with io.BytesIO() as file:
-        _CloudPickler(file, protocol=_PROTOCOL).dump(obj)
+        _CloudPickler(file, protocol=_PROTOCOL, buffer_callback=buffers).dump(obj)
         return file.getvalue()
 
 

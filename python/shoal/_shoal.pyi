@@ -1,7 +1,9 @@
 """Types of the private extension module ``shoal._shoal`` (checked with mypy.stubtest)."""
 
 from os import PathLike
-from typing import Any, TypeAlias, final
+from typing import Any, SupportsIndex, TypeAlias, final
+
+from typing_extensions import Buffer
 
 __all__ = [
     "DEFAULT_QUEUE_CAPACITY",
@@ -12,9 +14,11 @@ __all__ = [
     "MSG_DEFINE",
     "MSG_STOP",
     "MSG_TASK",
+    "Arena",
     "ChildProcess",
     "PoolEngine",
     "QueueCore",
+    "ShmBuffer",
     "WorkerLink",
     "describe_exit",
     "die_with_parent",
@@ -22,7 +26,8 @@ __all__ = [
 
 _Path: TypeAlias = str | PathLike[str]
 # (0, chunk, worker, payload) | (1, worker, pid, code, signal, how, lost, expected,
-# replace, timed_out) | (2,): told apart by the first field, which a union of tuples cannot express.
+# replace, timed_out, answered) | (2,): told apart by the first field, which a union of
+# tuples cannot express.
 _Event: TypeAlias = tuple[Any, ...]
 
 DEFAULT_QUEUE_CAPACITY: int
@@ -115,3 +120,34 @@ class ChildProcess:
 
 def die_with_parent(expected_parent: int) -> bool: ...
 def describe_exit(status: int) -> tuple[int | None, int | None, str | None]: ...
+
+@final
+class Arena:
+    """Shared memory for large buffers, carved into blocks."""
+
+    def __new__(cls, capacity: int) -> Arena: ...
+    @staticmethod
+    def attach(fd: int) -> Arena: ...
+    def fileno(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    def put(self, data: Buffer) -> tuple[int, int] | None: ...
+    def view(self, offset: int, length: int, own: bool) -> ShmBuffer: ...
+    def free(self, offset: int) -> None: ...
+    def free_owned_by(self, pid: int) -> int: ...
+    def trim(self) -> int: ...
+    def stats(self) -> dict[str, int]: ...
+
+@final
+class ShmBuffer:
+    """A read-only buffer over one block of an arena (buffer protocol: memoryview(it))."""
+
+    def __len__(self) -> int: ...
+    def __reduce_ex__(self, protocol: SupportsIndex, /) -> tuple[Any, tuple[Any]]: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def exports(self) -> int: ...
+    @property
+    def owned(self) -> bool: ...
+    def adopt(self) -> None: ...

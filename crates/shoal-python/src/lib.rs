@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 use shoal_engine::link::Kind;
 
+mod arena;
 mod blocking;
 mod errors;
 mod pool;
@@ -12,6 +13,8 @@ mod sink;
 
 #[pymodule(gil_used = false)]
 fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<arena::Arena>()?;
+    m.add_class::<arena::ShmBuffer>()?;
     m.add_class::<queue::QueueCore>()?;
     m.add_class::<pool::PoolEngine>()?;
     m.add_class::<pool::WorkerLink>()?;
@@ -33,6 +36,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add(
         "__all__",
         [
+            "Arena",
             "ChildProcess",
             "EVENT_EXITED",
             "EVENT_RESULT",
@@ -44,6 +48,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "MSG_TASK",
             "PoolEngine",
             "QueueCore",
+            "ShmBuffer",
             "WorkerLink",
             "describe_exit",
             "die_with_parent",

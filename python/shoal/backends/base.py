@@ -63,6 +63,8 @@ class WorkerSpec:
             ``multiprocessing``, a chunk counts as one task.
         start_method: how a process backend starts its workers (``"zygote"``, ``"spawn"``,
             ``"fork"``); ``None`` for its default. Backends without processes ignore it.
+        arena_bytes: the most shared memory a process backend's arena may hold for large
+            buffers; ``None`` for its default. Backends without processes ignore it.
     """
 
     processes: int
@@ -70,6 +72,7 @@ class WorkerSpec:
     initargs: tuple[Any, ...] = ()
     maxtasksperchild: int | None = None
     start_method: str | None = None
+    arena_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -192,6 +195,10 @@ class Backend(Protocol):
     def submit(self, chunk: Chunk) -> None:
         """Queues ``chunk`` to run on some worker. Must not block (the Pool calls it while
         holding its own lock) and must not run the chunk in the calling thread."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """What the backend wants to report about itself (``Pool.stats``), by name."""
         ...
 
     def withdraw(self, chunk_id: int) -> bool:

@@ -26,21 +26,31 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from shoal._pickling import dumps_callable, dumps_detached, loads
-from shoal._shoal import EVENT_EXITED, EVENT_RESULT, EVENT_STOPPED, PoolEngine, describe_exit
+from shoal._buffers import MAGIC, pack, unpack
+from shoal._pickling import dumps_callable, loads
+from shoal._shoal import (
+    EVENT_EXITED,
+    EVENT_RESULT,
+    EVENT_STOPPED,
+    Arena,
+    PoolEngine,
+    describe_exit,
+)
 from shoal.backends.base import CallKind, Chunk, ChunkResult, Failure, ResultSink, WorkerSpec
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 from shoal.process.launch import WorkerSetup, check_start_method, launch
 from shoal.process.worker import CALL_APPLY, CALL_ONE, CALL_STAR
 from shoal.process.zygote import shared_zygote
 
-__all__ = ["RING_CAPACITY", "ProcessBackend"]
+__all__ = ["RING_CAPACITY", "ProcessBackend", "default_arena_bytes"]
 
 RING_CAPACITY: Final = 4 << 20
 """Bytes in each of a worker's two rings (backed by memory only as they are used). A
@@ -55,6 +65,17 @@ _STILLBORN_LIMIT: Final = 3
 # owe yet wait in the engine's queue (which places one the moment a worker answers, and
 # can give one back: Future.cancel); the Pool's own queue would cost a hand-over per chunk.
 _IN_FLIGHT_PER_WORKER: Final = 1 << 20
+
+
+def default_arena_bytes() -> int:
+    """The default budget of a pool's arena: half of this machine's memory. It is the
+    size of a sparse segment, so it costs memory only as large buffers travel."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        total = 8 << 30
+    return max(total // 2, 64 << 20)
+
 
 # Item sequences that pickle well as they are; anything else is sent as a list.
 _AS_IS: Final = frozenset({list, tuple, range})
@@ -76,8 +97,12 @@ class ProcessBackend:
         self._spec = spec
         self._sink = sink
         self._method = check_start_method(spec.start_method)
+        # Large buffers of arguments and results travel through this shared memory.
+        self._arena = Arena(spec.arena_bytes or default_arena_bytes())
         # Raises PicklingError here, in Pool(), if the initializer cannot be sent.
-        self._setup = WorkerSetup(spec.initializer, spec.initargs, spec.maxtasksperchild)
+        self._setup = WorkerSetup(
+            spec.initializer, spec.initargs, spec.maxtasksperchild, self._arena.fileno()
+        )
         self._engine = PoolEngine(_DEPTH, RING_CAPACITY)
         # Function ids by id(fn); the entry keeps fn alive, so an id is never reused.
         self._functions: dict[int, tuple[Callable[..., Any], int | Failure]] = {}
@@ -85,6 +110,9 @@ class ProcessBackend:
         # have one. (Plain ints: nothing for the garbage collector to track.)
         self._sizes: dict[int, int] = {}
         self._limits: dict[int, float] = {}
+        # The arena blocks holding each chunk's large arguments: freed when it is answered
+        # (but for those a worker kept, which it then frees itself).
+        self._arg_blocks: dict[int, list[int]] = {}
         self._immediate: deque[ChunkResult] = deque()
         self._lock = threading.Lock()
         self._stopping = False
@@ -146,7 +174,7 @@ class ProcessBackend:
                 if call is CallKind.ONE
                 else CALL_STAR
             )
-            payload = dumps_detached((code, items))
+            payload, blocks = pack((code, items), self._arena)
         except Exception as exc:
             self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
             return
@@ -154,6 +182,8 @@ class ProcessBackend:
         self._sizes[chunk.chunk_id] = len(chunk.items)
         if chunk.timeout is not None:
             self._limits[chunk.chunk_id] = chunk.timeout
+        if blocks:
+            self._arg_blocks[chunk.chunk_id] = blocks
         self._engine.submit(chunk.chunk_id, func, payload, chunk.retries, chunk.timeout)
 
     def _break(self, error: ShoalError, worker: int) -> None:
@@ -173,7 +203,22 @@ class ProcessBackend:
             return False
         self._sizes.pop(chunk_id, None)
         self._limits.pop(chunk_id, None)
+        self._free_arguments(chunk_id)
         return True
+
+    def stats(self) -> dict[str, Any]:
+        """``{"arena": {...}}``: the shared-memory arena's counters, in bytes and blocks
+        (capacity, in_use, peak, blocks, allocations, frees, refused)."""
+        return {"arena": self._arena.stats()}
+
+    def _free_arguments(self, chunk_id: int, kept: Iterable[int] = ()) -> None:
+        """Frees the blocks of a chunk's large arguments, but those a worker kept."""
+        blocks = self._arg_blocks.pop(chunk_id, None)
+        if not blocks:
+            return
+        for offset in set(blocks).difference(kept):
+            with contextlib.suppress(ValueError):
+                self._arena.free(offset)
 
     def _answer_now(self, result: ChunkResult) -> None:
         """Answers a chunk that never reaches a worker. Through the events thread, like
@@ -229,7 +274,7 @@ class ProcessBackend:
         """Turns the engine's events into results until every worker has exited."""
         try:
             next_events, sink, sizes = self._engine.next_events, self._sink, self._sizes
-            limits = self._limits
+            limits, arg_blocks, arena = self._limits, self._arg_blocks, self._arena
             while True:
                 events = next_events(None)
                 while self._immediate:
@@ -250,15 +295,27 @@ class ProcessBackend:
                     if limits:
                         limits.pop(chunk_id, None)
                     try:
-                        decoded: Any = loads(payload)
-                        values, wire, elapsed = decoded
+                        decoded: Any
+                        if payload.startswith(MAGIC):
+                            decoded = unpack(payload, arena, own=True)[0]
+                        else:
+                            decoded = loads(payload)
+                        values, wire, elapsed, kept = decoded
                     except Exception as exc:
+                        kept = ()
                         self._on_result(chunk_id, count, worker, exc, None, 0.0)
                         continue
+                    finally:
+                        if arg_blocks:
+                            self._free_arguments(chunk_id, kept)
                     if wire or len(values) != count:
                         self._on_result(chunk_id, count, worker, values, wire, elapsed)
                     else:
                         sink(ChunkResult(chunk_id, values, {}, elapsed, worker))
+                # Holds nothing while it waits: a result kept alive here would keep its
+                # shared-memory blocks from the arena after the caller dropped it.
+                events = []
+                decoded = values = wire = None
         finally:
             self._setup.close()
 
@@ -298,7 +355,13 @@ class ProcessBackend:
             and (lost is not None or not answered)
         ):
             code, signal, how = self._ask_zygote(pid)
+        if pid is not None:
+            # Whatever it still owned: results it never finished sending, arguments it
+            # kept. (Results it did send were adopted when they were read, before this.)
+            with contextlib.suppress(ValueError, OSError):
+                self._arena.free_owned_by(pid)
         if lost is not None:
+            self._free_arguments(lost)
             count = self._sizes.pop(lost, None)
             limit = self._limits.pop(lost, None)
             if count is not None:

@@ -28,6 +28,7 @@ import itertools
 import queue
 import threading
 import time
+from typing import Any
 
 from shoal.backends.base import (
     Chunk,
@@ -95,6 +96,10 @@ class ThreadBackend:
     def submit(self, chunk: Chunk) -> None:
         """Queues ``chunk`` for the next free thread."""
         self._tasks.put(chunk)
+
+    def stats(self) -> dict[str, Any]:
+        """Nothing yet: threads share this process's memory, with no arena."""
+        return {}
 
     def withdraw(self, chunk_id: int) -> bool:
         """False: a chunk handed over may already be running (at most two per thread

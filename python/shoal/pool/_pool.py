@@ -54,6 +54,13 @@ class Pool:
             one task per chunk. ``None``: no limit.
         retries: how many times a task runs again when its worker dies under it (killed,
             crashed, out of memory) before it fails with :class:`shoal.WorkerLostError`.
+        arena_bytes: the most shared memory the pool may hold for large buffers (numpy
+            arrays and other protocol-5 buffers of 64 KiB or more in arguments and
+            results; process backend). They cross with one copy into shared memory, and
+            arrays arrive read-only, built over it (``array.copy()`` makes a private,
+            writable one). Past the budget they are copied through the pool's rings,
+            with a warning. ``None``: half of this machine's memory; it is used only as
+            buffers travel, and blocks held by results stay valid after the pool ends.
 
     Example:
         >>> import shoal
@@ -74,6 +81,7 @@ class Pool:
         start_method: str | None = None,
         task_timeout: float | None = None,
         retries: int = 0,
+        arena_bytes: int | None = None,
     ) -> None:
         if processes is None:
             processes = cpu_count()
@@ -93,7 +101,13 @@ class Pool:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
         name = backends.DEFAULT_BACKEND if backend is None else backend
         factory = backends.get_factory(name)
-        spec = WorkerSpec(processes, initializer, tuple(initargs), maxtasksperchild, start_method)
+        if arena_bytes is not None and (
+            isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int) or arena_bytes < 1
+        ):
+            raise ValueError(f"arena_bytes must be a positive int or None, not {arena_bytes!r}")
+        spec = WorkerSpec(
+            processes, initializer, tuple(initargs), maxtasksperchild, start_method, arena_bytes
+        )
         self._backend_name = name
         self._processes = processes
         self._chunksize = chunksize
@@ -115,6 +129,19 @@ class Pool:
             "pool objects cannot be passed between processes or pickled; "
             "create the pool where it is used"
         )
+
+    def stats(self) -> dict[str, Any]:
+        """What the backend reports about itself: for the process backend, ``"arena"``,
+        the shared-memory arena's counters (``capacity``, ``in_use`` and ``peak`` in
+        bytes, live ``blocks``, ``allocations``, ``frees``, and ``refused`` allocations
+        that fell back to copying).
+
+        >>> import shoal
+        >>> with shoal.Pool(1) as pool:
+        ...     sorted(pool.stats()["arena"])
+        ['allocations', 'blocks', 'capacity', 'frees', 'in_use', 'peak', 'refused']
+        """
+        return self._core.backend.stats()
 
     # -- single calls ----------------------------------------------------------------
 

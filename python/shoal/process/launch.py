@@ -64,6 +64,7 @@ class WorkerSetup:
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
         limit: int | None,
+        arena_fd: int,
     ) -> None:
         collector = _FdCollector()
         init = None
@@ -84,6 +85,8 @@ class WorkerSetup:
         self.config_fd = os.memfd_create("shoal-worker-config", os.MFD_CLOEXEC)
         os.write(self.config_fd, pickle.dumps(config, protocol=5))
         self.inherited = collector.fds
+        # The pool's shared-memory arena (the pool keeps it open; every worker gets a copy).
+        self.arena_fd = arena_fd
 
     def close(self) -> None:
         """Closes this process's descriptors (workers keep their own copies)."""
@@ -96,7 +99,7 @@ def launch(engine: PoolEngine, method: StartMethod, setup: WorkerSetup, limit: i
     """Starts one worker for ``engine`` by ``method``; on failure, the engine gets back
     what the worker was given and the error propagates."""
     worker, tasks, results, bell = engine.add_worker(limit)
-    fds = [tasks, results, bell, setup.config_fd, *setup.inherited]
+    fds = [tasks, results, bell, setup.config_fd, setup.arena_fd, *setup.inherited]
     try:
         if method == "zygote":
             pid, pidfd = shared_zygote().fork(fds)

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple, cast
 
+from shoal._buffers import MAGIC, pack, unpack
 from shoal._pickling import dumps_detached, loads
-from shoal._shoal import MSG_DEFINE, MSG_STOP, MSG_TASK, WorkerLink
+from shoal._shoal import MSG_DEFINE, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
 from shoal.errors import ShoalError
 
 __all__ = [
@@ -49,6 +50,8 @@ _serving = False
 # The parent's multiprocessing authkey, given to multiprocessing when a message needs it
 # (importing multiprocessing up front would slow every worker's start).
 _authkey: bytes | None = None
+# The pool's shared-memory arena, for large arguments and results (set by _serve).
+_arena: Arena | None = None
 
 
 class WorkerConfig(NamedTuple):
@@ -142,7 +145,7 @@ def main(fds: Sequence[int], *, forked: bool) -> None:
 def _serve(fds: Sequence[int]) -> int:
     global _serving
     _serving = True
-    tasks, results, bell, config_fd, *extra = fds
+    tasks, results, bell, config_fd, arena_fd, *extra = fds
     # Ctrl-C in a terminal reaches the whole process group: the parent handles it and
     # stops the pool; a worker that died of it would just lose its task.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -161,7 +164,9 @@ def _serve(fds: Sequence[int]) -> int:
         # kills its children): leave as soon as that process is gone, even mid-task.
         _watch_parent(config.parent)
     link = WorkerLink(tasks, results, bell)
-    for fd in (tasks, results, bell):
+    global _arena
+    _arena = Arena.attach(arena_fd)
+    for fd in (tasks, results, bell, arena_fd):
         os.close(fd)
 
     broken: Failure | None = None
@@ -242,12 +247,20 @@ def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failur
     started = time.perf_counter()
     if _authkey is not None and b"multiprocessing" in payload:
         _use_parent_authkey()
+    views: list[ShmBuffer] = []
     try:
-        decoded: Any = loads(payload)
+        decoded: Any
+        if payload.startswith(MAGIC):
+            # Large arguments stay in the parent's blocks (it frees them when this chunk
+            # is answered), read in place.
+            decoded, views = unpack(payload, _arena, own=False)
+        else:
+            decoded = loads(payload)
         call, items = decoded
+        del decoded
     except Exception as exc:
         # The parent fails every task of the chunk with it.
-        return _encode([None], {0: Failure.capture(exc)}, 0.0)
+        return _encode([None], {0: Failure.capture(exc)}, 0.0, _keep(views))
     count = len(items)
     problem: Failure | None = broken
     if problem is None and isinstance(fn, Failure):
@@ -256,7 +269,8 @@ def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failur
         problem = Failure.capture(ShoalError("the task's function never arrived"))
     if problem is not None or not callable(fn):
         problem = problem or Failure.capture(ShoalError("the task's function is not callable"))
-        return _encode([None] * count, dict.fromkeys(range(count), problem), 0.0)
+        del items
+        return _encode([None] * count, dict.fromkeys(range(count), problem), 0.0, _keep(views))
     values: list[Any] = []
     failures: dict[int, Failure] = {}
     append = values.append
@@ -280,17 +294,35 @@ def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failur
             # the next item.
             failures[len(values)] = Failure.capture(exc)
             append(None)
-    return _encode(values, failures, time.perf_counter() - started)
+    del items, remaining
+    return _encode(values, failures, time.perf_counter() - started, _keep(views))
 
 
-def _encode(values: list[Any], failures: dict[int, Failure], elapsed: float) -> bytes:
+def _keep(views: list[ShmBuffer]) -> list[int]:
+    """The argument blocks something of this process still uses after the chunk (an
+    array the task stored, or a result that is a view of an argument): this process
+    takes them over, so that the parent does not free them, and frees them itself when
+    they are no longer used. Returns their offsets, for the parent."""
+    kept = []
+    for view in views:
+        # References: the list and getrefcount's argument. Anything more, or a live
+        # export (an array over it), means it is still in use.
+        if view.exports or sys.getrefcount(view) > 3:
+            view.adopt()
+            kept.append(view.offset)
+    return kept
+
+
+def _encode(
+    values: list[Any], failures: dict[int, Failure], elapsed: float, kept: list[int]
+) -> bytes:
     """Pickles a chunk's outcome; a value or exception that cannot be pickled becomes that
     task's error, saying so, so that one bad result never loses the others."""
     wire: dict[int, tuple[BaseException, str, BaseException | None]] = {
         i: (f.exception, f.traceback, f.exception.__cause__) for i, f in failures.items()
     }
     try:
-        return dumps_detached((values, wire, elapsed))
+        return pack((values, wire, elapsed, kept), _arena)[0]
     except Exception:
         pass
     for index, (exc, text, cause) in list(wire.items()):
@@ -323,7 +355,7 @@ def _encode(values: list[Any], failures: dict[int, Failure], elapsed: float) -> 
                 text,
                 cause,
             )
-    return dumps_detached((values, wire, elapsed))
+    return pack((values, wire, elapsed, kept), _arena)[0]
 
 
 def _flush() -> None:

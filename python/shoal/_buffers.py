@@ -1,0 +1,145 @@
+"""Large buffers out of band: pickle protocol 5 with the buffers in a shared arena.
+
+A message whose pickle carries buffers of :data:`THRESHOLD` bytes or more (numpy arrays,
+``pickle.PickleBuffer``, anything whose ``__reduce_ex__(5)`` hands out a buffer) travels
+as the pickle plus, per buffer, the ``(offset, length)`` of a block of the arena the
+sender copied it into. The receiver rebuilds the objects over read-only
+:class:`~shoal._shoal.ShmBuffer` views of those blocks, without copying them.
+
+Wire format: a plain pickle when nothing went out of band (it starts with the protocol
+opcode ``0x80``), else ``MAGIC``, the count, the ``(offset, length)`` pairs, then the
+pickle.
+
+Example:
+    >>> import array
+    >>> from shoal._shoal import Arena
+    >>> arena = Arena(1 << 26)
+    >>> big = pickle.PickleBuffer(array.array("d", range(100_000)))
+    >>> payload, blocks = pack([big], arena)
+    >>> len(blocks), len(payload) < 200
+    (1, True)
+    >>> (view,), shared = unpack(payload, arena, own=True)
+    >>> bytes(view.raw()[:8]) == bytes(array.array("d", [0.0]))
+    True
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import warnings
+from typing import Any, Final
+
+from shoal._pickling import dumps_detached
+from shoal._shoal import Arena, ShmBuffer
+
+__all__ = ["MAGIC", "THRESHOLD", "OutOfBand", "pack", "unpack"]
+
+THRESHOLD: Final = 64 << 10
+"""Buffers smaller than this stay in the pickle: below it, a block's bookkeeping costs
+more than the copy it saves."""
+
+MAGIC: Final = b"SHOB"
+_COUNT: Final = struct.Struct("<I")
+_PAIR: Final = struct.Struct("<QQ")
+
+
+class OutOfBand:
+    """The pickler's ``buffer_callback``: puts each large, contiguous buffer into the arena
+    and remembers its block; anything else stays in the pickle. When the arena has no
+    room, the buffer stays in the pickle too, with a warning the first time."""
+
+    __slots__ = ("arena", "blocks", "full")
+
+    def __init__(self, arena: Arena) -> None:
+        self.arena = arena
+        self.blocks: list[tuple[int, int]] = []
+        self.full = False
+
+    def __call__(self, buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:
+            return True  # not contiguous: pickled in band, as without an arena
+        if raw.nbytes < THRESHOLD:
+            return True
+        block = self.arena.put(raw)
+        if block is None:
+            if not self.full:
+                self.full = True
+                _warn_full(self.arena, raw.nbytes)
+            return True
+        self.blocks.append(block)
+        return False
+
+    def restart(self) -> None:
+        """Frees what this pickling put in the arena: it is starting over, or failed."""
+        for offset, _ in self.blocks:
+            self.arena.free(offset)
+        self.blocks.clear()
+
+
+_warned_full = False
+
+
+def _warn_full(arena: Arena, size: int) -> None:
+    global _warned_full
+    if _warned_full:
+        return
+    _warned_full = True
+    stats = arena.stats()
+    warnings.warn(
+        f"shoal's shared memory arena has no free block of {size:,} bytes "
+        f"({stats['in_use']:,} of {stats['capacity']:,} bytes in use): large buffers are "
+        "copied through the pool's rings instead, which is slower. Results kept alive "
+        "hold their blocks; raise the budget with Pool(arena_bytes=...).",
+        ResourceWarning,
+        stacklevel=4,
+    )
+
+
+def pack(obj: object, arena: Arena | None) -> tuple[bytes, list[int]]:
+    """Pickles ``obj`` for a process attached to ``arena``; returns the payload and the
+    offsets of the blocks it placed (they belong to this process until a receiver adopts
+    them or they are freed). Without an arena, everything goes in the pickle.
+
+    Raises:
+        shoal.errors.PicklingError: as :func:`shoal._pickling.dumps` does; nothing is left
+            in the arena then.
+    """
+    if arena is None:
+        return dumps_detached(obj), []
+    sink = OutOfBand(arena)
+    try:
+        data = dumps_detached(obj, sink)
+    except BaseException:
+        sink.restart()
+        raise
+    if not sink.blocks:
+        return data, []
+    parts = [MAGIC, _COUNT.pack(len(sink.blocks))]
+    parts.extend(_PAIR.pack(offset, length) for offset, length in sink.blocks)
+    parts.append(data)
+    return b"".join(parts), [offset for offset, _ in sink.blocks]
+
+
+def unpack(payload: bytes, arena: Arena | None, *, own: bool) -> tuple[Any, list[ShmBuffer]]:
+    """Rebuilds what :func:`pack` made; returns it and the buffers it was built over. With
+    ``own``, this process takes the blocks over and they are freed when the objects built
+    on them are gone; without, the sender keeps them (and must be told when to free).
+
+    Raises:
+        ValueError: the payload names blocks but there is no arena to find them in.
+    """
+    if not payload.startswith(MAGIC):
+        return pickle.loads(payload), []
+    if arena is None:
+        raise ValueError("a message with shared-memory buffers arrived without an arena")
+    (count,) = _COUNT.unpack_from(payload, len(MAGIC))
+    at = len(MAGIC) + _COUNT.size
+    views: list[ShmBuffer] = []
+    for _ in range(count):
+        offset, length = _PAIR.unpack_from(payload, at)
+        at += _PAIR.size
+        views.append(arena.view(offset, length, own))
+    return pickle.loads(memoryview(payload)[at:], buffers=views), views
