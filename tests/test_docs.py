@@ -27,6 +27,8 @@ MODULES = [
     "shoal.backends.base",
     "shoal.backends.thread",
     "shoal.dummy._pool",
+    "shoal._buffers",
+    "shoal.backends.process",
 ]
 # Modules checked even though they may hold no example of their own (shoal.Queue is
 # declared in shoal._queue but presents itself as shoal.Queue, so its examples run there).

@@ -15,11 +15,11 @@ Example:
     >>> from shoal._shoal import Arena
     >>> arena = Arena(1 << 26)
     >>> big = pickle.PickleBuffer(array.array("d", range(100_000)))
-    >>> payload, blocks = pack([big], arena)
+    >>> payload, blocks = pack([big], OutOfBand(arena))
     >>> len(blocks), len(payload) < 200
     (1, True)
     >>> (view,), shared = unpack(payload, arena, own=True)
-    >>> bytes(view.raw()[:8]) == bytes(array.array("d", [0.0]))
+    >>> bytes(memoryview(view)[:8]) == bytes(array.array("d", [0.0]))
     True
 """
 
@@ -98,29 +98,34 @@ def _warn_full(arena: Arena, size: int) -> None:
     )
 
 
-def pack(obj: object, arena: Arena | None) -> tuple[bytes, list[int]]:
-    """Pickles ``obj`` for a process attached to ``arena``; returns the payload and the
-    offsets of the blocks it placed (they belong to this process until a receiver adopts
-    them or they are freed). Without an arena, everything goes in the pickle.
+def pack(obj: object, into: OutOfBand | None) -> tuple[bytes, list[int]]:
+    """Pickles ``obj`` for a process attached to ``into``'s arena; returns the payload and
+    the offsets of the blocks it placed (they belong to this process until a receiver
+    adopts them or they are freed). Without one, everything goes in the pickle.
+
+    ``into`` is reused from call to call (one per sender, not shared between threads
+    that may pickle at the same time): most messages never need it, and making one per
+    message would cost more than they do.
 
     Raises:
         shoal.errors.PicklingError: as :func:`shoal._pickling.dumps` does; nothing is left
             in the arena then.
     """
-    if arena is None:
+    if into is None:
         return dumps_detached(obj), []
-    sink = OutOfBand(arena)
+    into.blocks.clear()
     try:
-        data = dumps_detached(obj, sink)
+        data = dumps_detached(obj, into)
     except BaseException:
-        sink.restart()
+        into.restart()
         raise
-    if not sink.blocks:
+    if not into.blocks:
         return data, []
-    parts = [MAGIC, _COUNT.pack(len(sink.blocks))]
-    parts.extend(_PAIR.pack(offset, length) for offset, length in sink.blocks)
+    blocks, into.blocks = into.blocks, []
+    parts = [MAGIC, _COUNT.pack(len(blocks))]
+    parts.extend(_PAIR.pack(offset, length) for offset, length in blocks)
     parts.append(data)
-    return b"".join(parts), [offset for offset, _ in sink.blocks]
+    return b"".join(parts), [offset for offset, _ in blocks]
 
 
 def unpack(payload: bytes, arena: Arena | None, *, own: bool) -> tuple[Any, list[ShmBuffer]]:

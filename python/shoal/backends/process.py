@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from shoal._buffers import MAGIC, pack, unpack
+from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._pickling import dumps_callable, loads
 from shoal._shoal import (
     EVENT_EXITED,
@@ -99,6 +99,8 @@ class ProcessBackend:
         self._method = check_start_method(spec.start_method)
         # Large buffers of arguments and results travel through this shared memory.
         self._arena = Arena(spec.arena_bytes or default_arena_bytes())
+        # Reused by every submit: the Pool calls submit under its lock, never concurrently.
+        self._out_of_band = OutOfBand(self._arena)
         # Raises PicklingError here, in Pool(), if the initializer cannot be sent.
         self._setup = WorkerSetup(
             spec.initializer, spec.initargs, spec.maxtasksperchild, self._arena.fileno()
@@ -174,7 +176,7 @@ class ProcessBackend:
                 if call is CallKind.ONE
                 else CALL_STAR
             )
-            payload, blocks = pack((code, items), self._arena)
+            payload, blocks = pack((code, items), self._out_of_band)
         except Exception as exc:
             self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
             return

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple, cast
 
-from shoal._buffers import MAGIC, pack, unpack
+from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._pickling import dumps_detached, loads
 from shoal._shoal import MSG_DEFINE, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
 from shoal.errors import ShoalError
@@ -52,6 +52,7 @@ _serving = False
 _authkey: bytes | None = None
 # The pool's shared-memory arena, for large arguments and results (set by _serve).
 _arena: Arena | None = None
+_out_of_band: OutOfBand | None = None
 
 
 class WorkerConfig(NamedTuple):
@@ -164,8 +165,9 @@ def _serve(fds: Sequence[int]) -> int:
         # kills its children): leave as soon as that process is gone, even mid-task.
         _watch_parent(config.parent)
     link = WorkerLink(tasks, results, bell)
-    global _arena
+    global _arena, _out_of_band
     _arena = Arena.attach(arena_fd)
+    _out_of_band = OutOfBand(_arena)
     for fd in (tasks, results, bell, arena_fd):
         os.close(fd)
 
@@ -322,7 +324,7 @@ def _encode(
         i: (f.exception, f.traceback, f.exception.__cause__) for i, f in failures.items()
     }
     try:
-        return pack((values, wire, elapsed, kept), _arena)[0]
+        return pack((values, wire, elapsed, kept), _out_of_band)[0]
     except Exception:
         pass
     for index, (exc, text, cause) in list(wire.items()):
@@ -355,7 +357,7 @@ def _encode(
                 text,
                 cause,
             )
-    return pack((values, wire, elapsed, kept), _arena)[0]
+    return pack((values, wire, elapsed, kept), _out_of_band)[0]
 
 
 def _flush() -> None:
