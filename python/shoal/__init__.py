@@ -31,11 +31,13 @@ _HOMES = {
     "Queue": "shoal._queue",
     "RemoteTraceback": "shoal.pool",
     "ShoalError": "shoal.errors",
+    "Shared": "shoal._shared",
     "TimeoutError": "shoal.pool",
     "TaskTimeoutError": "shoal.errors",
     "WorkerLostError": "shoal.errors",
     "cpu_count": "shoal.pool",
     "map": "shoal.pool",
+    "shared": "shoal._shared",
 }
 
 __all__ = [
@@ -46,18 +48,21 @@ __all__ = [
     "Pool",
     "Queue",
     "RemoteTraceback",
+    "Shared",
     "ShoalError",
     "TaskTimeoutError",
     "TimeoutError",
     "WorkerLostError",
     "cpu_count",
     "map",
+    "shared",
 ]
 
 if TYPE_CHECKING:
     from queue import Empty, Full
 
     from shoal._queue import Queue
+    from shoal._shared import Shared, shared
     from shoal.errors import PicklingError, ShoalError, TaskTimeoutError, WorkerLostError
     from shoal.pool import AsyncResult, Pool, RemoteTraceback, TimeoutError, cpu_count, map
 
