@@ -59,3 +59,17 @@ def pool_task(x: int) -> int:
     assert _initialised is not None
     _initialised.put(x * x)
     return x
+
+
+def array_facts(inbox: shoal.Queue[Any], outbox: shoal.Queue[Any]) -> None:
+    """Gets arrays and answers what it sees of each: sum, writeable, owns its data."""
+    while (a := inbox.get(timeout=30)) is not None:
+        outbox.put((float(a.sum()), bool(a.flags.writeable), bool(a.flags.owndata)))
+
+
+def array_maker(outbox: shoal.Queue[Any], n: int, count: int) -> None:
+    """Puts ``count`` fresh arrays of ``n`` float64 items, then exits at once."""
+    import numpy as np
+
+    for i in range(count):
+        outbox.put(np.full(n, float(i)))

@@ -260,3 +260,29 @@ def test_ctrl_c_interrupts_a_put_blocked_on_a_full_queue() -> None:
     setup = "q = shoal.Queue(maxsize=1); q.put(1)"
     said = _interrupt_while_blocked(setup, "q.put(2)", '"interrupted", q.qsize()')
     assert said == "interrupted 1"
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_large_arrays_cross_without_a_copy(method: str) -> None:
+    import numpy as np
+
+    from queue_workers import array_facts, array_maker
+
+    ctx: Any = mp.get_context(method)  # a name, not a literal: typed as the base context
+    inbox: Queue[Any] = Queue()
+    outbox: Queue[Any] = Queue()
+    worker = ctx.Process(target=array_facts, args=(inbox, outbox))
+    worker.start()
+    inbox.put(np.ones(1 << 20))
+    inbox.put(np.arange(10))  # small: in the message, a private copy
+    inbox.put(None)
+    assert outbox.get(timeout=30) == (float(1 << 20), False, False)
+    assert outbox.get(timeout=30)[:2] == (45.0, True)
+    worker.join(30)
+    # The other way, from a process that has exited by the time the arrays are read.
+    maker = ctx.Process(target=array_maker, args=(outbox, 1 << 20, 3))
+    maker.start()
+    maker.join(30)
+    got = [outbox.get(timeout=30) for _ in range(3)]
+    assert [float(a[0]) for a in got] == [0.0, 1.0, 2.0]
+    assert not any(a.flags.writeable for a in got)

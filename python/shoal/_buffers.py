@@ -25,15 +25,16 @@ Example:
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 import warnings
 from typing import Any, Final
 
-from shoal._pickling import dumps_detached
+from shoal._pickling import dumps, dumps_detached
 from shoal._shoal import Arena, ShmBuffer
 
-__all__ = ["MAGIC", "THRESHOLD", "OutOfBand", "pack", "unpack"]
+__all__ = ["MAGIC", "THRESHOLD", "OutOfBand", "default_arena_bytes", "framed", "pack", "unpack"]
 
 THRESHOLD: Final = 64 << 10
 """Buffers smaller than this stay in the pickle: below it, a block's bookkeeping costs
@@ -41,6 +42,10 @@ more than the copy it saves."""
 
 MAGIC: Final = b"SHOB"
 _COUNT: Final = struct.Struct("<I")
+_plain_dumps: Final = pickle.dumps
+# What the standard pickler raises for an object it cannot take (the slower picklers of
+# shoal._pickling may); anything else is the object's own error and propagates.
+_PLAIN_REFUSES: Final = (pickle.PicklingError, TypeError, AttributeError)
 _PAIR: Final = struct.Struct("<QQ")
 
 
@@ -91,34 +96,66 @@ def _warn_full(arena: Arena, size: int) -> None:
     warnings.warn(
         f"shoal's shared memory arena has no free block of {size:,} bytes "
         f"({stats['in_use']:,} of {stats['capacity']:,} bytes in use): large buffers are "
-        "copied through the pool's rings instead, which is slower. Results kept alive "
-        "hold their blocks; raise the budget with Pool(arena_bytes=...).",
+        "copied through the rings instead, which is slower. Objects kept alive hold their "
+        "blocks; raise the budget with arena_bytes= (Pool or Queue).",
         ResourceWarning,
         stacklevel=4,
     )
 
 
-def pack(obj: object, into: OutOfBand | None) -> tuple[bytes, list[int]]:
+def default_arena_bytes() -> int:
+    """The default budget of an arena: half of this machine's memory. It is the size of a
+    sparse segment, so it costs memory only as large buffers travel.
+
+    >>> default_arena_bytes() >= 64 << 20
+    True
+    """
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        total = 8 << 30
+    return max(total // 2, 64 << 20)
+
+
+def pack(obj: object, into: OutOfBand | None, *, detached: bool = True) -> tuple[bytes, list[int]]:
     """Pickles ``obj`` for a process attached to ``into``'s arena; returns the payload and
     the offsets of the blocks it placed (they belong to this process until a receiver
     adopts them or they are freed). Without one, everything goes in the pickle.
 
     ``into`` is reused from call to call (one per sender, not shared between threads
     that may pickle at the same time): most messages never need it, and making one per
-    message would cost more than they do.
+    message would cost more than they do. ``detached``: as for a pool's workers, objects
+    of ``__main__`` go by value (:func:`shoal._pickling.dumps_detached`); otherwise by
+    reference, as multiprocessing's queues send them.
 
     Raises:
         shoal.errors.PicklingError: as :func:`shoal._pickling.dumps` does; nothing is left
             in the arena then.
     """
+    encode = dumps_detached if detached else dumps
     if into is None:
-        return dumps_detached(obj), []
-    into.blocks.clear()
+        return encode(obj), []
+    if into.blocks:
+        into.blocks.clear()
     try:
-        data = dumps_detached(obj, into)
+        # The common case first, with no call in between: the standard pickler takes it
+        # and nothing names __main__ (which a detached receiver cannot resolve).
+        try:
+            data = _plain_dumps(obj, 5, buffer_callback=into)
+        except _PLAIN_REFUSES:
+            data = b"__main__"  # not taken: go the whole way below
+        if (detached and b"__main__" in data) or data == b"__main__":
+            into.restart()
+            data = encode(obj, into)
     except BaseException:
         into.restart()
         raise
+    return framed(data, into)
+
+
+def framed(data: bytes, into: OutOfBand) -> tuple[bytes, list[int]]:
+    """The payload for a pickle ``data`` whose buffers ``into`` took (none: ``data``
+    itself), and the blocks' offsets; ``into`` is left empty for the next message."""
     if not into.blocks:
         return data, []
     blocks, into.blocks = into.blocks, []

@@ -6,17 +6,23 @@ There is no feeder thread: ``put`` copies the message into shared memory before 
 
 from __future__ import annotations
 
+import os
+import pickle
 import queue as _stdlib_queue
+import threading
 from collections.abc import Iterable
 from multiprocessing.reduction import DupFd
 from typing import Any, Generic, TypeVar
 
-from shoal._pickling import dumps, loads
-from shoal._shoal import DEFAULT_QUEUE_CAPACITY, QueueCore
+from shoal._buffers import MAGIC, OutOfBand, default_arena_bytes, framed, pack, unpack
+from shoal._pickling import loads
+from shoal._shoal import DEFAULT_QUEUE_CAPACITY, Arena, QueueCore
 
 __all__ = ["Queue"]
 
 T = TypeVar("T")
+
+_plain_dumps = pickle.dumps
 
 # How a message body is encoded, stored by the engine beside the bytes.
 _PICKLED = 0
@@ -28,16 +34,6 @@ def _timeout(block: bool, timeout: float | None) -> float | None:
     if not block:
         return 0.0
     return timeout
-
-
-def _encode(obj: object) -> tuple[int, bytes]:
-    if type(obj) is bytes:
-        return _RAW_BYTES, obj
-    return _PICKLED, dumps(obj)
-
-
-def _decode(tag: int, body: bytes) -> Any:
-    return body if tag == _RAW_BYTES else loads(body)
 
 
 class Queue(Generic[T]):
@@ -53,6 +49,11 @@ class Queue(Generic[T]):
         capacity: the size of the shared ring in bytes (default 64 MiB, backed by memory
             only as it is used). ``put`` waits while the ring is full. A message larger
             than the ring still gets through, in pieces.
+        arena_bytes: the most shared memory the queue may hold for large buffers (numpy
+            arrays and other pickle protocol 5 buffers of 64 KiB or more): they are copied
+            once into it by ``put`` and rebuilt over it, read-only and without a copy, by
+            ``get`` in any process. ``None``: half of this machine's memory, used only as
+            buffers travel. Past it they go through the ring, with a warning.
 
     Example:
         >>> from shoal import Queue
@@ -64,22 +65,61 @@ class Queue(Generic[T]):
         [1, 2, 3]
     """
 
-    def __init__(self, maxsize: int = 0, *, capacity: int | None = None) -> None:
+    def __init__(
+        self, maxsize: int = 0, *, capacity: int | None = None, arena_bytes: int | None = None
+    ) -> None:
         size = DEFAULT_QUEUE_CAPACITY if capacity is None else capacity
+        if arena_bytes is not None and (
+            isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int) or arena_bytes < 1
+        ):
+            raise ValueError(f"arena_bytes must be a positive int or None, not {arena_bytes!r}")
         self._core = QueueCore(size, max(maxsize, 0))
         self._maxsize = max(maxsize, 0)
+        self._arena: Arena | None = Arena(arena_bytes or default_arena_bytes())
+        self._local = threading.local()
 
     @classmethod
-    def _attach(cls, core: QueueCore) -> Queue[T]:
+    def _attach(cls, core: QueueCore, arena: Arena) -> Queue[T]:
         self = cls.__new__(cls)
         self._core = core
         self._maxsize = core.max_items
+        self._arena = arena
+        self._local = threading.local()
         return self
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # DupFd hands the descriptor to a child being started (spawn, forkserver) or,
+        # DupFd hands the descriptors to a child being started (spawn, forkserver) or,
         # at any other time, through multiprocessing's resource sharer.
-        return (_rebuild, (DupFd(self._core.fileno()),))
+        ring = self._core.fileno()  # ValueError once closed
+        if self._arena is None:
+            raise ValueError("a closed queue cannot be sent to another process")
+        return (_rebuild, (DupFd(ring), DupFd(self._arena.fileno())))
+
+    def _encode(self, obj: object) -> tuple[int, bytes]:
+        if type(obj) is bytes:
+            return _RAW_BYTES, obj
+        # One collector per thread: threads of a process may put at the same time.
+        try:
+            sink: OutOfBand | None = self._local.sink
+        except AttributeError:
+            sink = self._local.sink = None if self._arena is None else OutOfBand(self._arena)
+        if sink is not None and not sink.blocks:
+            # The common case inline (a queue moves millions of small messages a second):
+            # the standard pickler takes it and nothing goes out of band.
+            try:
+                data = _plain_dumps(obj, 5, buffer_callback=sink)
+            except Exception:
+                sink.restart()  # the whole way, with pickle's fallbacks, below
+            else:
+                return _PICKLED, framed(data, sink)[0] if sink.blocks else data
+        return _PICKLED, pack(obj, sink, detached=False)[0]
+
+    def _decode(self, tag: int, body: bytes) -> Any:
+        if tag == _RAW_BYTES:
+            return body
+        if body.startswith(MAGIC):
+            return unpack(body, self._arena, own=True)[0]
+        return loads(body)
 
     def __repr__(self) -> str:
         state = "closed" if self._core.closed else f"size={self._core.qsize()}"
@@ -93,7 +133,7 @@ class Queue(Generic[T]):
         ``shoal.errors.PicklingError`` (naming the part that failed) if ``obj`` cannot be
         pickled, and ``ValueError`` after ``close()``.
         """
-        tag, body = _encode(obj)
+        tag, body = self._encode(obj)
         self._core.put(tag, body, _timeout(block, timeout))
 
     def put_nowait(self, obj: T) -> None:
@@ -106,7 +146,7 @@ class Queue(Generic[T]):
         When they fit in the ring together they go in all at once or not at all
         (``queue.Full``); a batch larger than the ring goes in message by message.
         """
-        self._core.put_many([_encode(obj) for obj in objs], _timeout(block, timeout))
+        self._core.put_many([self._encode(obj) for obj in objs], _timeout(block, timeout))
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Removes and returns the object at the front of the queue.
@@ -115,7 +155,7 @@ class Queue(Generic[T]):
         ``queue.Empty`` when nothing came.
         """
         tag, body = self._core.get(_timeout(block, timeout))
-        result: T = _decode(tag, body)
+        result: T = self._decode(tag, body)
         return result
 
     def get_nowait(self) -> T:
@@ -130,7 +170,7 @@ class Queue(Generic[T]):
         if max_messages < 1:
             raise ValueError(f"max_messages must be at least 1, got {max_messages}")
         items = self._core.get_many(max_messages, _timeout(block, timeout))
-        return [_decode(tag, body) for tag, body in items]
+        return [self._decode(tag, body) for tag, body in items]
 
     def qsize(self) -> int:
         """The number of messages waiting: a snapshot, as in multiprocessing."""
@@ -151,6 +191,9 @@ class Queue(Generic[T]):
         is freed when the last process lets go.
         """
         self._core.close()
+        # Its arena too: what was already received keeps its blocks mapped.
+        self._arena = None
+        self._local = threading.local()
 
     def join_thread(self) -> None:
         """Present for compatibility. There is no feeder thread to wait for: every ``put``
@@ -163,8 +206,13 @@ class Queue(Generic[T]):
         """Present for compatibility: nothing is ever left to flush, so this does nothing."""
 
 
-def _rebuild(dupfd: Any) -> Queue[Any]:
-    return Queue._attach(QueueCore.from_fd(dupfd.detach()))
+def _rebuild(dupfd: Any, arena_dupfd: Any) -> Queue[Any]:
+    fd = arena_dupfd.detach()
+    try:
+        arena = Arena.attach(fd)
+    finally:
+        os.close(fd)  # attach keeps a duplicate of its own
+    return Queue._attach(QueueCore.from_fd(dupfd.detach()), arena)
 
 
 Queue.__module__ = "shoal"

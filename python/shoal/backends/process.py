@@ -27,14 +27,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from shoal._buffers import MAGIC, OutOfBand, pack, unpack
+from shoal._buffers import MAGIC, OutOfBand, default_arena_bytes, pack, unpack
 from shoal._pickling import dumps_callable, loads
 from shoal._shoal import (
     EVENT_EXITED,
@@ -50,7 +49,7 @@ from shoal.process.launch import WorkerSetup, check_start_method, launch
 from shoal.process.worker import CALL_APPLY, CALL_ONE, CALL_STAR
 from shoal.process.zygote import shared_zygote
 
-__all__ = ["RING_CAPACITY", "ProcessBackend", "default_arena_bytes"]
+__all__ = ["RING_CAPACITY", "ProcessBackend"]
 
 RING_CAPACITY: Final = 4 << 20
 """Bytes in each of a worker's two rings (backed by memory only as they are used). A
@@ -65,16 +64,6 @@ _STILLBORN_LIMIT: Final = 3
 # owe yet wait in the engine's queue (which places one the moment a worker answers, and
 # can give one back: Future.cancel); the Pool's own queue would cost a hand-over per chunk.
 _IN_FLIGHT_PER_WORKER: Final = 1 << 20
-
-
-def default_arena_bytes() -> int:
-    """The default budget of a pool's arena: half of this machine's memory. It is the
-    size of a sparse segment, so it costs memory only as large buffers travel."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        total = 8 << 30
-    return max(total // 2, 64 << 20)
 
 
 # Item sequences that pickle well as they are; anything else is sent as a list.
