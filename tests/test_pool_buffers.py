@@ -96,10 +96,17 @@ def test_a_worker_sees_a_large_argument_read_only(pool: shoal.Pool) -> None:
 
 def test_bytes_like_objects_round_trip(pool: shoal.Pool) -> None:
     data = os.urandom(THRESHOLD * 3)
-    for value in (data, bytearray(data), pickle.PickleBuffer(bytearray(data))):
+    values = (data, bytearray(data), memoryview(data), pickle.PickleBuffer(bytearray(data)))
+    for value in values:
         back = pool.apply(_same, (value,))
         assert bytes(back) == data
     assert type(pool.apply(_same, (bytearray(data),))) is bytearray
+    # A memoryview (which multiprocessing cannot send at all) crosses out of band and
+    # comes back as a read-only view of shared memory; a strided one is copied.
+    view = pool.apply(_same, (memoryview(data),))
+    assert type(view) is memoryview and view.readonly
+    strided = memoryview(bytearray(data))[::3]
+    assert pool.apply(_same, (strided,)).tobytes() == strided.tobytes()
 
 
 def test_blocks_go_back_when_the_last_array_over_them_is_gone(pool: shoal.Pool) -> None:

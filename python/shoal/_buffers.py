@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import struct
@@ -143,14 +144,48 @@ def pack(obj: object, into: OutOfBand | None, *, detached: bool = True) -> tuple
         try:
             data = _plain_dumps(obj, 5, buffer_callback=into)
         except _PLAIN_REFUSES:
-            data = b"__main__"  # not taken: go the whole way below
-        if (detached and b"__main__" in data) or data == b"__main__":
+            data = _REFUSED
+        if data is _REFUSED:
+            # A memoryview, say: the pickler that sends those as buffers.
+            into.restart()
+            data = _buffers_dumps(obj, into)
+        if data is _REFUSED or (detached and b"__main__" in data):
             into.restart()
             data = encode(obj, into)
     except BaseException:
         into.restart()
         raise
     return framed(data, into)
+
+
+_REFUSED: Final = b"\x00refused"
+
+
+class _BuffersPickler(pickle.Pickler):
+    """The standard pickler, also taking ``memoryview`` objects (which it refuses) as
+    protocol-5 buffers: out of band when the sink takes them, so the receiver gets a
+    read-only ``memoryview`` over shared memory, without a copy.
+
+    (``bytes`` cannot be treated so: the C pickler never asks ``reducer_override`` about
+    them. They, and ``bytearray``, travel in the pickle, as multiprocessing sends them.)
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is memoryview:
+            if obj.contiguous:
+                return memoryview, (pickle.PickleBuffer(obj),)
+            return memoryview, (obj.tobytes(),)
+        return NotImplemented
+
+
+def _buffers_dumps(obj: object, into: OutOfBand) -> bytes:
+    """:class:`_BuffersPickler`'s pickle of ``obj``, or ``_REFUSED``."""
+    with io.BytesIO() as file:
+        try:
+            _BuffersPickler(file, 5, buffer_callback=into).dump(obj)
+        except _PLAIN_REFUSES:
+            return _REFUSED
+        return file.getvalue()
 
 
 def framed(data: bytes, into: OutOfBand) -> tuple[bytes, list[int]]:
