@@ -6,19 +6,19 @@
 //! owning `ShmBuffer` frees its block when the last array or view over it is gone.
 
 use std::ffi::c_int;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use shoal_engine::arena::{self, Block};
-use shoal_engine::Error;
 
-use crate::errors::{to_py, BindingError};
+use crate::errors::to_py;
+use crate::pool::dup_borrowed;
 
 /// An arena of shared memory for large buffers, one per pool (see `shoal_engine::arena`).
 #[pyclass(frozen, name = "Arena", module = "shoal._shoal")]
@@ -40,20 +40,7 @@ impl Arena {
     /// Attaches to the arena behind descriptor `fd` (duplicated; the caller keeps `fd`).
     #[staticmethod]
     fn attach(fd: i32) -> PyResult<Self> {
-        if fd < 0 {
-            return Err(PyValueError::new_err(format!(
-                "invalid file descriptor {fd}"
-            )));
-        }
-        // SAFETY: the caller guarantees `fd` is open for the duration of this call; it is
-        // only duplicated.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let owned = borrowed.try_clone_to_owned().map_err(|source| {
-            PyErr::from(BindingError(Error::Os {
-                what: "dup",
-                source,
-            }))
-        })?;
+        let owned = dup_borrowed(fd)?;
         Ok(Arena {
             inner: Arc::new(to_py(arena::Arena::open(owned))?),
         })

@@ -26,7 +26,7 @@ pub const EVENT_EXITED: u8 = 1;
 pub const EVENT_STOPPED: u8 = 2;
 
 /// A descriptor the caller lends (it stays the caller's to close), duplicated for us.
-fn dup_borrowed(fd: i32) -> PyResult<OwnedFd> {
+pub(crate) fn dup_borrowed(fd: i32) -> PyResult<OwnedFd> {
     if fd < 0 {
         return Err(PyValueError::new_err(format!(
             "invalid file descriptor {fd}"
