@@ -107,6 +107,16 @@ def test_bytes_like_objects_round_trip(pool: shoal.Pool) -> None:
     assert type(view) is memoryview and view.readonly
     strided = memoryview(bytearray(data))[::3]
     assert pool.apply(_same, (strided,)).tobytes() == strided.tobytes()
+    # Large bytes and bytearray objects, alone or inside other objects, cross through the
+    # arena too (one block each way), and come back as owners of their memory.
+    for carrier in (data, bytearray(data), {"payload": data, "rest": [1, 2]}):
+        before = pool.stats()["arena"]["allocations"]
+        assert pool.apply(_same, (carrier,)) == carrier
+        assert pool.stats()["arena"]["allocations"] - before == 2
+    # A large message of small objects stays a plain pickle.
+    before = pool.stats()["arena"]["allocations"]
+    assert pool.apply(len, (list(range(100_000)),)) == 100_000
+    assert pool.stats()["arena"]["allocations"] == before
 
 
 def test_blocks_go_back_when_the_last_array_over_them_is_gone(pool: shoal.Pool) -> None:

@@ -286,3 +286,7 @@ def test_large_arrays_cross_without_a_copy(method: str) -> None:
     got = [outbox.get(timeout=30) for _ in range(3)]
     assert [float(a[0]) for a in got] == [0.0, 1.0, 2.0]
     assert not any(a.flags.writeable for a in got)
+    # Large bytes inside a message go through the arena as well.
+    big = os.urandom(1 << 20)
+    inbox.put(("label", big))
+    assert inbox.get(timeout=30) == ("label", big)

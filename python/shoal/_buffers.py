@@ -7,8 +7,9 @@ sender copied it into. The receiver rebuilds the objects over read-only
 :class:`~shoal._shoal.ShmBuffer` views of those blocks, without copying them.
 
 Wire format: a plain pickle when nothing went out of band (it starts with the protocol
-opcode ``0x80``), else ``MAGIC``, the count, the ``(offset, length)`` pairs, then the
-pickle.
+opcode ``0x80``), else ``MAGIC``, the count and ``(offset, length)`` pairs of the
+out-of-band buffers, the same for the stored ``bytes``/``bytearray`` objects the pickle
+names by persistent id, then the pickle.
 
 Example:
     >>> import array
@@ -55,11 +56,14 @@ class OutOfBand:
     and remembers its block; anything else stays in the pickle. When the arena has no
     room, the buffer stays in the pickle too, with a warning the first time."""
 
-    __slots__ = ("arena", "blocks", "full")
+    __slots__ = ("arena", "blocks", "full", "stored")
 
     def __init__(self, arena: Arena) -> None:
         self.arena = arena
+        # Buffers the pickle refers to in order (protocol 5's out-of-band buffers).
         self.blocks: list[tuple[int, int]] = []
+        # bytes and bytearray objects the pickle refers to by position (persistent ids).
+        self.stored: list[tuple[int, int]] = []
         self.full = False
 
     def __call__(self, buffer: pickle.PickleBuffer) -> bool:
@@ -78,11 +82,24 @@ class OutOfBand:
         self.blocks.append(block)
         return False
 
+    def store(self, data: bytes | bytearray) -> int | None:
+        """Copies ``data`` into a block and returns its position among the stored ones,
+        or None when the arena has no room (it then stays in the pickle)."""
+        block = self.arena.put(data)
+        if block is None:
+            if not self.full:
+                self.full = True
+                _warn_full(self.arena, len(data))
+            return None
+        self.stored.append(block)
+        return len(self.stored) - 1
+
     def restart(self) -> None:
         """Frees what this pickling put in the arena: it is starting over, or failed."""
-        for offset, _ in self.blocks:
+        for offset, _ in (*self.blocks, *self.stored):
             self.arena.free(offset)
         self.blocks.clear()
+        self.stored.clear()
 
 
 _warned_full = False
@@ -136,8 +153,9 @@ def pack(obj: object, into: OutOfBand | None, *, detached: bool = True) -> tuple
     encode = dumps_detached if detached else dumps
     if into is None:
         return encode(obj), []
-    if into.blocks:
+    if into.blocks or into.stored:
         into.blocks.clear()
+        into.stored.clear()
     try:
         # The common case first, with no call in between: the standard pickler takes it
         # and nothing names __main__ (which a detached receiver cannot resolve).
@@ -145,8 +163,11 @@ def pack(obj: object, into: OutOfBand | None, *, detached: bool = True) -> tuple
             data = _plain_dumps(obj, 5, buffer_callback=into)
         except _PLAIN_REFUSES:
             data = _REFUSED
-        if data is _REFUSED:
-            # A memoryview, say: the pickler that sends those as buffers.
+        if data is _REFUSED or (
+            len(data) >= THRESHOLD and not into.blocks and _has_large_bytes(data)
+        ):
+            # Refused (a memoryview, say), or large because of bytes or bytearray
+            # objects: the pickler that sends those out of band too.
             into.restart()
             data = _buffers_dumps(obj, into)
         if data is _REFUSED or (detached and b"__main__" in data):
@@ -162,13 +183,16 @@ _REFUSED: Final = b"\x00refused"
 
 
 class _BuffersPickler(pickle.Pickler):
-    """The standard pickler, also taking ``memoryview`` objects (which it refuses) as
-    protocol-5 buffers: out of band when the sink takes them, so the receiver gets a
-    read-only ``memoryview`` over shared memory, without a copy.
+    """The standard pickler, also sending ``memoryview`` objects (which it refuses) as
+    protocol-5 buffers, and ``bytes`` and ``bytearray`` of :data:`THRESHOLD` bytes or more
+    through the arena by reference (persistent ids: the C pickler never asks
+    ``reducer_override`` about ``bytes``). The receiver gets a read-only ``memoryview``
+    over shared memory without a copy, and ``bytes``/``bytearray`` copied out of it once
+    (they must own their memory)."""
 
-    (``bytes`` cannot be treated so: the C pickler never asks ``reducer_override`` about
-    them. They, and ``bytearray``, travel in the pickle, as multiprocessing sends them.)
-    """
+    def __init__(self, file: io.BytesIO, into: OutOfBand) -> None:
+        super().__init__(file, 5, buffer_callback=into)
+        self._into = into
 
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is memoryview:
@@ -177,12 +201,51 @@ class _BuffersPickler(pickle.Pickler):
             return memoryview, (obj.tobytes(),)
         return NotImplemented
 
+    def persistent_id(self, obj: Any) -> Any:
+        kind = type(obj)
+        if (kind is bytes or kind is bytearray) and len(obj) >= THRESHOLD:
+            position = self._into.store(obj)
+            if position is not None:
+                return (kind is bytes, position)
+        return None
+
+
+class _BuffersUnpickler(pickle.Unpickler):
+    """Reads what :class:`_BuffersPickler` wrote: its persistent ids name stored blocks."""
+
+    def __init__(self, data: memoryview, buffers: list[ShmBuffer], stored: list[ShmBuffer]):
+        super().__init__(io.BytesIO(data), buffers=buffers)
+        self._stored = stored
+
+    def persistent_load(self, pid: Any) -> Any:
+        is_bytes, position = pid
+        block = self._stored[position]
+        return bytes(block) if is_bytes else bytearray(block)
+
+
+_PROTO_AND_FRAME: Final = 2
+_FRAME: Final = 0x95
+_FRAME_LEN: Final = struct.Struct("<Q")
+
+
+def _has_large_bytes(data: bytes) -> bool:
+    """Whether a protocol-5 pickle holds data outside its frames: the pickler writes a
+    ``bytes``, ``bytearray`` or ``str`` of 64 KiB or more there, after the frames (of 64
+    KiB each) that hold everything else. A walk over the frames' headers: cheap."""
+    at, end = _PROTO_AND_FRAME, len(data)
+    while at < end:
+        if data[at] != _FRAME:
+            return True
+        (length,) = _FRAME_LEN.unpack_from(data, at + 1)
+        at += 1 + _FRAME_LEN.size + length
+    return False
+
 
 def _buffers_dumps(obj: object, into: OutOfBand) -> bytes:
     """:class:`_BuffersPickler`'s pickle of ``obj``, or ``_REFUSED``."""
     with io.BytesIO() as file:
         try:
-            _BuffersPickler(file, 5, buffer_callback=into).dump(obj)
+            _BuffersPickler(file, into).dump(obj)
         except _PLAIN_REFUSES:
             return _REFUSED
         return file.getvalue()
@@ -191,13 +254,16 @@ def _buffers_dumps(obj: object, into: OutOfBand) -> bytes:
 def framed(data: bytes, into: OutOfBand) -> tuple[bytes, list[int]]:
     """The payload for a pickle ``data`` whose buffers ``into`` took (none: ``data``
     itself), and the blocks' offsets; ``into`` is left empty for the next message."""
-    if not into.blocks:
+    if not into.blocks and not into.stored:
         return data, []
     blocks, into.blocks = into.blocks, []
+    stored, into.stored = into.stored, []
     parts = [MAGIC, _COUNT.pack(len(blocks))]
     parts.extend(_PAIR.pack(offset, length) for offset, length in blocks)
+    parts.append(_COUNT.pack(len(stored)))
+    parts.extend(_PAIR.pack(offset, length) for offset, length in stored)
     parts.append(data)
-    return b"".join(parts), [offset for offset, _ in blocks]
+    return b"".join(parts), [offset for offset, _ in (*blocks, *stored)]
 
 
 def unpack(payload: bytes, arena: Arena | None, *, own: bool) -> tuple[Any, list[ShmBuffer]]:
@@ -212,11 +278,21 @@ def unpack(payload: bytes, arena: Arena | None, *, own: bool) -> tuple[Any, list
         return pickle.loads(payload), []
     if arena is None:
         raise ValueError("a message with shared-memory buffers arrived without an arena")
-    (count,) = _COUNT.unpack_from(payload, len(MAGIC))
-    at = len(MAGIC) + _COUNT.size
-    views: list[ShmBuffer] = []
-    for _ in range(count):
-        offset, length = _PAIR.unpack_from(payload, at)
-        at += _PAIR.size
-        views.append(arena.view(offset, length, own))
-    return pickle.loads(memoryview(payload)[at:], buffers=views), views
+    at = len(MAGIC)
+    lists: list[list[ShmBuffer]] = []
+    for _ in range(2):  # the out-of-band buffers, then the stored bytes
+        (count,) = _COUNT.unpack_from(payload, at)
+        at += _COUNT.size
+        views: list[ShmBuffer] = []
+        for _ in range(count):
+            offset, length = _PAIR.unpack_from(payload, at)
+            at += _PAIR.size
+            views.append(arena.view(offset, length, own))
+        lists.append(views)
+    buffers, stored = lists
+    body = memoryview(payload)[at:]
+    if stored:
+        obj = _BuffersUnpickler(body, buffers, stored).load()
+    else:
+        obj = pickle.loads(body, buffers=buffers)
+    return obj, [*buffers, *stored]
