@@ -9,9 +9,10 @@ time: ``--cold`` measures that round instead):
   delivered to the caller.
 * ``inputs``: 64 tasks each receiving a distinct 16 MiB array (built beforehand) and
   returning a float; GB/s of arguments delivered to the workers.
-* ``shared``: 1,000 tasks each summing one thousandth of one 1 GiB array that every task
-  is given (``shoal.shared``; ``ray.put``; Dask's ``scatter(broadcast=True)``; joblib's
-  memory-mapping of large arguments); GB/s of the array read. The reference is the same
+* ``shared``: 1,000 tasks (in each pool's default chunks for a map of that length) each
+  summing one thousandth of one 1 GiB array that every task is given (``shoal.shared``;
+  ``ray.put``; Dask's ``scatter(broadcast=True)``; joblib's memory-mapping of large
+  arguments); GB/s of the array read. The reference is the same
   work done by one process per core with the array already in its memory (``baseline``:
   2 processes forked after the array was made, each summing its half, no pool at all).
   multiprocessing, ProcessPoolExecutor and mpire have no way to share an input other than
@@ -120,18 +121,22 @@ def _shared_handle(peer: str, array: np.ndarray) -> Any:
 _DASK_CLIENT: list[Any] = []
 
 
-def _runner(peer: str) -> tuple[Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]], Any]:
-    """``(map over a list with one task per item, closer)`` for ``peer``."""
+def _runner(
+    peer: str, batched: bool = False
+) -> tuple[Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]], Any]:
+    """``(map over a list, closer)`` for ``peer``: one task per chunk, or with ``batched``
+    as many as the peer's own default puts in one (Ray and Dask have no batching)."""
+    one = None if batched else 1
     if peer == "shoal":
         import shoal
 
         pool = shoal.Pool(PROCESSES)
-        return (lambda f, xs: pool.map(f, xs, chunksize=1)), pool.terminate
+        return (lambda f, xs: pool.map(f, xs, chunksize=one)), pool.terminate
     if peer == "mp-fork":
         import multiprocessing
 
         mp_pool = multiprocessing.get_context("fork").Pool(PROCESSES)
-        return (lambda f, xs: mp_pool.map(f, xs, chunksize=1)), mp_pool.terminate
+        return (lambda f, xs: mp_pool.map(f, xs, chunksize=one)), mp_pool.terminate
     if peer == "ppe":
         from concurrent.futures import ProcessPoolExecutor
 
@@ -143,7 +148,7 @@ def _runner(peer: str) -> tuple[Callable[[Callable[[Any], Any], Sequence[Any]], 
         # A Parallel per call, as joblib is used (its workers are kept between calls);
         # one reused across calls loses the memory-mapped arguments of the first.
         def joblib_map(f: Callable[[Any], Any], xs: Sequence[Any]) -> list[Any]:
-            parallel = joblib.Parallel(n_jobs=PROCESSES, batch_size=1)
+            parallel = joblib.Parallel(n_jobs=PROCESSES, batch_size=one or "auto")
             return list(parallel(joblib.delayed(f)(x) for x in xs))
 
         return joblib_map, lambda: None
@@ -151,7 +156,7 @@ def _runner(peer: str) -> tuple[Callable[[Callable[[Any], Any], Sequence[Any]], 
         mpire: Any = importlib.import_module("mpire")
         wp = mpire.WorkerPool(PROCESSES, keep_alive=True)
         return (
-            lambda f, xs: wp.map(f, xs, chunk_size=1, concatenate_numpy_output=False)
+            lambda f, xs: wp.map(f, xs, chunk_size=one, concatenate_numpy_output=False)
         ), wp.terminate
     if peer == "ray":
         ray: Any = importlib.import_module("ray")
@@ -228,7 +233,7 @@ def cell(peer: str, workload: str, cold: bool = False) -> float:
 def _shared_cell(peer: str, cold: bool) -> float:
     array = np.arange(SHARED_BYTES // 8, dtype=np.float64)
     expected = sum(part(array, i) for i in range(SLICES))
-    run, close = _runner(peer)
+    run, close = _runner(peer, batched=True)
     try:
         handle = _shared_handle(peer, array)
         if peer == "dask":
