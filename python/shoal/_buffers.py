@@ -33,21 +33,28 @@ import struct
 import warnings
 from typing import Any, Final
 
-from shoal._pickling import dumps, dumps_detached
-from shoal._shoal import Arena, ShmBuffer
+from shoal._pickling import REFUSALS, dumps, dumps_detached
+from shoal._shoal import ARENA_MIN_BLOCK, Arena, ShmBuffer
 
-__all__ = ["MAGIC", "THRESHOLD", "OutOfBand", "default_arena_bytes", "framed", "pack", "unpack"]
+__all__ = [
+    "MAGIC",
+    "THRESHOLD",
+    "OutOfBand",
+    "check_arena_bytes",
+    "default_arena_bytes",
+    "framed",
+    "pack",
+    "unpack",
+]
 
-THRESHOLD: Final = 64 << 10
-"""Buffers smaller than this stay in the pickle: below it, a block's bookkeeping costs
-more than the copy it saves."""
+THRESHOLD: Final = ARENA_MIN_BLOCK
+"""Buffers smaller than the arena's smallest block (64 KiB) stay in the pickle: below it,
+a block's bookkeeping costs more than the copy it saves, and most of the block would be
+wasted."""
 
 MAGIC: Final = b"SHOB"
 _COUNT: Final = struct.Struct("<I")
 _plain_dumps: Final = pickle.dumps
-# What the standard pickler raises for an object it cannot take (the slower picklers of
-# shoal._pickling may); anything else is the object's own error and propagates.
-_PLAIN_REFUSES: Final = (pickle.PicklingError, TypeError, AttributeError)
 _PAIR: Final = struct.Struct("<QQ")
 
 
@@ -56,7 +63,7 @@ class OutOfBand:
     and remembers its block; anything else stays in the pickle. When the arena has no
     room, the buffer stays in the pickle too, with a warning the first time."""
 
-    __slots__ = ("arena", "blocks", "full", "stored")
+    __slots__ = ("arena", "blocks", "stored")
 
     def __init__(self, arena: Arena) -> None:
         self.arena = arena
@@ -64,7 +71,6 @@ class OutOfBand:
         self.blocks: list[tuple[int, int]] = []
         # bytes and bytearray objects the pickle refers to by position (persistent ids).
         self.stored: list[tuple[int, int]] = []
-        self.full = False
 
     def __call__(self, buffer: pickle.PickleBuffer) -> bool:
         try:
@@ -73,26 +79,22 @@ class OutOfBand:
             return True  # not contiguous: pickled in band, as without an arena
         if raw.nbytes < THRESHOLD:
             return True
-        block = self.arena.put(raw)
-        if block is None:
-            if not self.full:
-                self.full = True
-                _warn_full(self.arena, raw.nbytes)
-            return True
-        self.blocks.append(block)
-        return False
+        return self._place(raw, self.blocks) is None
 
     def store(self, data: bytes | bytearray) -> int | None:
         """Copies ``data`` into a block and returns its position among the stored ones,
         or None when the arena has no room (it then stays in the pickle)."""
+        return self._place(data, self.stored)
+
+    def _place(self, data: Any, into: list[tuple[int, int]]) -> int | None:
+        """Copies ``data`` into a new block listed in ``into``; its position there, or
+        None (with a warning, once) when the arena has no room."""
         block = self.arena.put(data)
         if block is None:
-            if not self.full:
-                self.full = True
-                _warn_full(self.arena, len(data))
+            _warn_full(self.arena, memoryview(data).nbytes)
             return None
-        self.stored.append(block)
-        return len(self.stored) - 1
+        into.append(block)
+        return len(into) - 1
 
     def restart(self) -> None:
         """Frees what this pickling put in the arena: it is starting over, or failed."""
@@ -119,6 +121,20 @@ def _warn_full(arena: Arena, size: int) -> None:
         ResourceWarning,
         stacklevel=4,
     )
+
+
+def check_arena_bytes(arena_bytes: int | None) -> None:
+    """``ValueError`` unless ``arena_bytes`` is ``None`` or a positive int.
+
+    >>> check_arena_bytes(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: arena_bytes must be a positive int or None, not 0
+    """
+    if arena_bytes is None:
+        return
+    if isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int) or arena_bytes < 1:
+        raise ValueError(f"arena_bytes must be a positive int or None, not {arena_bytes!r}")
 
 
 def default_arena_bytes() -> int:
@@ -161,7 +177,7 @@ def pack(obj: object, into: OutOfBand | None, *, detached: bool = True) -> tuple
         # and nothing names __main__ (which a detached receiver cannot resolve).
         try:
             data = _plain_dumps(obj, 5, buffer_callback=into)
-        except _PLAIN_REFUSES:
+        except REFUSALS:
             data = _REFUSED
         if data is _REFUSED or (
             len(data) >= THRESHOLD and not into.blocks and _has_large_bytes(data)
@@ -246,7 +262,7 @@ def _buffers_dumps(obj: object, into: OutOfBand) -> bytes:
     with io.BytesIO() as file:
         try:
             _BuffersPickler(file, into).dump(obj)
-        except _PLAIN_REFUSES:
+        except REFUSALS:
             return _REFUSED
         return file.getvalue()
 

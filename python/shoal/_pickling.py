@@ -35,13 +35,21 @@ import cloudpickle  # type: ignore[import-untyped]
 
 from shoal.errors import PicklingError
 
-__all__ = ["BufferSink", "dumps", "dumps_callable", "dumps_detached", "find_unpicklable", "loads"]
+__all__ = [
+    "REFUSALS",
+    "BufferSink",
+    "dumps",
+    "dumps_callable",
+    "dumps_detached",
+    "find_unpicklable",
+    "loads",
+]
 
 _PROTOCOL: Final = 5
 _dumps: Final = pickle.dumps
 # The exceptions by which the standard pickler says "I cannot pickle this"; anything else
 # (RecursionError, an error raised by the object's own __reduce__) is not ours to reroute.
-_FALLBACK_ERRORS: Final = (pickle.PicklingError, TypeError, AttributeError)
+REFUSALS: Final = (pickle.PicklingError, TypeError, AttributeError)
 
 loads: Callable[[bytes | memoryview], object] = pickle.loads
 
@@ -72,7 +80,7 @@ def dumps(obj: object, buffers: BufferSink | None = None) -> bytes:
     """
     try:
         return _dumps(obj, _PROTOCOL, buffer_callback=buffers)
-    except _FALLBACK_ERRORS:
+    except REFUSALS:
         pass
     # Outside the handler, so that a final error does not drag the first one along.
     return _dumps_slow(obj, buffers)

@@ -14,7 +14,15 @@ from collections.abc import Iterable
 from multiprocessing.reduction import DupFd
 from typing import Any, Generic, TypeVar
 
-from shoal._buffers import MAGIC, OutOfBand, default_arena_bytes, framed, pack, unpack
+from shoal._buffers import (
+    MAGIC,
+    OutOfBand,
+    check_arena_bytes,
+    default_arena_bytes,
+    framed,
+    pack,
+    unpack,
+)
 from shoal._pickling import loads
 from shoal._shoal import DEFAULT_QUEUE_CAPACITY, Arena, QueueCore
 
@@ -69,10 +77,7 @@ class Queue(Generic[T]):
         self, maxsize: int = 0, *, capacity: int | None = None, arena_bytes: int | None = None
     ) -> None:
         size = DEFAULT_QUEUE_CAPACITY if capacity is None else capacity
-        if arena_bytes is not None and (
-            isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int) or arena_bytes < 1
-        ):
-            raise ValueError(f"arena_bytes must be a positive int or None, not {arena_bytes!r}")
+        check_arena_bytes(arena_bytes)
         self._core = QueueCore(size, max(maxsize, 0))
         self._maxsize = max(maxsize, 0)
         self._arena: Arena | None = Arena(arena_bytes or default_arena_bytes())

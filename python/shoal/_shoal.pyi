@@ -6,6 +6,7 @@ from typing import Any, SupportsIndex, TypeAlias, final
 from typing_extensions import Buffer
 
 __all__ = [
+    "ARENA_MIN_BLOCK",
     "DEFAULT_QUEUE_CAPACITY",
     "EVENT_EXITED",
     "EVENT_RESULT",
@@ -30,6 +31,7 @@ _Path: TypeAlias = str | PathLike[str]
 # tuples cannot express.
 _Event: TypeAlias = tuple[Any, ...]
 
+ARENA_MIN_BLOCK: int
 DEFAULT_QUEUE_CAPACITY: int
 MIN_QUEUE_CAPACITY: int
 MSG_TASK: int

@@ -257,8 +257,6 @@ struct State {
     phase: Phase,
     next_worker: u64,
     last_exit_check: Instant,
-    /// Set when a caller asks for something the thread should act on without delay.
-    poked: bool,
     /// When a caller last came into `next_events`, where it does the collecting itself
     /// while it waits on the bell. Meanwhile, and for [`EXIT_CHECK`] after it, the
     /// supervisor thread only looks in every [`EXIT_CHECK`] instead of waking with the
@@ -314,7 +312,6 @@ impl Supervisor {
                 phase: Phase::Running,
                 next_worker: 0,
                 last_exit_check: Instant::now(),
-                poked: false,
                 caller_seen: None,
                 caller_waiting: false,
                 woken: false,
@@ -379,7 +376,6 @@ impl Supervisor {
             broken: false,
             timed_out: None,
         });
-        state.poked = true;
         drop(state);
         self.shared.bell.ring();
         Ok(NewWorker { id, ..fds })
@@ -408,7 +404,6 @@ impl Supervisor {
             let slot = state.slots.remove(at);
             requeue(&mut state, slot.owed.into_iter().map(|o| o.chunk));
         }
-        state.poked = true;
         drop(state);
         self.shared.bell.ring();
     }
@@ -460,7 +455,6 @@ impl Supervisor {
         let stuck = state.slots.iter().any(|s| !s.outbox.is_empty());
         if stuck {
             // A ring was full mid-message: the supervisor writes the rest as room comes.
-            state.poked = true;
             drop(state);
             self.shared.bell.ring();
         }
@@ -493,7 +487,6 @@ impl Supervisor {
         if state.phase == Phase::Running {
             state.phase = Phase::Closing;
         }
-        state.poked = true;
         drop(state);
         self.shared.bell.ring();
     }
@@ -519,7 +512,6 @@ impl Supervisor {
             }
         }
         // A worker still being started is killed when attached (or dropped if abandoned).
-        state.poked = true;
         drop(state);
         self.shared.bell.ring();
     }
@@ -675,19 +667,17 @@ fn caller_active(state: &State) -> bool {
     state.caller_waiting || state.caller_seen.is_some_and(|t| t.elapsed() < EXIT_CHECK)
 }
 
-/// One turn: collect results, notice exits, place chunks, write what fits. Returns whether
-/// anything happened.
-fn step(state: &mut State) -> bool {
-    let mut progress = std::mem::take(&mut state.poked);
+/// One turn: collect results, notice exits, place chunks, write what fits.
+fn step(state: &mut State) {
     for at in 0..state.slots.len() {
-        progress |= collect(state, at);
+        collect(state, at);
     }
     if state.last_exit_check.elapsed() >= EXIT_CHECK {
         state.last_exit_check = Instant::now();
-        progress |= reap_exits(state);
+        reap_exits(state);
     }
-    progress |= place(state);
-    progress |= write_outboxes(state);
+    place(state);
+    write_outboxes(state);
     check_deadlines(state);
     finish_phase(state);
     for slot in &state.slots {
@@ -697,7 +687,6 @@ fn step(state: &mut State) -> bool {
             }
         }
     }
-    progress
 }
 
 /// Notes when each worker took the chunk it is running, and kills a worker whose chunk has
@@ -727,9 +716,8 @@ fn check_deadlines(state: &mut State) {
 }
 
 /// Writes what fits of every worker's outbox into its task ring (waking the worker through
-/// the ring's own doorbell). Returns whether a chunk went in completely.
-fn write_outboxes(state: &mut State) -> bool {
-    let mut progress = false;
+/// the ring's own doorbell).
+fn write_outboxes(state: &mut State) {
     for slot in &mut state.slots {
         match slot.outbox.pump(&mut slot.tasks) {
             Ok(done) => {
@@ -740,17 +728,15 @@ fn write_outboxes(state: &mut State) -> bool {
                     if let Some(owed) = slot.owed.iter_mut().find(|o| o.chunk == frame.id) {
                         owed.end = Some(end);
                     }
-                    progress = true;
                 }
             }
             Err(_) => slot.broken = true,
         }
     }
-    progress
 }
 
-/// Takes the finished results of slot `at`. Returns whether there were any.
-fn collect(state: &mut State, at: usize) -> bool {
+/// Takes the finished results of slot `at`.
+fn collect(state: &mut State, at: usize) {
     let State {
         slots,
         tasks,
@@ -759,7 +745,6 @@ fn collect(state: &mut State, at: usize) -> bool {
         ..
     } = state;
     let slot = &mut slots[at];
-    let mut any = false;
     loop {
         let Slot {
             results,
@@ -802,18 +787,18 @@ fn collect(state: &mut State, at: usize) -> bool {
                 Err(_) => *broken = true,
             });
         match taken {
-            Ok(0) => return any,
-            Ok(_) => any = true,
+            Ok(0) => return,
+            Ok(_) => {}
             Err(_) => {
                 slot.broken = true;
-                return any;
+                return;
             }
         }
     }
 }
 
 /// Looks at every pidfd at once and handles the workers that have exited.
-fn reap_exits(state: &mut State) -> bool {
+fn reap_exits(state: &mut State) {
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut which = Vec::new();
     for (at, slot) in state.slots.iter().enumerate() {
@@ -827,13 +812,13 @@ fn reap_exits(state: &mut State) -> bool {
         }
     }
     if fds.is_empty() {
-        return false;
+        return;
     }
     // SAFETY: `fds` is a valid array of pollfds for the duration of the call; the
     // descriptors belong to slots that the state lock keeps alive.
     let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
     if rc <= 0 {
-        return false;
+        return;
     }
     let gone: Vec<usize> = fds
         .iter()
@@ -847,7 +832,6 @@ fn reap_exits(state: &mut State) -> bool {
         let mut slot = state.slots.remove(at);
         exited(state, &mut slot);
     }
-    !gone.is_empty()
 }
 
 /// Settles the accounts of a worker whose process has ended.
@@ -901,10 +885,9 @@ fn exited(state: &mut State, slot: &mut Slot) {
     }
 }
 
-/// Places queued chunks on the workers that owe the fewest. Returns whether it placed any.
-fn place(state: &mut State) -> bool {
+/// Places queued chunks on the workers that owe the fewest.
+fn place(state: &mut State) {
     let depth = state.gauge.depth();
-    let mut any = false;
     while let Some(&chunk) = state.pending.front() {
         let Some(slot) = state
             .slots
@@ -934,9 +917,7 @@ fn place(state: &mut State) -> bool {
             started: None,
         });
         slot.given += 1;
-        any = true;
     }
-    any
 }
 
 /// Moves a closing or terminating pool towards its end.

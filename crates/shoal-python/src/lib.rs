@@ -33,9 +33,11 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
         shoal_engine::queue::DEFAULT_CAPACITY,
     )?;
     m.add("MIN_QUEUE_CAPACITY", shoal_engine::queue::MIN_CAPACITY)?;
+    m.add("ARENA_MIN_BLOCK", shoal_engine::arena::MIN_BLOCK)?;
     m.add(
         "__all__",
         [
+            "ARENA_MIN_BLOCK",
             "Arena",
             "ChildProcess",
             "EVENT_EXITED",

@@ -181,21 +181,23 @@ class ProcessBackend:
         """Stops starting workers and fails every chunk not answered yet, and every later
         one, with ``error``: the pool cannot run anything any more."""
         self._broken = Failure(error, "")
-        for chunk_id in list(self._sizes):
-            if self._engine.withdraw(chunk_id):
-                count = self._sizes.pop(chunk_id, None)
-                self._limits.pop(chunk_id, None)
-                if count is not None:
-                    self._sink(_all_failed(chunk_id, count, self._broken, worker))
+        for chunk_id, count in list(self._sizes.items()):
+            if self.withdraw(chunk_id):
+                self._sink(_all_failed(chunk_id, count, self._broken, worker))
 
     def withdraw(self, chunk_id: int) -> bool:
         """Takes back a chunk still waiting in the engine's queue (no worker owes it)."""
         if not self._engine.withdraw(chunk_id):
             return False
-        self._sizes.pop(chunk_id, None)
-        self._limits.pop(chunk_id, None)
-        self._free_arguments(chunk_id)
+        self._forget(chunk_id)
         return True
+
+    def _forget(self, chunk_id: int) -> tuple[int | None, float | None]:
+        """Drops what is kept of a chunk that will not be answered by a worker (taken
+        back, or lost with its worker): its arguments' blocks are freed. Returns its
+        number of tasks and its time limit, when known."""
+        self._free_arguments(chunk_id)
+        return self._sizes.pop(chunk_id, None), self._limits.pop(chunk_id, None)
 
     def stats(self) -> dict[str, Any]:
         """``{"arena": {...}}``: the shared-memory arena's counters, in bytes and blocks
@@ -352,9 +354,7 @@ class ProcessBackend:
             with contextlib.suppress(ValueError, OSError):
                 self._arena.free_owned_by(pid)
         if lost is not None:
-            self._free_arguments(lost)
-            count = self._sizes.pop(lost, None)
-            limit = self._limits.pop(lost, None)
+            count, limit = self._forget(lost)
             if count is not None:
                 error: ShoalError
                 if timed_out and limit is not None:

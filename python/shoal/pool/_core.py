@@ -25,14 +25,25 @@ from typing import Any, Final, Protocol
 from shoal.backends.base import BackendFactory, CallKind, Chunk, ChunkResult, Failure, WorkerSpec
 from shoal.pool._chunks import ChunkSizer
 
-__all__ = ["CLOSE", "READ_AHEAD", "RUN", "TERMINATE", "Job", "PoolCore", "Target", "WeakTarget"]
+__all__ = [
+    "CLOSE",
+    "READ_AHEAD",
+    "RUN",
+    "SINGLE",
+    "TERMINATE",
+    "Job",
+    "PoolCore",
+    "Target",
+    "WeakTarget",
+]
 
 RUN: Final = "RUN"
 CLOSE: Final = "CLOSE"
 TERMINATE: Final = "TERMINATE"
 
-_SINGLE: Final = ChunkSizer(1)
-"""The sizer of every one-task job: fixed, so it is never measured, and shared."""
+SINGLE: Final = ChunkSizer(1)
+"""The sizer of every job cut one task per chunk (single calls, calls with a time limit):
+fixed, so it is never measured, and shared."""
 
 READ_AHEAD: Final = 4
 """An ``imap`` job reads at most this many chunks per worker ahead of its consumer:
@@ -161,22 +172,18 @@ class PoolCore:
 
     def add(self, job: Job) -> None:
         """Queues ``job``; ``ValueError("Pool not running")`` after close or terminate.
-
-        A job of one task (``apply``, ``submit``) goes straight to the backend from the
-        calling thread when nothing is waiting ahead of it and there is room in flight:
-        no hand-over to the feeder thread on the way."""
-        with self.cond:
+        (Single calls take :meth:`add_single`.)"""
+        with self.lock:
             if self.state != RUN:
                 raise ValueError("Pool not running")
             job.job_id = next(self._job_ids)
-            if job.single and not self.jobs and len(self.in_flight) < self.max_in_flight:
-                self._submit_single(job)
-            else:
-                self.jobs.append(job)
-                if len(self.in_flight) < self.max_in_flight:
-                    self.cond.notify_all()  # else the feeder could not take it anyway
-                return
-        job.target._set_length(1)
+            self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> None:
+        """Puts ``job`` in line for the feeder; called with the lock held."""
+        self.jobs.append(job)
+        if len(self.in_flight) < self.max_in_flight:
+            self.cond.notify_all()  # else the feeder could not take it anyway
 
     def add_single(
         self,
@@ -195,14 +202,12 @@ class PoolCore:
                 raise ValueError("Pool not running")
             job_id = next(self._job_ids)
             if self.jobs or len(self.in_flight) >= self.max_in_flight:
-                job = Job(fn, call, [item], _SINGLE, target, None, timeout, retries)
+                job = Job(fn, call, [item], SINGLE, target, None, timeout, retries)
                 job.job_id = job_id
-                self.jobs.append(job)
-                if len(self.in_flight) < self.max_in_flight:
-                    self.cond.notify_all()
+                self._enqueue(job)
                 return
             chunk_id = next(self._chunk_ids)
-            self.in_flight[chunk_id] = (target, _SINGLE, 0, 1)
+            self.in_flight[chunk_id] = (target, SINGLE, 0, 1)
             target._handed_over(chunk_id)
             self.backend.submit(Chunk(job_id, chunk_id, fn, (item,), call, timeout, retries))
         target._set_length(1)

@@ -9,9 +9,19 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from shoal import backends
+from shoal._buffers import check_arena_bytes
 from shoal.backends.base import CallKind, WorkerSpec
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
-from shoal.pool._core import CLOSE, READ_AHEAD, RUN, Job, PoolCore, Target, WeakTarget
+from shoal.pool._core import (
+    CLOSE,
+    READ_AHEAD,
+    RUN,
+    SINGLE,
+    Job,
+    PoolCore,
+    Target,
+    WeakTarget,
+)
 from shoal.pool._cpu import cpu_count
 from shoal.pool._results import AsyncResult, FutureTarget, IMapIterator, MapResult, PoolFuture
 
@@ -25,7 +35,6 @@ C = TypeVar("C")
 P = ParamSpec("P")
 
 _EMPTY_KWDS: Mapping[str, Any] = {}
-_ONE_AT_A_TIME = ChunkSizer(1)
 
 
 class Pool:
@@ -101,10 +110,7 @@ class Pool:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
         name = backends.DEFAULT_BACKEND if backend is None else backend
         factory = backends.get_factory(name)
-        if arena_bytes is not None and (
-            isinstance(arena_bytes, bool) or not isinstance(arena_bytes, int) or arena_bytes < 1
-        ):
-            raise ValueError(f"arena_bytes must be a positive int or None, not {arena_bytes!r}")
+        check_arena_bytes(arena_bytes)
         spec = WorkerSpec(
             processes, initializer, tuple(initargs), maxtasksperchild, start_method, arena_bytes
         )
@@ -182,19 +188,14 @@ class Pool:
         ...     pool.apply_async(max, (3, 9)).get(timeout=10)
         9
         """
-        if not callable(func):
-            raise TypeError(f"{type(func).__name__!r} object is not callable")
+        _check_callable(func)
         if task_timeout is None:
             timeout = self._task_timeout
         else:
             _check_timeout(task_timeout)
             timeout = task_timeout
         result: AsyncResult[R] = AsyncResult(self, callback, error_callback)
-        # Without keywords the call is sent as fn(*args): nothing to pickle for them.
-        if kwds:
-            call, item = CallKind.APPLY, (tuple(args), dict(kwds))
-        else:
-            call, item = CallKind.STAR, tuple(args)
+        call, item = _single_call(tuple(args), kwds)
         self._core.add_single(func, call, item, result, timeout, self._retries)
         return result
 
@@ -207,11 +208,9 @@ class Pool:
         ...     pool.submit(sorted, [3, 1, 2], reverse=True).result(timeout=10)
         [3, 2, 1]
         """
-        if not callable(fn):
-            raise TypeError(f"{type(fn).__name__!r} object is not callable")
+        _check_callable(fn)
         future: PoolFuture[R] = PoolFuture(self._core)
-        item: Any = (args, kwargs) if kwargs else args
-        call = CallKind.APPLY if kwargs else CallKind.STAR
+        call, item = _single_call(args, kwargs)
         target = FutureTarget(future)
         self._core.add_single(fn, call, item, target, self._task_timeout, self._retries)
         return future
@@ -448,16 +447,11 @@ class Pool:
         window: int | None,
         task_timeout: float | None = None,
     ) -> Job:
-        if not callable(fn):
-            raise TypeError(f"{type(fn).__name__!r} object is not callable")
+        _check_callable(fn)
         _check_timeout(task_timeout)
         timeout = self._task_timeout if task_timeout is None else task_timeout
-        # A single call needs no sizing: share one fixed sizer rather than make one each.
         # A call with a time limit runs one task per chunk, so the limit is each task's.
-        if call is CallKind.APPLY or timeout is not None:
-            sizer = _ONE_AT_A_TIME
-        else:
-            sizer = ChunkSizer(chunksize)
+        sizer = SINGLE if timeout is not None else ChunkSizer(chunksize)
         job = Job(fn, call, source, sizer, target, window, timeout, self._retries)
         self._core.add(job)
         return job
@@ -507,6 +501,19 @@ class Pool:
         core = self._core
         result._on_consumed = lambda count: core.consumed(job, count)
         return result
+
+
+def _single_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[CallKind, Any]:
+    """How one call travels: as ``fn(*args)`` when it has no keywords (nothing to pickle
+    for them), else as ``fn(*args, **kwargs)``."""
+    if kwargs:
+        return CallKind.APPLY, (args, dict(kwargs))
+    return CallKind.STAR, args
+
+
+def _check_callable(fn: object) -> None:
+    if not callable(fn):
+        raise TypeError(f"{type(fn).__name__!r} object is not callable")
 
 
 def _check_timeout(seconds: float | None) -> None:

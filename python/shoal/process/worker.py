@@ -307,8 +307,8 @@ def _keep(views: list[ShmBuffer]) -> list[int]:
     they are no longer used. Returns their offsets, for the parent."""
     kept = []
     for view in views:
-        # References: the list and getrefcount's argument. Anything more, or a live
-        # export (an array over it), means it is still in use.
+        # References: the list, the loop variable and getrefcount's argument. Anything
+        # more, or a live export (an array over it), means it is still in use.
         if view.exports or sys.getrefcount(view) > 3:
             view.adopt()
             kept.append(view.offset)
