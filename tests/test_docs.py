@@ -29,6 +29,7 @@ MODULES = [
     "shoal.dummy._pool",
     "shoal._buffers",
     "shoal.backends.process",
+    "shoal._namespaces",
 ]
 # Modules checked even though they may hold no example of their own (shoal.Queue is
 # declared in shoal._queue but presents itself as shoal.Queue, so its examples run there).

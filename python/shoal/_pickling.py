@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Final, NamedTuple, Protocol
 
 import cloudpickle  # type: ignore[import-untyped]
 
+from shoal._namespaces import ModuleNamespace, function_setstate
 from shoal.errors import PicklingError
 
 __all__ = [
@@ -222,12 +223,41 @@ def _reduce_text_file(file: io.TextIOWrapper) -> tuple[Any, tuple[Any, ...]]:
     raise TypeError(f"cannot pickle {_type_name(type(file))!r} object")
 
 
+def _reduce_code(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """Code keeps its file name: cloudpickle writes ``<dynamic-code>`` instead, and then a
+    worker's traceback shows neither the user's file nor the failing line."""
+    rebuild, args = _cloud_code_reduce(code)
+    return rebuild, (*args[:_FILENAME_AT], code.co_filename, *args[_FILENAME_AT + 1 :])
+
+
+_cloud_code_reduce: Final = cloudpickle.cloudpickle._code_reduce
+# Where cloudpickle's code arguments hold the file name, in this version of Python.
+_FILENAME_AT: Final = _cloud_code_reduce(compile("", "", "exec"))[1].index("<dynamic-code>")
+
+
 class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle's pickler, refusing open text files as the standard pickler does."""
+    """cloudpickle's pickler, refusing open text files as the standard pickler does, and
+    sending functions by value so that, in a worker, those of one module share one
+    namespace (:mod:`shoal._namespaces`) and keep their file name."""
 
     dispatch_table: ClassVar[ChainMap[type, Callable[[Any], Any]]] = ChainMap(
-        {io.TextIOWrapper: _reduce_text_file}, cloudpickle.Pickler.dispatch_table
+        {io.TextIOWrapper: _reduce_text_file, types.CodeType: _reduce_code},
+        cloudpickle.Pickler.dispatch_table,
     )
+
+    def _dynamic_function_reduce(self, fn: types.FunctionType) -> tuple[Any, ...]:
+        rebuild, args, state, items, pairs, _ = super()._dynamic_function_reduce(fn)
+        return rebuild, args, state, items, pairs, function_setstate
+
+    def _function_getnewargs(self, fn: types.FunctionType) -> tuple[Any, ...]:
+        # cloudpickle's first answer for these globals is the dict of import attributes
+        # it would send; later ones (memoized by the globals' id) are what we put back.
+        code, namespace, name, defaults, closure = super()._function_getnewargs(fn)
+        if not isinstance(namespace, ModuleNamespace):
+            module = namespace.get("__name__")
+            namespace = ModuleNamespace(module if isinstance(module, str) else "", namespace)
+            self.globals_ref[id(fn.__globals__)] = namespace
+        return code, namespace, name, defaults, closure
 
 
 def _cloud_dumps(obj: object, buffers: BufferSink | None = None) -> bytes:

@@ -16,6 +16,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from multiprocessing import TimeoutError as MpTimeoutError
+
+# (Public in multiprocessing.pool, though its stubs leave it out.)
+from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any, Generic, Protocol, TypeVar
 
 from shoal.backends.base import Failure
@@ -25,24 +28,6 @@ __all__ = ["AsyncResult", "IMapIterator", "PoolFuture", "RemoteTraceback"]
 R = TypeVar("R")
 
 _TERMINATED = "the pool was terminated before this task finished"
-
-
-class RemoteTraceback(Exception):
-    """The traceback of a task's exception, as the worker saw it; chained as the
-    exception's ``__cause__`` so the caller's traceback shows both sides.
-
-    Example:
-        >>> cause = RemoteTraceback("Traceback...\\nZeroDivisionError: division by zero\\n")
-        >>> cause.tb.splitlines()[-1]
-        'ZeroDivisionError: division by zero'
-    """
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb}"""'
 
 
 class Withdrawer(Protocol):
@@ -58,13 +43,15 @@ _FINISHING = threading.Lock()
 
 
 def _exception(failure: Failure) -> BaseException:
-    """The exception to raise in the caller, with the worker's traceback as its cause.
+    """The exception to raise in the caller, with the worker's traceback as its cause: a
+    ``multiprocessing.pool.RemoteTraceback`` spelled as multiprocessing spells it, so
+    code written to catch or read one works unchanged.
 
     A cause the task set itself (``raise ... from ...``) is kept: it says more.
     """
     exc = failure.exception
     if exc.__cause__ is None:
-        exc.__cause__ = RemoteTraceback(failure.traceback)
+        exc.__cause__ = RemoteTraceback(f'\n"""\n{failure.traceback}"""')
     return exc
 
 

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 
 from shoal._pickling import dumps_callable
 from shoal._shoal import PoolEngine
+from shoal.process.identity import Lineage, next_number
 from shoal.process.worker import InheritedFd, WorkerConfig, main
 from shoal.process.zygote import _bootstrap, shared_zygote
 
@@ -81,6 +82,7 @@ class WorkerSetup:
             cwd=os.getcwd(),
             authkey=bytes(multiprocessing.current_process().authkey),
             parent=os.getpid(),
+            lineage=Lineage.of_this_process(),
         )
         self.config_fd = os.memfd_create("shoal-worker-config", os.MFD_CLOEXEC)
         os.write(self.config_fd, pickle.dumps(config, protocol=5))
@@ -100,9 +102,10 @@ def launch(engine: PoolEngine, method: StartMethod, setup: WorkerSetup, limit: i
     what the worker was given and the error propagates."""
     worker, tasks, results, bell = engine.add_worker(limit)
     fds = [tasks, results, bell, setup.config_fd, setup.arena_fd, *setup.inherited]
+    number = next_number()
     try:
         if method == "zygote":
-            pid, pidfd = shared_zygote().fork(fds)
+            pid, pidfd = shared_zygote().fork(fds, number)
             try:
                 engine.attach_pidfd(worker, pidfd)
             finally:
@@ -111,14 +114,14 @@ def launch(engine: PoolEngine, method: StartMethod, setup: WorkerSetup, limit: i
             count = len(fds)
             source = _bootstrap(
                 "from shoal.process.worker import main; "
-                f"main(range({_FIRST_FD}, {_FIRST_FD + count}), forked=False)"
+                f"main(range({_FIRST_FD}, {_FIRST_FD + count}), {number}, forked=False)"
             )
             targets = [(fd, _FIRST_FD + i) for i, fd in enumerate(fds)]
             engine.spawn_worker(worker, sys.executable, ["-c", source], [], targets)
         else:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                main(fds, forked=True)
+                main(fds, number, forked=True)
             engine.attach_child(worker, pid)
     except BaseException:
         engine.abandon(worker)

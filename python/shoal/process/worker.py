@@ -22,6 +22,7 @@ from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._pickling import dumps_detached, loads
 from shoal._shoal import MSG_DEFINE, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
 from shoal.errors import ShoalError
+from shoal.process.identity import Lineage, become_worker
 
 __all__ = [
     "CALL_APPLY",
@@ -47,9 +48,6 @@ _PARENT_WATCH: Final = 0.1
 
 _inherited: list[int] = []
 _serving = False
-# The parent's multiprocessing authkey, given to multiprocessing when a message needs it
-# (importing multiprocessing up front would slow every worker's start).
-_authkey: bytes | None = None
 # The pool's shared-memory arena, for large arguments and results (set by _serve).
 _arena: Arena | None = None
 _out_of_band: OutOfBand | None = None
@@ -66,6 +64,7 @@ class WorkerConfig(NamedTuple):
         authkey: the parent's ``multiprocessing`` authkey, so objects it passes through
             multiprocessing's resource sharer can be collected.
         parent: the pid of the pool's process.
+        lineage: what the worker takes on from the parent (its name, ``sys.argv``...).
     """
 
     init: bytes | None
@@ -74,6 +73,7 @@ class WorkerConfig(NamedTuple):
     cwd: str
     authkey: bytes
     parent: int
+    lineage: Lineage
 
 
 class Failure(NamedTuple):
@@ -85,11 +85,16 @@ class Failure(NamedTuple):
     traceback: str
 
     @classmethod
-    def capture(cls, exc: BaseException) -> Failure:
-        """The failure for ``exc``, with its traceback formatted now."""
+    def capture(cls, exc: BaseException, *, from_task: bool = False) -> Failure:
+        """The failure for ``exc``, with its traceback formatted now. ``from_task``: the
+        exception came out of the user's function, and the traceback starts there (the
+        worker's own frame that called it says nothing to the user)."""
         import traceback
 
-        return cls(exc, "".join(traceback.format_exception(exc)))
+        tb = exc.__traceback__
+        if from_task and tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        return cls(exc, "".join(traceback.format_exception(type(exc), exc, tb)))
 
 
 class InheritedFd:
@@ -123,14 +128,14 @@ def inherited_fd(index: int) -> int:
         ) from None
 
 
-def main(fds: Sequence[int], *, forked: bool) -> None:
-    """Runs a worker on ``fds`` (task ring, result ring, bell, config, then inherited) and
-    exits the process when told to stop, at its task limit, or when the pool's process is
-    gone. ``forked``: the process is a copy of another (zygote or fork) and must leave
-    with ``os._exit``."""
+def main(fds: Sequence[int], number: int, *, forked: bool) -> None:
+    """Runs worker ``number`` on ``fds`` (task ring, result ring, bell, config, then
+    inherited) and exits the process when told to stop, at its task limit, or when the
+    pool's process is gone. ``forked``: the process is a copy of another (zygote or fork)
+    and must leave with ``os._exit``."""
     code = 0
     try:
-        code = _serve(fds)
+        code = _serve(fds, number, forked)
     except BaseException:
         code = 1
         import traceback
@@ -143,7 +148,7 @@ def main(fds: Sequence[int], *, forked: bool) -> None:
     sys.exit(code)
 
 
-def _serve(fds: Sequence[int]) -> int:
+def _serve(fds: Sequence[int], number: int, forked: bool) -> int:
     global _serving
     _serving = True
     tasks, results, bell, config_fd, arena_fd, *extra = fds
@@ -157,10 +162,17 @@ def _serve(fds: Sequence[int]) -> int:
     sys.path[:] = config.sys_path
     with contextlib.suppress(OSError):
         os.chdir(config.cwd)
-    global _authkey
-    _authkey = config.authkey
     _inherited[:] = extra
-    if os.getppid() == config.parent:
+    import multiprocessing
+
+    # Objects the parent passed through multiprocessing's resource sharer (a queue in a
+    # task's arguments) are collected from it with this key.
+    multiprocessing.current_process().authkey = config.authkey
+    parent_is_pool = os.getppid() == config.parent
+    # A copy of the pool's process already has its __main__, argv and the rest.
+    copy_of_parent = forked and parent_is_pool
+    become_worker(config.lineage, number, config.parent, forked_from_parent=copy_of_parent)
+    if parent_is_pool:
         # Spawned or forked by the pool's process itself (not by the zygote, whose death
         # kills its children): leave as soon as that process is gone, even mid-task.
         _watch_parent(config.parent)
@@ -173,8 +185,6 @@ def _serve(fds: Sequence[int]) -> int:
 
     broken: Failure | None = None
     if config.init is not None:
-        if b"multiprocessing" in config.init:
-            _use_parent_authkey()
         try:
             init: Any = loads(config.init)
             initializer, initargs = init
@@ -222,17 +232,6 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="shoal-parent-watch", daemon=True).start()
 
 
-def _use_parent_authkey() -> None:
-    """Lets objects that the parent passed through multiprocessing's resource sharer (a
-    queue inside a task's arguments) be collected from it: the sharer checks the key."""
-    global _authkey
-    import multiprocessing
-
-    if _authkey is not None:
-        multiprocessing.current_process().authkey = _authkey
-        _authkey = None
-
-
 def _parent_alive(pid: int) -> bool:
     """Whether the pool's process still exists (a zygote's worker is not its child)."""
     try:
@@ -247,8 +246,6 @@ def _parent_alive(pid: int) -> bool:
 def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failure | None) -> bytes:
     """Runs one chunk and returns its pickled outcome ``(values, failures, elapsed)``."""
     started = time.perf_counter()
-    if _authkey is not None and b"multiprocessing" in payload:
-        _use_parent_authkey()
     views: list[ShmBuffer] = []
     try:
         decoded: Any
@@ -294,7 +291,7 @@ def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failur
             # SystemExit and KeyboardInterrupt raised by a task end that task, not the
             # worker: its caller gets them as the task's error. The loop goes on with
             # the next item.
-            failures[len(values)] = Failure.capture(exc)
+            failures[len(values)] = Failure.capture(exc, from_task=True)
             append(None)
     del items, remaining
     return _encode(values, failures, time.perf_counter() - started, _keep(views))

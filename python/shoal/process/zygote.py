@@ -36,7 +36,7 @@ __all__ = ["Zygote", "serve", "shared_zygote"]
 _SOCKET_FD: Final = 3
 _MAX_FDS: Final = 253  # SCM_RIGHTS' limit per message
 _REPLY_TIMEOUT: Final = 30.0
-_FORK: Final = b"fork"
+_FORK: Final = b"fork "
 _STATUS: Final = b"status "
 # Exit statuses of the zygote's children, kept until the parent asks (bounded).
 _KEEP_STATUSES: Final = 4096
@@ -72,14 +72,15 @@ class Zygote:
         """The zygote's process id."""
         return self._process.pid
 
-    def fork(self, fds: list[int]) -> tuple[int, int]:
-        """Forks a worker that runs on ``fds`` (see ``shoal.process.worker.main``).
-        Returns its pid and a pidfd for it, which the caller must close."""
+    def fork(self, fds: list[int], number: int) -> tuple[int, int]:
+        """Forks worker ``number``, which runs on ``fds`` (see
+        ``shoal.process.worker.main``). Returns its pid and a pidfd for it, which the
+        caller must close."""
         if len(fds) > _MAX_FDS:
             raise ShoalError(f"a worker can be given at most {_MAX_FDS} descriptors")
         with self._lock:
             try:
-                socket.send_fds(self._socket, [_FORK], fds)
+                socket.send_fds(self._socket, [_FORK + str(number).encode()], fds)
                 reply, received, _, _ = socket.recv_fds(self._socket, 64, 1)
             except OSError as exc:
                 raise ShoalError(f"the zygote (pid {self.pid}) stopped answering: {exc}") from exc
@@ -207,6 +208,8 @@ def serve(parent: int) -> None:
     site.setcopyright()
     site.sethelper()
     # Imported before the first fork, so that every worker starts with them loaded.
+    import multiprocessing.util  # noqa: F401  # every worker sets its identity there
+
     import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
 
     from shoal.process import worker
@@ -227,10 +230,11 @@ def serve(parent: int) -> None:
             except (OSError, ValueError):
                 return
             continue
-        if message != _FORK:
+        if not message.startswith(_FORK) or not message[len(_FORK) :].isdigit():
             for fd in fds:
                 os.close(fd)
             continue
+        number = int(message[len(_FORK) :])
         # SIGCHLD waits until the pidfd is open: a child that exits at once stays a
         # zombie until then, so its pid cannot be reaped and reused in between.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
@@ -241,7 +245,7 @@ def serve(parent: int) -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             if not die_with_parent(os.getppid()):
                 os._exit(1)
-            worker.main(fds, forked=True)
+            worker.main(fds, number, forked=True)
         for fd in fds:
             os.close(fd)
         try:

@@ -1,0 +1,111 @@
+"""What a pool worker knows about itself, set as multiprocessing sets it in its workers.
+
+Programs look at ``multiprocessing.current_process().name`` (logging's
+``%(processName)s``, ``if current_process().name == "MainProcess":``), at ``_identity``
+to pick a GPU per worker, at ``parent_process()``, ``sys.argv`` and
+``__main__.__file__``; and ``multiprocessing.log_to_stderr()`` in the parent is expected
+to reach the workers. The parent writes down what the workers need
+(:meth:`Lineage.of_this_process`); each worker, at start, becomes a worker
+(:func:`become_worker`): named ``ShoalPoolWorker-N`` with ``_identity`` the parent's
+plus ``(N,)``, N counted as multiprocessing counts this process's children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import types
+from typing import Any, NamedTuple
+
+from shoal import _namespaces
+
+__all__ = ["NAME_PREFIX", "Lineage", "become_worker", "next_number"]
+
+NAME_PREFIX = "ShoalPoolWorker"
+
+
+class Lineage(NamedTuple):
+    """The parent's facts every worker of a pool takes on.
+
+    Attributes:
+        name: the parent's ``current_process().name``.
+        identity: the parent's ``current_process()._identity``.
+        argv: the parent's ``sys.argv``.
+        main_file: the parent's ``__main__.__file__``, if it has one.
+        log_level: the level of multiprocessing's logger, if the parent made it.
+        log_to_stderr: whether the parent called ``multiprocessing.log_to_stderr()``.
+    """
+
+    name: str
+    identity: tuple[int, ...]
+    argv: list[str]
+    main_file: str | None
+    log_level: int | None
+    log_to_stderr: bool
+
+    @classmethod
+    def of_this_process(cls) -> Lineage:
+        """This process's facts, as its pool's workers should see them."""
+        import multiprocessing
+
+        util = _private("multiprocessing.util")
+        me = multiprocessing.current_process()
+        main = sys.modules.get("__main__")
+        main_file = getattr(main, "__file__", None)
+        logger = util._logger
+        return cls(
+            name=me.name,
+            identity=tuple(me._identity),
+            argv=list(sys.argv),
+            main_file=os.path.abspath(main_file) if isinstance(main_file, str) else None,
+            log_level=None if logger is None else logger.getEffectiveLevel(),
+            log_to_stderr=bool(util._log_to_stderr),
+        )
+
+
+def next_number() -> int:
+    """The next worker's number: multiprocessing's count of this process's children, so
+    that a shoal worker and a ``multiprocessing.Process`` never share one."""
+    number: int = next(_private("multiprocessing.process")._process_counter)
+    return number
+
+
+def become_worker(lineage: Lineage, number: int, parent: int, *, forked_from_parent: bool) -> None:
+    """Makes this process a pool worker in multiprocessing's eyes: its name, identity,
+    parent, ``sys.argv``, ``__main__`` (a fresh module with the parent's file, unless the
+    process is a fork of the parent and has its ``__main__`` already) and logging."""
+    process, util = _private("multiprocessing.process"), _private("multiprocessing.util")
+    me = process.current_process()
+    me._identity = (*lineage.identity, number)
+    me._name = f"{NAME_PREFIX}-{number}"
+    me._parent_pid = parent
+    me._parent_name = lineage.name
+    process._parent_process = process._ParentProcess(lineage.name, parent, _sentinel(parent))
+    if not forked_from_parent:
+        sys.argv[:] = lineage.argv
+        main = types.ModuleType("__main__")
+        if lineage.main_file is not None:
+            main.__file__ = lineage.main_file
+        _namespaces.share(main)
+    else:
+        _namespaces.share(None)
+    if lineage.log_to_stderr:
+        util.log_to_stderr()
+    if lineage.log_level is not None:
+        util.get_logger().setLevel(lineage.log_level)
+
+
+def _private(module: str) -> Any:
+    """A multiprocessing module, to reach the private names its workers are made with
+    (multiprocessing's stubs leave them out; they are stable since Python 3.8)."""
+    return importlib.import_module(module)
+
+
+def _sentinel(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (``parent_process()``'s
+    ``is_alive`` and ``join`` wait on it), or ``None`` if it is gone already."""
+    with contextlib.suppress(OSError):
+        return os.pidfd_open(pid)
+    return None

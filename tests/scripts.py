@@ -1,0 +1,31 @@
+"""Running a test program the way a user runs theirs: a file, executed as ``__main__``,
+with script-level functions and no ``if __name__ == "__main__"`` guard."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+
+def run_script(
+    source: str, folder: Path, start_method: str, *, name: str = "program.py"
+) -> subprocess.CompletedProcess[str]:
+    """Writes ``source`` to ``folder/name`` and runs it with this interpreter; inside it,
+    ``START`` is the pool start method (a string literal). Fails the test, showing both
+    streams, if the program exits with an error."""
+    path = folder / name
+    path.write_text(f"START = {start_method!r}\n" + textwrap.dedent(source))
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    done = subprocess.run(
+        [sys.executable, name],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done

@@ -1,0 +1,129 @@
+"""Programs shaped like the ones people copy, with only the import changed to shoal:
+initializer globals, workers that know they are workers, tracebacks into the script.
+Each runs as a file under every start method."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scripts import run_script
+
+
+def test_globals_set_by_an_initializer_are_seen_by_tasks(
+    tmp_path: Path, pool_start_method: str
+) -> None:
+    done = run_script(
+        """
+        import json
+        import shoal
+
+        MODEL = None  # the stale value a task must not see
+        CALLS = 0
+
+        def load(scale):
+            global MODEL
+            MODEL = {"scale": scale}
+
+        def helper(x):
+            global CALLS
+            CALLS += 1
+            return x * MODEL["scale"]
+
+        class Scorer:
+            def score(self, x):
+                return helper(x) + 1
+
+        def task(x):
+            return Scorer().score(x), CALLS
+
+        def calls(_):
+            return CALLS
+
+        with shoal.Pool(1, initializer=load, initargs=(10,), start_method=START) as pool:
+            first = pool.map(task, [1, 2, 3])
+            # A function sent later, with the parent's CALLS = 0, sees the worker's count.
+            later = pool.apply(calls, (None,))
+        print(json.dumps([first, later]))
+        """,
+        tmp_path,
+        pool_start_method,
+    )
+    first, later = json.loads(done.stdout)
+    assert first == [[11, 1], [21, 2], [31, 3]]
+    assert later == 3
+
+
+def test_workers_know_they_are_workers(tmp_path: Path, pool_start_method: str) -> None:
+    done = run_script(
+        """
+        import json, logging, os, sys
+        import multiprocessing
+        import shoal
+
+        multiprocessing.log_to_stderr(logging.WARNING)
+
+        def facts(_):
+            import __main__
+            me = multiprocessing.current_process()
+            parent = multiprocessing.parent_process()
+            multiprocessing.get_logger().warning("hello from %s", me.name)
+            return {
+                "name": me.name,
+                "identity": list(me._identity),
+                "parent": [parent.pid, parent.name, parent.is_alive()],
+                "argv": sys.argv,
+                "main_file": getattr(__main__, "__file__", None),
+                "level": multiprocessing.get_logger().getEffectiveLevel(),
+            }
+
+        with shoal.Pool(2, start_method=START) as pool:
+            seen = pool.map(facts, range(8), chunksize=1)
+        print(json.dumps({"seen": seen, "pid": os.getpid(), "file": os.path.abspath(__file__)}))
+        """,
+        tmp_path,
+        pool_start_method,
+    )
+    out = json.loads(done.stdout)
+    names = {fact["name"] for fact in out["seen"]}
+    assert names <= {"ShoalPoolWorker-1", "ShoalPoolWorker-2"} and names
+    for fact in out["seen"]:
+        number = int(fact["name"].rsplit("-", 1)[1])
+        assert fact["identity"] == [number]
+        assert fact["parent"] == [out["pid"], "MainProcess", True]
+        assert fact["argv"] == ["program.py"]
+        assert fact["main_file"] == out["file"]
+        assert fact["level"] == 30
+    assert "hello from ShoalPoolWorker-" in done.stderr
+
+
+def test_a_worker_traceback_shows_the_script_line(tmp_path: Path, pool_start_method: str) -> None:
+    done = run_script(
+        """
+        import inspect, linecache
+        import multiprocessing.pool
+        import shoal
+
+        def fails(x):
+            raise RuntimeError(x)  # the line the user wrote
+
+        def source(_):
+            return inspect.getsource(fails)
+
+        with shoal.Pool(1, start_method=START) as pool:
+            try:
+                pool.apply(fails, (123,))
+            except RuntimeError as exc:
+                cause = exc.__cause__
+                assert type(cause) is multiprocessing.pool.RemoteTraceback, type(cause)
+                print(cause.tb)
+            print(pool.apply(source, (None,)))
+        """,
+        tmp_path,
+        pool_start_method,
+    )
+    assert 'program.py", line 8, in fails' in done.stdout
+    assert "raise RuntimeError(x)  # the line the user wrote" in done.stdout
+    assert "def fails(x):" in done.stdout
+    # The worker's own frames are not the user's business.
+    assert "shoal/process/worker.py" not in done.stdout
