@@ -3,10 +3,12 @@ interruption, on every backend."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import CancelledError
@@ -158,3 +160,35 @@ def test_join_runs_every_queued_task_even_when_workers_reach_their_limit(backend
     pool.join()
     assert result.get(0) == [x * x for x in range(50)]
     assert sorted(lazy) == [x * x for x in range(50)]
+
+
+@pytest.mark.parametrize("backend", ["process", "thread"])
+def test_futures_of_a_terminated_pool_end_cancelled(backend: str) -> None:
+    pool = shoal.Pool(1, backend=backend)
+    running = pool.submit(time.sleep, 20)
+    pending = [pool.submit(square, i) for i in range(20)]
+    deadline = time.monotonic() + 20
+    while not running.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+        running.cancel()  # too late to take back: marks it running
+    pool.terminate()
+    pool.join()
+    futures: list[concurrent.futures.Future[Any]] = [running, *pending]
+    _, not_done = concurrent.futures.wait(futures, timeout=10)
+    assert not not_done
+    for future in futures:
+        assert future.cancelled() and future.done() and not future.running()
+        with pytest.raises(CancelledError):
+            future.result(0)
+        with pytest.raises(CancelledError):
+            future.exception(0)
+
+
+def test_a_cancelled_future_counts_as_done_for_wait() -> None:
+    with shoal.Pool(1) as pool:
+        busy = pool.submit(time.sleep, 0.3)
+        queued = [pool.submit(square, i) for i in range(50)]
+        assert queued[-1].cancel()
+        done, _ = concurrent.futures.wait([queued[-1]], timeout=5)
+        assert done == {queued[-1]}
+        busy.result(30)

@@ -15,6 +15,8 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures._base import PENDING as _PENDING
+from concurrent.futures._base import RUNNING as _RUNNING
 from multiprocessing import TimeoutError as MpTimeoutError
 
 # (Public in multiprocessing.pool, though its stubs leave it out.)
@@ -387,10 +389,26 @@ class PoolFuture(Future[R]):
         if self._pool is None or self.done():
             return super().cancel()
         if self._pool.withdraw(self._chunk_id, super().cancel):
+            # Nobody will run it: waiters (concurrent.futures.wait, as_completed) are
+            # told now, as an executor tells them when it reaches a cancelled item.
+            with contextlib.suppress(RuntimeError):  # (a late result told them)
+                self.set_running_or_notify_cancel()
             return True
         with contextlib.suppress(RuntimeError):
             self.set_running_or_notify_cancel()  # pending: now known to be running
         return False
+
+    def _stop(self) -> None:
+        """The pool was terminated: the task will never finish, so the future ends
+        cancelled (``cancelled()``, ``done()``; ``result()`` and ``exception()`` raise
+        ``CancelledError``), even if a worker had started it."""
+        with self._condition:
+            if self._state == _RUNNING:
+                # Future.cancel() refuses a running future; this one's task is gone.
+                self._state = _PENDING
+        if super().cancel():
+            with contextlib.suppress(RuntimeError):  # (a late result told them)
+                self.set_running_or_notify_cancel()
 
 
 class FutureTarget(Generic[R]):
@@ -427,6 +445,4 @@ class FutureTarget(Generic[R]):
             self.future.set_exception(exc)
 
     def _cancel(self) -> None:
-        with contextlib.suppress(InvalidStateError):
-            if not self.future.cancel():
-                self.future.set_exception(CancelledError(_TERMINATED))
+        self.future._stop()
