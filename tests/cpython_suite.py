@@ -68,7 +68,6 @@ EXPECTED_FAILURES: dict[tuple[str, str], str] = {
     ("WithProcessesTestPool", "test_make_pool"): _NO_POOL_LIST,
     ("WithThreadsTestPool", "test_make_pool"): _NO_POOL_LIST,
     ("WithProcessesTestPoolWorkerLifetime", "test_pool_worker_lifetime"): _NO_POOL_LIST,
-    ("WithProcessesTestPool", "test_release_task_refs"): _TASK_REFS,
     ("WithThreadsTestPool", "test_release_task_refs"): _TASK_REFS,
     ("WithProcessesTestPool", "test_resource_warning"): _NO_RESOURCE_WARNING,
     ("WithThreadsTestPool", "test_resource_warning"): _NO_RESOURCE_WARNING,

@@ -294,6 +294,9 @@ class PoolCore:
                 job.target._set_source_error(job.pulled, error)
             elif exhausted:
                 job.target._set_length(job.pulled)
+            # Holds nothing while it waits for the next job: the last one's function,
+            # arguments and error would otherwise outlive the caller's use of them.
+            del job, items, error
 
     def _sink(self, result: ChunkResult) -> None:
         if self._inline:
