@@ -127,3 +127,29 @@ def test_a_worker_traceback_shows_the_script_line(tmp_path: Path, pool_start_met
     assert "def fails(x):" in done.stdout
     # The worker's own frames are not the user's business.
     assert "shoal/process/worker.py" not in done.stdout
+
+
+def test_a_shoal_lock_in_initargs_guards_a_shared_count(
+    tmp_path: Path, pool_start_method: str
+) -> None:
+    done = run_script(
+        """
+        import shoal
+
+        def init(lock):
+            global LOCK
+            LOCK = lock
+
+        def task(x):
+            with LOCK:
+                return x
+
+        lock = shoal.Lock()
+        with shoal.Pool(2, initializer=init, initargs=(lock,), start_method=START) as pool:
+            print(sum(pool.map(task, range(100), chunksize=3)))
+        print(lock.acquire(timeout=5))
+        """,
+        tmp_path,
+        pool_start_method,
+    )
+    assert done.stdout.split() == ["4950", "True"]

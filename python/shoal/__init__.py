@@ -24,6 +24,10 @@ from typing import TYPE_CHECKING, Any
 # which imports shoal's worker loop) loads only what it needs.
 _HOMES = {
     "AsyncResult": "shoal.pool",
+    "BoundedSemaphore": "shoal._sync",
+    "Lock": "shoal._sync",
+    "OwnerDiedWarning": "shoal._sync",
+    "Semaphore": "shoal._sync",
     "Empty": "queue",
     "Full": "queue",
     "PicklingError": "shoal.errors",
@@ -42,12 +46,16 @@ _HOMES = {
 
 __all__ = [
     "AsyncResult",
+    "BoundedSemaphore",
     "Empty",
     "Full",
+    "Lock",
+    "OwnerDiedWarning",
     "PicklingError",
     "Pool",
     "Queue",
     "RemoteTraceback",
+    "Semaphore",
     "Shared",
     "ShoalError",
     "TaskTimeoutError",
@@ -63,6 +71,7 @@ if TYPE_CHECKING:
 
     from shoal._queue import Queue
     from shoal._shared import Shared, shared
+    from shoal._sync import BoundedSemaphore, Lock, OwnerDiedWarning, Semaphore
     from shoal.errors import PicklingError, ShoalError, TaskTimeoutError, WorkerLostError
     from shoal.pool import AsyncResult, Pool, RemoteTraceback, TimeoutError, cpu_count, map
 

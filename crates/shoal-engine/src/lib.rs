@@ -16,6 +16,7 @@ pub mod queue;
 pub mod ring;
 pub mod seg;
 pub mod supervisor;
+pub mod sync;
 pub mod wait;
 
 pub use error::{Error, Result};

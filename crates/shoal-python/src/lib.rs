@@ -10,6 +10,7 @@ mod errors;
 mod pool;
 mod queue;
 mod sink;
+mod sync;
 
 #[pymodule(gil_used = false)]
 fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -17,6 +18,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<arena::ShmBuffer>()?;
     m.add_class::<queue::QueueCore>()?;
     m.add_class::<pool::PoolEngine>()?;
+    m.add_class::<sync::SyncCore>()?;
     m.add_class::<pool::WorkerLink>()?;
     m.add_class::<pool::ChildProcess>()?;
     m.add_function(wrap_pyfunction!(pool::die_with_parent, m)?)?;
@@ -51,6 +53,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "PoolEngine",
             "QueueCore",
             "ShmBuffer",
+            "SyncCore",
             "WorkerLink",
             "describe_exit",
             "die_with_parent",

@@ -1,0 +1,59 @@
+"""shoal's Lock and semaphores across real processes, and a holder killed holding one."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from shoal._sync import BoundedSemaphore, Lock, OwnerDiedWarning, Semaphore
+
+
+def _hold(lock: Lock, ready: Semaphore) -> None:
+    lock.acquire()
+    ready.release()
+    signal.pause()
+
+
+def _take(lock: Lock, done: Semaphore) -> None:
+    with pytest.warns(OwnerDiedWarning):
+        assert lock.acquire(timeout=30)
+    lock.release()
+    done.release()
+
+
+def test_a_killed_holder_never_wedges_the_others(start_method: str) -> None:
+    ctx: Any = multiprocessing.get_context(start_method)  # typeshed: BaseContext has no Process
+    lock, ready, done = Lock(), Semaphore(0), Semaphore(0)
+    holder = ctx.Process(target=_hold, args=(lock, ready))
+    holder.start()
+    assert ready.acquire(timeout=30)
+    assert holder.pid is not None
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join()
+    other = ctx.Process(target=_take, args=(lock, done))
+    other.start()
+    other.join()
+    assert other.exitcode == 0
+    assert done.acquire(timeout=0)
+
+
+def test_counting_timeouts_and_over_release() -> None:
+    s = BoundedSemaphore(2)
+    assert s.acquire() and s.acquire(False)
+    assert not s.acquire(timeout=0.01)
+    s.release()
+    s.release()
+    with pytest.raises(ValueError):
+        s.release()
+    assert s.get_value() == 2
+
+
+def test_pickling_outside_process_start_is_refused() -> None:
+    import pickle
+
+    with pytest.raises(RuntimeError, match="through inheritance"):
+        pickle.dumps(Lock())
