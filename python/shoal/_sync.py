@@ -47,8 +47,6 @@ class Semaphore:
         1
     """
 
-    _max = 0
-
     def __init__(self, value: int = 1) -> None:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")

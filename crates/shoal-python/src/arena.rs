@@ -18,7 +18,7 @@ use pyo3::types::PyDict;
 use shoal_engine::arena::{self, Block};
 
 use crate::errors::to_py;
-use crate::pool::dup_borrowed;
+use crate::fds::dup_borrowed;
 
 /// An arena of shared memory for large buffers, one per pool (see `shoal_engine::arena`).
 #[pyclass(frozen, name = "Arena", module = "shoal._shoal")]

@@ -7,6 +7,7 @@ use shoal_engine::link::Kind;
 mod arena;
 mod blocking;
 mod errors;
+mod fds;
 mod pool;
 mod queue;
 mod sink;

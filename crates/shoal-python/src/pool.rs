@@ -19,29 +19,12 @@ use shoal_engine::Error;
 
 use crate::blocking::{blocking, deadline};
 use crate::errors::to_py;
+use crate::fds::dup_borrowed;
 
 /// Event tags in the tuples `next_events` returns (exported to Python).
 pub const EVENT_RESULT: u8 = 0;
 pub const EVENT_EXITED: u8 = 1;
 pub const EVENT_STOPPED: u8 = 2;
-
-/// A descriptor the caller lends (it stays the caller's to close), duplicated for us.
-pub(crate) fn dup_borrowed(fd: i32) -> PyResult<OwnedFd> {
-    if fd < 0 {
-        return Err(PyValueError::new_err(format!(
-            "invalid file descriptor {fd}"
-        )));
-    }
-    // SAFETY: the caller guarantees `fd` is open for the duration of this call; we only
-    // duplicate it.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    borrowed.try_clone_to_owned().map_err(|e| {
-        PyErr::from(crate::errors::BindingError(Error::Os {
-            what: "dup",
-            source: e,
-        }))
-    })
-}
 
 /// Starts `program` with each `(fd, target)` of `fds` (lent by the caller) placed at
 /// `target` in the child.

@@ -1,6 +1,6 @@
 //! `QueueCore`: one process's handle on a shared queue. Python pickles; this moves bytes.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -10,6 +10,7 @@ use shoal_engine::queue::{Message, Queue};
 
 use crate::blocking::{blocking, deadline};
 use crate::errors::to_py;
+use crate::fds::take_owned;
 use crate::sink::BytesSink;
 
 /// A handle on a shared-memory queue. Closing drops this process's mapping; the segment
@@ -51,13 +52,7 @@ impl QueueCore {
     /// Attaches to an existing queue through a descriptor, which the handle then owns.
     #[staticmethod]
     fn from_fd(fd: i32) -> PyResult<Self> {
-        if fd < 0 {
-            return Err(PyValueError::new_err(format!(
-                "invalid file descriptor {fd}"
-            )));
-        }
-        // SAFETY: the caller hands over a descriptor it owns and will not use again.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let owned = take_owned(fd)?;
         Ok(Self::wrap(to_py(Queue::open(owned))?))
     }
 

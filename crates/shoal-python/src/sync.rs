@@ -1,14 +1,14 @@
 //! `SyncCore`: one process's handle on a shared lock or semaphore (`shoal_engine::sync`).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use shoal_engine::lock::Acquired;
 use shoal_engine::sync::{Release, SyncCell};
 
 use crate::blocking::{blocking, deadline};
 use crate::errors::to_py;
+use crate::fds::take_owned;
 
 /// A shared lock or semaphore. No interior lock: every operation is atomic in the engine.
 #[pyclass(frozen, module = "shoal._shoal")]
@@ -29,13 +29,7 @@ impl SyncCore {
     /// Attaches through a descriptor, which the handle then owns.
     #[staticmethod]
     fn from_fd(fd: i32) -> PyResult<Self> {
-        if fd < 0 {
-            return Err(PyValueError::new_err(format!(
-                "invalid file descriptor {fd}"
-            )));
-        }
-        // SAFETY: the caller hands over a descriptor it owns and will not use again.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let owned = take_owned(fd)?;
         Ok(SyncCore {
             cell: to_py(SyncCell::open(owned))?,
         })
