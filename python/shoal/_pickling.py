@@ -28,6 +28,7 @@ import sys
 import types
 from collections import ChainMap, defaultdict, deque
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from itertools import islice
 from typing import Any, ClassVar, Final, NamedTuple, Protocol
 
@@ -44,6 +45,7 @@ __all__ = [
     "dumps_detached",
     "find_unpicklable",
     "loads",
+    "pickling_error",
 ]
 
 _PROTOCOL: Final = 5
@@ -166,7 +168,7 @@ def _cloud_dumps_or_explain(obj: object, buffers: BufferSink | None = None) -> b
         raise
     except Exception as exc:
         failure = exc
-    raise _pickling_error(obj, failure) from failure
+    raise pickling_error(obj, failure) from failure
 
 
 def _fd_passing_types() -> set[type]:
@@ -282,10 +284,16 @@ def _keep_out_of_band(buffer: pickle.PickleBuffer) -> bool:
     return False
 
 
+# The pickler whose failures a search explains (one made for a new process, while its
+# dumps explains a failure).
+_checking_with: ContextVar[type[pickle.Pickler]] = ContextVar("checking_with")
+
+
 def _check(obj: object) -> BaseException | None:
     """The error cloudpickle raises for ``obj``, or None if it pickles."""
+    pickler = _checking_with.get(_CloudPickler)
     try:
-        _CloudPickler(_DISCARD, protocol=_PROTOCOL, buffer_callback=_keep_out_of_band).dump(obj)
+        pickler(_DISCARD, protocol=_PROTOCOL, buffer_callback=_keep_out_of_band).dump(obj)
     except MemoryError:
         raise
     except Exception as exc:
@@ -293,8 +301,16 @@ def _check(obj: object) -> BaseException | None:
     return None
 
 
-def _pickling_error(obj: object, failure: BaseException) -> PicklingError:
-    path, type_name, error = _locate(obj, "obj", failure)
+def pickling_error(
+    obj: object, failure: BaseException, pickler: type[pickle.Pickler] | None = None
+) -> PicklingError:
+    """The error that names the innermost part of ``obj`` that ``pickler`` (shoal's
+    cloudpickle pickler by default) fails on, ``failure`` being how it failed on ``obj``."""
+    token = _checking_with.set(pickler or _CloudPickler)
+    try:
+        path, type_name, error = _locate(obj, "obj", failure)
+    finally:
+        _checking_with.reset(token)
     reason = str(error) or type(error).__name__
     return PicklingError(path, type_name, reason)
 

@@ -85,15 +85,20 @@ class ProcessBackend:
     def __init__(self, spec: WorkerSpec, sink: ResultSink) -> None:
         self._spec = spec
         self._sink = sink
-        self._method = check_start_method(spec.start_method)
+        check_start_method(spec.start_method)  # a wrong name fails before anything is made
         # Large buffers of arguments and results travel through this shared memory.
         self._arena = Arena(spec.arena_bytes or default_arena_bytes())
         # Reused by every submit: the Pool calls submit under its lock, never concurrently.
         self._out_of_band = OutOfBand(self._arena)
         # Raises PicklingError here, in Pool(), if the initializer cannot be sent.
         self._setup = WorkerSetup(
-            spec.initializer, spec.initargs, spec.maxtasksperchild, self._arena.fileno()
+            spec.initializer,
+            spec.initargs,
+            spec.maxtasksperchild,
+            self._arena.fileno(),
+            spec.start_method,
         )
+        self._method = self._setup.method
         self._engine = PoolEngine(_DEPTH, RING_CAPACITY)
         # Function ids by id(fn); the entry keeps fn alive, so an id is never reused.
         self._functions: dict[int, tuple[Callable[..., Any], int | Failure]] = {}

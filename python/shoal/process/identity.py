@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from shoal import _namespaces
 
-__all__ = ["NAME_PREFIX", "Lineage", "become_worker", "next_number"]
+__all__ = ["NAME_PREFIX", "Lineage", "become_worker", "leave", "next_number"]
 
 NAME_PREFIX = "ShoalPoolWorker"
 
@@ -91,10 +91,25 @@ def become_worker(lineage: Lineage, number: int, parent: int, *, forked_from_par
         _namespaces.share(main)
     else:
         _namespaces.share(None)
+        # As multiprocessing's forked children start: the parent's children and exit
+        # handlers are not this process's, and objects made before the fork (queues,
+        # locks) reset what only their creator had (a queue's feeder thread...).
+        process._children = set()
+        util._finalizer_registry.clear()
+        util._run_after_forkers()
     if lineage.log_to_stderr:
         util.log_to_stderr()
     if lineage.log_level is not None:
         util.get_logger().setLevel(lineage.log_level)
+
+
+def leave() -> None:
+    """What multiprocessing does as its child processes end, for a worker that leaves by
+    ``os._exit``: exit handlers run, so queues the worker put into flush their buffers."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        with contextlib.suppress(Exception):
+            util._exit_function()
 
 
 def _private(module: str) -> Any:

@@ -8,17 +8,18 @@ the engine a handle on the new process: a pidfd from the zygote, or the child it
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.context
 import os
 import pickle
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-from shoal._pickling import dumps_callable
 from shoal._shoal import PoolEngine
+from shoal.errors import ShoalError
+from shoal.process.handover import FdCollector, ForkOnly, dumps_for_workers
 from shoal.process.identity import Lineage, next_number
-from shoal.process.worker import InheritedFd, WorkerConfig, main
+from shoal.process.worker import WorkerConfig, forget_init, keep_init, main
 from shoal.process.zygote import _bootstrap, shared_zygote
 
 __all__ = ["START_METHODS", "StartMethod", "WorkerSetup", "check_start_method", "launch"]
@@ -39,26 +40,14 @@ def check_start_method(method: str | None) -> StartMethod:
     raise ValueError(f"unknown start method {method!r}; choose one of {choices}")
 
 
-class _FdCollector:
-    """Stands in for multiprocessing's "process being started" while the initializer's
-    arguments are pickled: objects that pass a descriptor to a new child (``shoal.Queue``,
-    ``multiprocessing`` queues and connections) hand it here, and the worker gets it at
-    start (``shoal.process.worker.InheritedFd``)."""
-
-    def __init__(self) -> None:
-        self.fds: list[int] = []
-
-    def duplicate_for_child(self, fd: int) -> int:
-        self.fds.append(os.dup(fd))
-        return len(self.fds) - 1
-
-    def DupFd(self, index: int) -> InheritedFd:
-        return InheritedFd(index)
-
-
 class WorkerSetup:
     """What every worker of one pool starts with: the pickled settings in a memfd, and
-    the descriptors the initializer's arguments need. Built once per pool."""
+    the descriptors the initializer's arguments need. Built once per pool.
+
+    ``method`` is how the pool starts its workers: the one asked for, or ``"fork"`` when
+    none was asked for and the initializer's arguments hold an object that only forking
+    carries (:mod:`shoal.process.handover`) and forking is safe (no thread but shoal's).
+    """
 
     def __init__(
         self,
@@ -66,17 +55,26 @@ class WorkerSetup:
         initargs: tuple[Any, ...],
         limit: int | None,
         arena_fd: int,
+        requested: str | None = None,
     ) -> None:
-        collector = _FdCollector()
+        self.method = check_start_method(requested)
+        collector = FdCollector()
         init = None
+        self.kept_init = False
         if initializer is not None:
-            multiprocessing.context.set_spawning_popen(collector)  # type: ignore[arg-type]
             try:
-                init = dumps_callable((initializer, initargs))
-            finally:
-                multiprocessing.context.set_spawning_popen(None)
+                init = dumps_for_workers((initializer, initargs), collector)
+            except ForkOnly as exc:
+                _close_all(collector.fds)
+                collector.fds = []
+                self.method = _fork_instead(exc.obj, requested)
+                self.kept_init = True
+            except BaseException:
+                _close_all(collector.fds)
+                raise
         config = WorkerConfig(
             init=init,
+            init_kept=self.kept_init,
             limit=limit,
             sys_path=list(sys.path),
             cwd=os.getcwd(),
@@ -86,15 +84,53 @@ class WorkerSetup:
         )
         self.config_fd = os.memfd_create("shoal-worker-config", os.MFD_CLOEXEC)
         os.write(self.config_fd, pickle.dumps(config, protocol=5))
+        if self.kept_init and initializer is not None:
+            # Workers forked from here find it by their config descriptor's number.
+            keep_init(self.config_fd, initializer, initargs)
         self.inherited = collector.fds
         # The pool's shared-memory arena (the pool keeps it open; every worker gets a copy).
         self.arena_fd = arena_fd
 
     def close(self) -> None:
         """Closes this process's descriptors (workers keep their own copies)."""
-        for fd in (self.config_fd, *self.inherited):
-            os.close(fd)
+        if self.kept_init:
+            forget_init(self.config_fd)
+        _close_all([self.config_fd, *self.inherited])
         self.inherited = []
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _fork_instead(obj: object, requested: str | None) -> StartMethod:
+    """``"fork"``, if the pool may fork its workers to carry ``obj``; otherwise the error
+    that says why not and what to do."""
+    what = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    fixes = (
+        f"make it with multiprocessing.get_context('spawn').{type(obj).__name__}(...) or use "
+        "shoal's own (shoal.Lock, shoal.Queue...), which reach workers however they start"
+    )
+    if requested is not None and requested != "fork":
+        raise ShoalError(
+            f"the pool's initargs hold a {what} of multiprocessing's 'fork' context, which "
+            "exists only in processes forked from the one that made it, but this pool "
+            f"starts its workers by {requested!r}: {fixes}, or pass start_method='fork'"
+        )
+    others = [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.current_thread() and not t.name.startswith("shoal-")
+    ]
+    if others:
+        raise ShoalError(
+            f"the pool's initargs hold a {what} of multiprocessing's 'fork' context, which "
+            "exists only in processes forked from the one that made it, and this process "
+            f"cannot be forked safely while other threads run ({', '.join(others)}): "
+            f"{fixes}, or make the pool before starting threads"
+        )
+    return "fork"
 
 
 def launch(engine: PoolEngine, method: StartMethod, setup: WorkerSetup, limit: int | None) -> None:

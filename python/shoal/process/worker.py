@@ -22,16 +22,19 @@ from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._pickling import dumps_detached, loads
 from shoal._shoal import MSG_DEFINE, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
 from shoal.errors import ShoalError
-from shoal.process.identity import Lineage, become_worker
+from shoal.process.identity import Lineage, become_worker, leave
 
 __all__ = [
     "CALL_APPLY",
     "CALL_ONE",
     "CALL_STAR",
     "Failure",
+    "InheritedFd",
     "WorkerConfig",
+    "forget_init",
     "in_worker",
     "inherited_fd",
+    "keep_init",
     "main",
 ]
 
@@ -47,6 +50,10 @@ _PARENT_CHECK: Final = 0.25
 _PARENT_WATCH: Final = 0.1
 
 _inherited: list[int] = []
+# Initializers whose arguments only forking carries, kept by pools of this process for the
+# workers they fork, by the number of the pool's config descriptor (a forked worker gets
+# that descriptor under the same number and finds its entry in its copy of this dict).
+_kept_inits: dict[int, tuple[Callable[..., object], tuple[Any, ...]]] = {}
 _serving = False
 # The pool's shared-memory arena, for large arguments and results (set by _serve).
 _arena: Arena | None = None
@@ -58,6 +65,8 @@ class WorkerConfig(NamedTuple):
 
     Attributes:
         init: the pickled ``(initializer, initargs)``, or ``None``.
+        init_kept: ``(initializer, initargs)`` was not pickled: the pool kept it in its own
+            process (:func:`keep_init`) and forks its workers from there.
         limit: chunks to run before exiting (``maxtasksperchild``), or ``None``.
         sys_path: the parent's ``sys.path``, so modules import as they do there.
         cwd: the parent's working directory.
@@ -68,6 +77,7 @@ class WorkerConfig(NamedTuple):
     """
 
     init: bytes | None
+    init_kept: bool
     limit: int | None
     sys_path: list[str]
     cwd: str
@@ -112,6 +122,16 @@ class InheritedFd:
         return inherited_fd(self.index)
 
 
+def keep_init(key: int, initializer: Callable[..., object], initargs: tuple[Any, ...]) -> None:
+    """Keeps ``initializer(*initargs)`` for the workers a pool forks from this process."""
+    _kept_inits[key] = (initializer, initargs)
+
+
+def forget_init(key: int) -> None:
+    """Drops what :func:`keep_init` kept under ``key``."""
+    _kept_inits.pop(key, None)
+
+
 def in_worker() -> bool:
     """Whether this process is a pool worker."""
     return _serving
@@ -142,6 +162,8 @@ def main(fds: Sequence[int], number: int, *, forked: bool) -> None:
 
         traceback.print_exc()
     finally:
+        if forked:
+            leave()
         _flush()
         if forked:
             os._exit(code)
@@ -184,9 +206,9 @@ def _serve(fds: Sequence[int], number: int, forked: bool) -> int:
         os.close(fd)
 
     broken: Failure | None = None
-    if config.init is not None:
+    if config.init is not None or config.init_kept:
         try:
-            init: Any = loads(config.init)
+            init: Any = _kept_inits[config_fd] if config.init is None else loads(config.init)
             initializer, initargs = init
             initializer(*initargs)
         except Exception as exc:
