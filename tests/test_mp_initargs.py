@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts import run_script
+from scripts import run_script
 
 CONTEXTS = ("fork", "spawn", "forkserver")
 
