@@ -10,7 +10,7 @@ import shoal
 
 
 def test_every_public_name_resolves() -> None:
-    assert sorted(shoal.__all__) == sorted(shoal._HOMES)
+    assert sorted(shoal.__all__) == sorted({*shoal._HOMES, *shoal._AS_IN_MULTIPROCESSING})
     for name in shoal.__all__:
         assert getattr(shoal, name) is not None
     assert set(shoal.__all__) <= set(dir(shoal))

@@ -42,35 +42,128 @@ _HOMES = {
     "cpu_count": "shoal.pool",
     "map": "shoal.pool",
     "shared": "shoal._shared",
+    "SimpleQueue": "shoal._queue",
+    "JoinableQueue": "shoal._joinable",
+    "RLock": "shoal._conditions",
+    "Condition": "shoal._conditions",
+    "Event": "shoal._conditions",
+    "Barrier": "shoal._conditions",
+    "Value": "shoal._sharedctypes",
+    "Array": "shoal._sharedctypes",
+    "RawValue": "shoal._sharedctypes",
+    "RawArray": "shoal._sharedctypes",
+    "get_context": "shoal._context",
+    "set_start_method": "shoal._context",
 }
+# multiprocessing's own, as they are: they work with shoal's Pool and Queue.
+_AS_IN_MULTIPROCESSING = frozenset(
+    {
+        "AuthenticationError",
+        "BufferTooShort",
+        "Manager",
+        "Pipe",
+        "Process",
+        "ProcessError",
+        "active_children",
+        "allow_connection_pickling",
+        "current_process",
+        "freeze_support",
+        "get_all_start_methods",
+        "get_logger",
+        "get_start_method",
+        "log_to_stderr",
+        "parent_process",
+        "reducer",
+        "set_executable",
+        "set_forkserver_preload",
+    }
+)
+# multiprocessing's submodules, reachable as attributes (``shoal.managers.BaseManager``).
+_SUBMODULES = frozenset(
+    {"connection", "managers", "shared_memory", "sharedctypes", "synchronize", "util"}
+)
 
 __all__ = [
+    "Array",
     "AsyncResult",
+    "AuthenticationError",
+    "Barrier",
     "BoundedSemaphore",
+    "BufferTooShort",
+    "Condition",
     "Empty",
+    "Event",
     "Full",
+    "JoinableQueue",
     "Lock",
+    "Manager",
     "OwnerDiedWarning",
     "PicklingError",
+    "Pipe",
     "Pool",
+    "Process",
+    "ProcessError",
     "Queue",
+    "RLock",
+    "RawArray",
+    "RawValue",
     "RemoteTraceback",
     "Semaphore",
     "Shared",
     "ShoalError",
+    "SimpleQueue",
     "TaskTimeoutError",
     "TimeoutError",
+    "Value",
     "WorkerLostError",
+    "active_children",
+    "allow_connection_pickling",
     "cpu_count",
+    "current_process",
+    "freeze_support",
+    "get_all_start_methods",
+    "get_context",
+    "get_logger",
+    "get_start_method",
+    "log_to_stderr",
     "map",
+    "parent_process",
+    "reducer",
+    "set_executable",
+    "set_forkserver_preload",
+    "set_start_method",
     "shared",
 ]
 
 if TYPE_CHECKING:
+    from multiprocessing import (
+        AuthenticationError,
+        BufferTooShort,
+        Manager,
+        Pipe,
+        Process,
+        ProcessError,
+        active_children,
+        allow_connection_pickling,
+        current_process,
+        freeze_support,
+        get_all_start_methods,
+        get_logger,
+        get_start_method,
+        log_to_stderr,
+        parent_process,
+        reducer,
+        set_executable,
+        set_forkserver_preload,
+    )
     from queue import Empty, Full
 
-    from shoal._queue import Queue
+    from shoal._conditions import Barrier, Condition, Event, RLock
+    from shoal._context import get_context, set_start_method
+    from shoal._joinable import JoinableQueue
+    from shoal._queue import Queue, SimpleQueue
     from shoal._shared import Shared, shared
+    from shoal._sharedctypes import Array, RawArray, RawValue, Value
     from shoal._sync import BoundedSemaphore, Lock, OwnerDiedWarning, Semaphore
     from shoal.errors import PicklingError, ShoalError, TaskTimeoutError, WorkerLostError
     from shoal.pool import AsyncResult, Pool, RemoteTraceback, TimeoutError, cpu_count, map
@@ -79,7 +172,15 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
-        raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+        if name in _AS_IN_MULTIPROCESSING or name in _SUBMODULES:
+            home = (
+                "multiprocessing" if name in _AS_IN_MULTIPROCESSING else f"multiprocessing.{name}"
+            )
+            value = importlib.import_module(home)
+            value = getattr(value, name) if name in _AS_IN_MULTIPROCESSING else value
+            globals()[name] = value
+            return value
+        raise AttributeError(_missing(name))
     if home == "shoal.pool" and "shoal.pool" not in sys.modules:
         # The zygote boots in its own process while the pool's modules load here.
         from shoal.process.zygote import prestart
@@ -90,8 +191,28 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def _missing(name: str) -> str:
+    """What to say of a name shoal lacks: where multiprocessing has it, if it does."""
+    message = f"module 'shoal' has no attribute {name!r}"
+    if name.startswith("_"):
+        return message
+    for module in ("pool", "managers", "connection", "shared_memory", "queues", "util"):
+        if hasattr(importlib.import_module(f"multiprocessing.{module}"), name):
+            where = "shoal.pool" if module == "pool" and name in _POOL_NAMES else None
+            if where is not None:
+                return f"{message}; it is {where}.{name}"
+            return (
+                f"{message}; it is multiprocessing.{module}.{name}, which shoal does not "
+                f"replace: import it from there (it works with shoal's Pool and Queue)"
+            )
+    return message
+
+
+_POOL_NAMES = frozenset({"ThreadPool", "ApplyResult", "MapResult", "IMapIterator"})
+
+
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+    return sorted({*globals(), *_HOMES, *_AS_IN_MULTIPROCESSING})
 
 
 __version__ = "0.1.0"

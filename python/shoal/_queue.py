@@ -26,7 +26,7 @@ from shoal._buffers import (
 from shoal._pickling import loads
 from shoal._shoal import DEFAULT_QUEUE_CAPACITY, Arena, QueueCore
 
-__all__ = ["Queue"]
+__all__ = ["Queue", "SimpleQueue"]
 
 T = TypeVar("T")
 
@@ -98,7 +98,7 @@ class Queue(Generic[T]):
         ring = self._core.fileno()  # ValueError once closed
         if self._arena is None:
             raise ValueError("a closed queue cannot be sent to another process")
-        return (_rebuild, (DupFd(ring), DupFd(self._arena.fileno())))
+        return (_rebuild, (DupFd(ring), DupFd(self._arena.fileno()), type(self)))
 
     def _encode(self, obj: object) -> tuple[int, bytes]:
         if type(obj) is bytes:
@@ -211,15 +211,33 @@ class Queue(Generic[T]):
         """Present for compatibility: nothing is ever left to flush, so this does nothing."""
 
 
-def _rebuild(dupfd: Any, arena_dupfd: Any) -> Queue[Any]:
+class SimpleQueue(Queue[T]):
+    """``multiprocessing.SimpleQueue``'s name for a shoal ``Queue`` with no size limit:
+    ``put``, ``get``, ``empty`` and ``close`` (the rest of ``Queue``'s methods work too).
+
+    Example:
+        >>> from shoal import SimpleQueue
+        >>> q = SimpleQueue()
+        >>> q.put("x"); q.empty(), q.get(), q.empty()
+        (False, 'x', True)
+    """
+
+    def __init__(self, *, capacity: int | None = None, arena_bytes: int | None = None) -> None:
+        super().__init__(0, capacity=capacity, arena_bytes=arena_bytes)
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("shoal.Queue", "shoal.SimpleQueue", 1)
+
+
+def _rebuild(dupfd: Any, arena_dupfd: Any, cls: type[Queue[Any]] = Queue) -> Queue[Any]:
     fd = arena_dupfd.detach()
     try:
         arena = Arena.attach(fd)
     finally:
         os.close(fd)  # attach keeps a duplicate of its own
-    return Queue._attach(QueueCore.from_fd(dupfd.detach()), arena)
+    return cls._attach(QueueCore.from_fd(dupfd.detach()), arena)
 
 
-Queue.__module__ = "shoal"
+Queue.__module__ = SimpleQueue.__module__ = "shoal"
 Full = _stdlib_queue.Full
 Empty = _stdlib_queue.Empty

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from shoal.pool import Pool as _Pool
+from shoal.pool._pool import Pool as _Pool
 
 __all__ = ["Pool"]
 

@@ -13,21 +13,42 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from multiprocessing import TimeoutError
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoal.pool._cpu import cpu_count
 from shoal.pool._pool import Pool
-from shoal.pool._results import AsyncResult, IMapIterator, RemoteTraceback
+from shoal.pool._results import AsyncResult, IMapIterator, MapResult, RemoteTraceback
 from shoal.process.zygote import prestart
 
 # A program that imports the Pool is about to make one: the zygote boots meanwhile.
 prestart()
 
+if TYPE_CHECKING:
+    from shoal.dummy._pool import Pool as ThreadPool
+
+
+def __getattr__(name: str) -> Any:
+    # ThreadPool, on first use: shoal.dummy's Pool is built on this module's.
+    if name != "ThreadPool":
+        raise AttributeError(f"module 'shoal.pool' has no attribute {name!r}")
+    from shoal.dummy._pool import Pool
+
+    return Pool
+
+
+# multiprocessing.pool's names for the same classes.
+ApplyResult = AsyncResult
+IMapUnorderedIterator = IMapIterator
+
 __all__ = [
+    "ApplyResult",
     "AsyncResult",
     "IMapIterator",
+    "IMapUnorderedIterator",
+    "MapResult",
     "Pool",
     "RemoteTraceback",
+    "ThreadPool",
     "TimeoutError",
     "cpu_count",
     "map",

@@ -22,17 +22,35 @@ from shoal.process.identity import Lineage, next_number
 from shoal.process.worker import WorkerConfig, forget_init, keep_init, main
 from shoal.process.zygote import _bootstrap, shared_zygote
 
-__all__ = ["START_METHODS", "StartMethod", "WorkerSetup", "check_start_method", "launch"]
+__all__ = [
+    "START_METHODS",
+    "StartMethod",
+    "WorkerSetup",
+    "check_start_method",
+    "launch",
+    "set_default_start_method",
+]
 
 StartMethod = Literal["zygote", "spawn", "fork"]
 START_METHODS: Final[tuple[StartMethod, ...]] = ("zygote", "spawn", "fork")
 _FIRST_FD: Final = 3
 
 
-def check_start_method(method: str | None) -> StartMethod:
-    """``method`` checked (``None`` means ``"zygote"``); ``ValueError`` naming the choices."""
+# What ``start_method=None`` means (``shoal.set_start_method`` changes it).
+_default_method: StartMethod = "zygote"
+
+
+def set_default_start_method(method: str | None) -> None:
+    """Makes ``method`` what pools given no start method use (``None``: the zygote)."""
+    global _default_method
+    _default_method = check_start_method(method, default="zygote")
+
+
+def check_start_method(method: str | None, *, default: StartMethod | None = None) -> StartMethod:
+    """``method`` checked (``None`` means the default, ``"zygote"`` unless
+    ``shoal.set_start_method`` said otherwise); ``ValueError`` naming the choices."""
     if method is None:
-        return "zygote"
+        return _default_method if default is None else default
     for known in START_METHODS:
         if method == known:
             return known

@@ -1,0 +1,113 @@
+"""``import shoal as multiprocessing`` carries a whole program: multiprocessing's other
+names (Process, Manager, Pipe, contexts, start methods...) work together with shoal's
+Pool and queues, and a name shoal lacks says where to find it."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+import shoal
+import shoal.dummy
+import shoal.pool
+from scripts import run_script
+
+PROGRAM = """
+import os
+import shoal as multiprocessing
+from shoal.pool import ThreadPool
+
+multiprocessing.set_start_method(START, force=True)
+
+def consume(jobs, results):
+    while True:
+        item = jobs.get(timeout=30)
+        if item is not None:
+            results.put(item * 2)
+        jobs.task_done()
+        if item is None:
+            break
+
+def record(shared, x):
+    shared[x] = multiprocessing.current_process().name
+    return x
+
+def answer(conn):
+    conn.send(multiprocessing.parent_process().pid)
+    conn.close()
+
+def square(x):
+    return x * x
+
+# multiprocessing's Process still needs the guard under spawn and forkserver; the Pool never.
+if __name__ == "__main__":
+    jobs, results = multiprocessing.JoinableQueue(), multiprocessing.SimpleQueue()
+    consumers = [multiprocessing.Process(target=consume, args=(jobs, results)) for _ in range(2)]
+    for consumer in consumers:
+        consumer.start()
+    jobs.put_many(range(10))
+    for _ in consumers:
+        jobs.put(None)
+    assert jobs.join(timeout=60)
+    assert sorted(results.get() for _ in range(10)) == [2 * i for i in range(10)]
+    for consumer in consumers:
+        consumer.join(30)
+        assert consumer.exitcode == 0, consumer.exitcode
+
+    with multiprocessing.Manager() as manager:
+        shared = manager.dict()
+        with multiprocessing.Pool(2) as pool:
+            assert pool.starmap(record, [(shared, i) for i in range(4)]) == [0, 1, 2, 3]
+        names = dict(shared)
+    assert sorted(names) == [0, 1, 2, 3], names
+    assert all(name.startswith("ShoalPoolWorker-") for name in names.values()), names
+
+    mine, theirs = multiprocessing.Pipe()
+    child = multiprocessing.Process(target=answer, args=(theirs,))
+    child.start()
+    assert mine.recv() == os.getpid()
+    child.join(30)
+
+    with multiprocessing.get_context(START).Pool(1) as pool:
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]
+    with ThreadPool(2) as pool:
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]
+    assert multiprocessing.get_start_method() == START
+    print("ok", multiprocessing.current_process().name)
+"""
+
+
+def test_a_multiprocessing_program_runs_on_shoal(tmp_path: Path, start_method: str) -> None:
+    assert run_script(PROGRAM, tmp_path, start_method).stdout.split() == ["ok", "MainProcess"]
+
+
+def test_every_multiprocessing_name_is_offered() -> None:
+    assert [name for name in multiprocessing.__all__ if not hasattr(shoal, name)] == []
+    dummy = __import__("multiprocessing.dummy").dummy
+    assert [name for name in dummy.__all__ if not hasattr(shoal.dummy, name)] == []
+    assert shoal.Process is multiprocessing.Process
+    assert shoal.managers is __import__("multiprocessing.managers").managers
+    assert shoal.pool.ApplyResult is shoal.AsyncResult
+    assert set(shoal.__all__) >= set(multiprocessing.__all__)
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("ThreadPool", "it is shoal.pool.ThreadPool"),
+        ("BaseManager", "it is multiprocessing.managers.BaseManager"),
+        ("Listener", "it is multiprocessing.connection.Listener"),
+    ],
+)
+def test_a_missing_name_says_where_it_is(name: str, hint: str) -> None:
+    with pytest.raises(AttributeError, match=hint):
+        getattr(shoal, name)
+
+
+def test_contexts_map_start_methods_to_the_pool() -> None:
+    assert shoal.get_context("forkserver").get_start_method() == "forkserver"
+    with pytest.raises(ValueError, match="cannot find context for 'zygote'"):
+        shoal.get_context("zygote")
+    assert type(shoal.get_context("spawn").SimpleQueue()) is shoal.SimpleQueue
