@@ -129,8 +129,8 @@ class Job:
         assert self.iterator is not None
         items: list[Any] = []
         try:
-            for item in itertools.islice(self.iterator, size):
-                items.append(item)
+            # (extend keeps what it read before an error: the error lands at its place.)
+            items.extend(itertools.islice(self.iterator, size))
         except Exception as exc:
             return items, True, exc
         return items, len(items) < size, None

@@ -489,10 +489,13 @@ class Pool:
         self._check_running()
         check_chunksize(chunksize)
         result: IMapIterator[R] = IMapIterator(self, ordered)
+        # A list, tuple or range is sliced (each chunk in one step); anything else is read
+        # item by item, as late as the read-ahead bound allows.
+        source = iterable if isinstance(iterable, list | tuple | range) else iter(iterable)
         job = self._add(
             func,
             CallKind.ONE,
-            iter(iterable),
+            source,
             chunksize or self._chunksize,
             WeakTarget(result),
             READ_AHEAD * self._core.workers,

@@ -10,7 +10,7 @@ input is exhausted (or ``_set_source_error`` if reading it failed), and ``termin
 from __future__ import annotations
 
 import contextlib
-import itertools
+import operator
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -230,6 +230,16 @@ class MapResult(AsyncResult[list[R]]):
 _REPORT_EVERY = 64
 
 
+class _Raised:
+    """A task's error waiting in an imap stream at its place (a private type, so no
+    task's value can be mistaken for one)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class IMapIterator(Iterator[R]):
     """The iterator ``imap`` and ``imap_unordered`` return; ``next(timeout)`` as in
     ``multiprocessing``. A task that raised raises at its place in the stream, and the
@@ -247,25 +257,40 @@ class IMapIterator(Iterator[R]):
         self._keepalive: object = keepalive
         self._ordered = ordered
         self._cond = threading.Condition(threading.Lock())
-        # Outcomes ready to be yielded, in the order they will be: the consumer takes
-        # from here without a lock while it is not empty.
-        self._ready: deque[tuple[bool, Any]] = deque()
+        # Chunks of values ready to be yielded, in the order they will be, and tasks'
+        # errors (_Raised) between them.
+        self._chunks: deque[list[Any] | _Raised] = deque()
+        # The chunk being yielded and the cursor in it: a list iterator, so that a
+        # ``for`` loop runs through a chunk at C speed (see _stream); every way of
+        # iterating shares it, so none ever holds values another cannot see.
+        self._current: list[Any] = []
+        self._cursor: Iterator[Any] = iter(self._current)
+        self._taken = 0  # values and errors moved out of _chunks
         # imap: chunks that arrived ahead of their turn, by their first index.
-        self._early: dict[int, list[tuple[bool, Any]]] = {}
+        self._early: dict[int, list[Any] | _Raised] = {}
         self._next_index = 0
         # imap_unordered: the input's error and its index; it is yielded once every item
         # read before it has been.
         self._source_error: tuple[int, BaseException] | None = None
-        self._yielded = 0
-        self._unreported = 0
         self._length: int | None = None
         self._cancelled = False
-        # Tells the Pool how many items the consumer took, so a job held back by its
-        # read-ahead bound can go on; set by the Pool right after construction.
+        # How many items the consumer took that the Pool was not told of yet (it holds a
+        # job back by its read-ahead bound); _on_consumed is set by the Pool right after
+        # construction.
+        self._unreported = 0
         self._on_consumed: Callable[[int], None] = lambda count: None
 
-    def __iter__(self) -> IMapIterator[R]:
-        return self
+    def __iter__(self) -> Iterator[R]:
+        # A generator, not self: per item, a resumed generator costs a fraction of a
+        # __next__ call. It holds nothing of its own (every way of iterating shares the
+        # cursor), so loops left with break, later loops and next() never disagree.
+        return self._stream()
+
+    def _stream(self) -> Iterator[R]:
+        while True:
+            yield from self._cursor
+            if not self._advance(None):
+                return
 
     def __next__(self) -> R:
         return self.next()
@@ -273,42 +298,59 @@ class IMapIterator(Iterator[R]):
     def next(self, timeout: float | None = None) -> R:
         """The next result, waiting up to ``timeout`` seconds (``None``: no limit) and
         raising ``multiprocessing.TimeoutError`` when none came."""
-        try:
-            ok, value = self._ready.popleft()
-        except IndexError:
-            ok, value = self._next_slow(timeout)
-        self._yielded += 1
-        self._unreported += 1
-        # Report in batches: one call per item would cost more than the item itself.
-        if self._unreported >= _REPORT_EVERY or not self._ready:
-            count, self._unreported = self._unreported, 0
-            self._on_consumed(count)
-        if ok:
-            result: R = value
-            return result
-        raise value
+        while True:
+            for value in self._cursor:
+                result: R = value
+                return result
+            if not self._advance(timeout):
+                raise StopIteration
 
-    def _next_slow(self, timeout: float | None) -> tuple[bool, Any]:
+    def _advance(self, timeout: float | None) -> bool:
+        """After the cursor ran out: moves it to the next chunk, waiting up to ``timeout``
+        for one; raises the task's error that comes next; False at the end."""
+        if not self._chunks:
+            self._report()  # about to wait: the Pool may be waiting for room
         with self._cond:
-            if not self._cond.wait_for(self._has_next, timeout):
+            if operator.length_hint(self._cursor):
+                return True  # another thread moved it meanwhile
+            self._unreported += len(self._current)
+            self._current = []
+            self._cursor = iter(self._current)
+            if not self._chunks and not self._cond.wait_for(self._has_next, timeout):
                 raise MpTimeoutError(f"no result within {timeout} seconds")
             if self._cancelled:
                 raise CancelledError(_TERMINATED)
-            if self._ready:
-                return self._ready.popleft()
-            error = self._source_error
-            if error is not None and self._yielded == error[0]:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+            else:
+                error = self._source_error
+                if error is None or self._taken != error[0]:
+                    self._keepalive = None
+                    return False
                 self._source_error = None
-                return (False, error[1])
-            self._keepalive = None
-            raise StopIteration
+                chunk = _Raised(error[1])
+            if isinstance(chunk, _Raised):
+                self._taken += 1
+                self._unreported += 1
+                raise chunk.error
+            self._taken += len(chunk)
+            self._current = chunk
+            self._cursor = iter(chunk)
+        if self._unreported >= _REPORT_EVERY:
+            self._report()
+        return True
+
+    def _report(self) -> None:
+        count, self._unreported = self._unreported, 0
+        if count:
+            self._on_consumed(count)
 
     def _has_next(self) -> bool:
-        if self._cancelled or self._ready:
+        if self._cancelled or self._chunks:
             return True
-        if self._source_error is not None and self._yielded == self._source_error[0]:
+        if self._source_error is not None and self._taken == self._source_error[0]:
             return True
-        return self._length is not None and self._yielded >= self._length
+        return self._length is not None and self._taken >= self._length
 
     def _wants_more(self) -> bool:
         return not self._cancelled
@@ -317,26 +359,31 @@ class IMapIterator(Iterator[R]):
         """Nothing to do: an iterator's chunks are not taken back one by one."""
 
     def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
+        # (first index, piece): runs of values, and each task's error at its place.
+        pieces: list[tuple[int, list[Any] | _Raised]] = [(start, values)]
         if failures:
-            outcomes = [
-                (True, value)
-                if (failure := failures.get(i)) is None
-                else (False, _exception(failure))
-                for i, value in enumerate(values)
-            ]
-        else:
-            outcomes = list(zip(itertools.repeat(True), values, strict=False))
+            pieces, at = [], 0
+            for i in sorted(failures):
+                if at < i:
+                    pieces.append((start + at, values[at:i]))
+                pieces.append((start + i, _Raised(_exception(failures[i]))))
+                at = i + 1
+            if at < len(values):
+                pieces.append((start + at, values[at:]))
         with self._cond:
             if self._cancelled:
                 return
             if not self._ordered:
-                self._ready.extend(outcomes)
+                self._chunks.extend(piece for _, piece in pieces)
             else:
-                self._early[start] = outcomes
-                while (chunk := self._early.pop(self._next_index, None)) is not None:
-                    self._ready.extend(chunk)
-                    self._next_index += len(chunk)
+                self._early.update(pieces)
+                self._release_in_order()
             self._cond.notify_all()
+
+    def _release_in_order(self) -> None:
+        while (chunk := self._early.pop(self._next_index, None)) is not None:
+            self._chunks.append(chunk)
+            self._next_index += 1 if isinstance(chunk, _Raised) else len(chunk)
 
     def _set_length(self, length: int) -> None:
         with self._cond:
@@ -347,10 +394,8 @@ class IMapIterator(Iterator[R]):
         with self._cond:
             # At its place in the stream: after every task read before it.
             if self._ordered:
-                self._early[index] = [(False, exc)]
-                while (chunk := self._early.pop(self._next_index, None)) is not None:
-                    self._ready.extend(chunk)
-                    self._next_index += len(chunk)
+                self._early[index] = _Raised(exc)
+                self._release_in_order()
             else:
                 self._source_error = (index, exc)
             self._length = index + 1
@@ -359,7 +404,8 @@ class IMapIterator(Iterator[R]):
     def _cancel(self) -> None:
         with self._cond:
             self._cancelled = True
-            self._ready.clear()
+            self._chunks.clear()
+            self._current.clear()  # a loop inside this chunk stops at once
             self._cond.notify_all()
 
 
