@@ -51,10 +51,6 @@ __all__ = [
 ]
 
 # (concrete class, test method): why it fails against shoal today.
-_IMAP_ERROR = (
-    "an error raised by the input iterable comes after the results of the items of its "
-    "chunk read before it; multiprocessing drops that partial chunk and raises at its start"
-)
 _NO_POOL_LIST = "shoal.Pool has no _pool (multiprocessing's list of worker processes)"
 _TASK_REFS = "task arguments or results stay referenced after map() returns"
 _NO_RESOURCE_WARNING = "no ResourceWarning when a running pool is garbage collected"
@@ -63,8 +59,6 @@ _PUT_PICKLES = (
     "thread to report the error and drop the object, as multiprocessing's does)"
 )
 EXPECTED_FAILURES: dict[tuple[str, str], str] = {
-    ("WithProcessesTestPool", "test_imap_handle_iterable_exception"): _IMAP_ERROR,
-    ("WithThreadsTestPool", "test_imap_handle_iterable_exception"): _IMAP_ERROR,
     ("WithProcessesTestPool", "test_make_pool"): _NO_POOL_LIST,
     ("WithThreadsTestPool", "test_make_pool"): _NO_POOL_LIST,
     ("WithProcessesTestPoolWorkerLifetime", "test_pool_worker_lifetime"): _NO_POOL_LIST,

@@ -116,6 +116,26 @@ def test_an_input_that_raises_ends_the_stream_with_its_error(backend: str, order
             next(results)
 
 
+@pytest.mark.parametrize(("chunksize", "before"), [(None, 7), (1, 7), (4, 4), (2, 6)])
+def test_with_a_chunksize_the_chunk_the_input_failed_in_is_dropped(
+    backend: str, chunksize: int | None, before: int
+) -> None:
+    """As multiprocessing does; adaptive chunks lose nothing (multiprocessing's imap
+    default, chunksize 1, loses nothing either)."""
+
+    def source() -> Iterator[int]:
+        yield from range(7)
+        raise LookupError("input broke")
+
+    with shoal.Pool(2, backend=backend) as pool:
+        results = pool.imap(square, source(), chunksize)
+        assert [next(results) for _ in range(before)] == [x * x for x in range(before)]
+        with pytest.raises(LookupError, match="input broke"):
+            next(results)
+        with pytest.raises(StopIteration):
+            next(results)
+
+
 def test_map_reads_its_input_in_the_caller(backend: str) -> None:
     def source() -> Iterator[int]:
         yield 1

@@ -132,6 +132,10 @@ class Job:
             # (extend keeps what it read before an error: the error lands at its place.)
             items.extend(itertools.islice(self.iterator, size))
         except Exception as exc:
+            if not self.sizer.adaptive:
+                # As multiprocessing does with a chunksize: the chunk the input failed
+                # in is dropped and the error raised where it would have begun.
+                items = []
             return items, True, exc
         return items, len(items) < size, None
 

@@ -19,6 +19,7 @@ from shoal._shoal import PoolEngine
 from shoal.errors import ShoalError
 from shoal.process.handover import FdCollector, ForkOnly, dumps_for_workers
 from shoal.process.identity import Lineage, next_number
+from shoal.process.preload import preload_parent_modules
 from shoal.process.worker import WorkerConfig, forget_init, keep_init, main
 from shoal.process.zygote import _bootstrap, shared_zygote
 
@@ -108,6 +109,8 @@ class WorkerSetup:
         self.inherited = collector.fds
         # The pool's shared-memory arena (the pool keeps it open; every worker gets a copy).
         self.arena_fd = arena_fd
+        if self.method == "zygote":
+            preload_parent_modules()
 
     def close(self) -> None:
         """Closes this process's descriptors (workers keep their own copies)."""

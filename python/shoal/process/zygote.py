@@ -38,6 +38,10 @@ _MAX_FDS: Final = 253  # SCM_RIGHTS' limit per message
 _REPLY_TIMEOUT: Final = 30.0
 _FORK: Final = b"fork "
 _STATUS: Final = b"status "
+_PRELOAD: Final = b"preload"
+_THREADED: Final = b"threaded "
+# A preload imports whatever the program had imported: it may take long.
+_PRELOAD_TIMEOUT: Final = 300.0
 # Exit statuses of the zygote's children, kept until the parent asks (bounded).
 _KEEP_STATUSES: Final = 4096
 
@@ -66,6 +70,8 @@ class Zygote:
         self._socket = ours
         self._lock = threading.Lock()
         self.owner = os.getpid()
+        # Modules this zygote was asked to import (shoal.process.preload).
+        self.preloaded: set[str] = set()
 
     @property
     def pid(self) -> int:
@@ -92,6 +98,31 @@ class Zygote:
             raise ShoalError(f"the zygote (pid {self.pid}) exited{how}; a new one will be started")
         return int(reply), received[0]
 
+    def preload(self, names: list[str]) -> str | None:
+        """Has the zygote import ``names`` before its next fork (failures ignored).
+        Returns the module after whose import the zygote had a thread running: it must
+        then fork no more (see :func:`retire_shared_zygote`)."""
+        listing = os.memfd_create("shoal-preload", os.MFD_CLOEXEC)
+        try:
+            os.write(listing, "\n".join(names).encode())
+            os.lseek(listing, 0, os.SEEK_SET)  # the zygote reads from this offset
+            with self._lock:
+                self._socket.settimeout(_PRELOAD_TIMEOUT)
+                try:
+                    socket.send_fds(self._socket, [_PRELOAD], [listing])
+                    reply = self._socket.recv(4096)
+                except OSError as exc:
+                    message = f"the zygote (pid {self.pid}) stopped answering: {exc}"
+                    raise ShoalError(message) from exc
+                finally:
+                    self._socket.settimeout(_REPLY_TIMEOUT)
+        finally:
+            os.close(listing)
+        self.preloaded.update(names)
+        if reply.startswith(_THREADED):
+            return reply[len(_THREADED) :].decode()
+        return None
+
     def exit_status(self, pid: int) -> int | None:
         """How the zygote's child ``pid`` ended, as ``os.waitpid`` reports it, or ``None``
         if the zygote does not know (it is still running, or was never its child)."""
@@ -116,6 +147,9 @@ class Zygote:
 
 _shared: Zygote | None = None
 _shared_lock = threading.Lock()
+# Zygotes that must fork no more, kept (their workers die with them) until the program
+# exits.
+_retired: list[Zygote] = []
 
 
 def shared_zygote() -> Zygote:
@@ -130,27 +164,51 @@ def shared_zygote() -> Zygote:
         return _shared
 
 
+def retire_shared_zygote(zygote: Zygote) -> None:
+    """Stops using ``zygote`` for new workers (it had a thread after a preload): the next
+    :func:`shared_zygote` starts a new one. It runs on for the workers it forked."""
+    global _shared
+    with _shared_lock:
+        if _shared is zygote:
+            _shared = None
+            _retired.append(zygote)
+
+
+_preload_started = False
+
+
 def prestart() -> None:
     """Starts this process's zygote now, in the background, so that the first process
     pool finds it (nearly) ready: it takes a few tens of milliseconds to boot. Nothing is
     started inside a pool worker (a task that makes a pool of its own starts one then),
     nor when ``SHOAL_PRESTART=0`` is set."""
     from shoal.process import worker
+    from shoal.process.preload import preload_parent_modules
 
     if worker.in_worker() or os.environ.get("SHOAL_PRESTART") == "0":
         return
     with contextlib.suppress(Exception):
         shared_zygote()
+        # The zygote imports what the program has imported so far while the program
+        # goes on; the first pool waits only for what is left (forks wait their turn).
+        global _preload_started
+        if not _preload_started:
+            _preload_started = True
+            threading.Thread(
+                target=preload_parent_modules, name="shoal-preload", daemon=True
+            ).start()
 
 
 def _forget_in_child() -> None:
     # A child made by os.fork must start its own zygote; its copy of the parent's socket
     # would keep the parent's zygote alive after the parent exits.
-    global _shared
-    if _shared is not None:
+    global _shared, _preload_started
+    for zygote in [_shared, *_retired] if _shared is not None else _retired:
         with contextlib.suppress(OSError):
-            _shared._socket.close()
+            zygote._socket.close()
     _shared = None
+    _retired.clear()
+    _preload_started = False
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
@@ -160,10 +218,12 @@ def _close_at_exit() -> None:
     # The zygote exits when its socket closes; closing it here, not in the garbage
     # collector at shutdown, keeps interpreter exit free of an unclosed-socket warning.
     global _shared
-    if _shared is not None and _shared.owner == os.getpid():
-        with contextlib.suppress(OSError):
-            _shared._socket.close()
+    for zygote in [_shared, *_retired] if _shared is not None else _retired:
+        if zygote.owner == os.getpid():
+            with contextlib.suppress(OSError):
+                zygote._socket.close()
     _shared = None
+    _retired.clear()
 
 
 atexit.register(_close_at_exit)
@@ -195,6 +255,22 @@ def _status_of(pid: int) -> bytes:
     return b"?" if status is None else str(status).encode()
 
 
+def _preload(fds: list[int]) -> bytes:
+    """Imports the modules listed in the descriptor the parent sent; the reply."""
+    from shoal.process.preload import import_all
+
+    try:
+        with os.fdopen(fds[0], "rb") as listing:
+            names = listing.read().decode().split("\n")
+    except (IndexError, OSError, UnicodeDecodeError):
+        names = []
+    finally:
+        for fd in fds[1:]:
+            os.close(fd)
+    threaded = import_all(name for name in names if name)
+    return b"ok" if threaded is None else _THREADED + threaded.encode()
+
+
 def serve(parent: int) -> None:
     """The zygote's main loop (run by the interpreter ``Zygote`` starts for ``parent``)."""
     if os.getppid() != parent:
@@ -222,6 +298,12 @@ def serve(parent: int) -> None:
             return
         if not message:
             return  # the parent is gone
+        if message == _PRELOAD:
+            try:
+                sock.send(_preload(fds))
+            except OSError:
+                return
+            continue
         if message.startswith(_STATUS):
             for fd in fds:
                 os.close(fd)

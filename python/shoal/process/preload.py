@@ -1,0 +1,106 @@
+"""The zygote imports, before it forks a pool's workers, the installed modules the program
+had imported when the pool was made, so that each worker starts with them loaded (as a
+forked worker would) instead of importing pandas or gensim afresh.
+
+Which modules: those in ``sys.modules`` whose file lies in the standard library or in
+site-packages (the program's own modules, test modules and ``__main__`` are left to the
+workers, which import what tasks need), less ``SHOAL_PRELOAD_SKIP`` (comma-separated
+names; a package's name skips its submodules too). ``SHOAL_PRELOAD=0`` turns it off.
+
+An import that fails is ignored (the worker will meet the error, if it needs the module,
+as it would have). An import that leaves a Python thread running makes the zygote unsafe
+to fork: it says which module did, is retired (it stays up for the workers it already
+forked, which die with it) and a new zygote, told never to import that module, takes
+its place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import sysconfig
+import threading
+from collections.abc import Iterable
+from typing import Any, Final
+
+__all__ = ["import_all", "preload_parent_modules", "worth_preloading"]
+
+# Modules whose import does something besides defining names.
+_NEVER: Final = frozenset({"__main__", "__mp_main__", "this", "antigravity"})
+# Zygotes replaced because an import left a thread, before the preload gives up.
+_MAX_RETIRED: Final = 3
+
+# Modules that left a thread in a zygote: never imported there again.
+_threaded: set[str] = set()
+_preloading = threading.Lock()
+
+
+def _install_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    return tuple(os.path.join(d, "") for d in sorted(dirs))
+
+
+def _skipped(name: str, skip: frozenset[str]) -> bool:
+    top = name.partition(".")[0]
+    return name in skip or top in skip or top == "shoal" or name in _NEVER
+
+
+def worth_preloading(modules: Iterable[tuple[str, object]] | None = None) -> list[str]:
+    """The names of the modules (``sys.modules``' items by default) a zygote should
+    import, in the order they were first imported."""
+    if os.environ.get("SHOAL_PRELOAD") == "0":
+        return []
+    skip = frozenset(
+        n.strip() for n in os.environ.get("SHOAL_PRELOAD_SKIP", "").split(",") if n.strip()
+    )
+    dirs = _install_dirs()
+    names = []
+    for name, module in list(sys.modules.items() if modules is None else modules):
+        if _skipped(name, skip) or name in _threaded:
+            continue
+        origin = getattr(getattr(module, "__spec__", None), "origin", None)
+        if isinstance(origin, str) and origin.startswith(dirs):
+            names.append(name)
+    return names
+
+
+def preload_parent_modules() -> None:
+    """Has this process's zygote import what :func:`worth_preloading` names (once each);
+    never raises: a zygote that cannot preload still forks workers."""
+    from shoal.process.zygote import retire_shared_zygote, shared_zygote
+
+    with _preloading:  # one at a time, each sending only what the last did not
+        _preload_parent_modules(retire_shared_zygote, shared_zygote)
+
+
+def _preload_parent_modules(retire: Any, shared: Any) -> None:
+    try:
+        for _ in range(_MAX_RETIRED + 1):
+            zygote = shared()
+            names = [n for n in worth_preloading() if n not in zygote.preloaded]
+            if not names:
+                return
+            culprit = zygote.preload(names)
+            if culprit is None:
+                return
+            _threaded.add(culprit)
+            retire(zygote)
+    except Exception:
+        return
+
+
+def import_all(names: Iterable[str]) -> str | None:
+    """In the zygote: imports each module, ignoring failures; stops at the first one
+    after whose import another Python thread runs, and returns its name."""
+    for name in names:
+        if name in sys.modules:
+            continue
+        # A module's failure is the worker's to meet, if it needs the module.
+        with contextlib.suppress(BaseException):
+            importlib.import_module(name)
+        if len(sys._current_frames()) > 1:
+            return name
+    return None
