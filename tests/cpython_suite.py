@@ -51,23 +51,21 @@ __all__ = [
 ]
 
 # (concrete class, test method): why it fails against shoal today.
-_NO_POOL_LIST = "shoal.Pool has no _pool (multiprocessing's list of worker processes)"
-_TASK_REFS = "task arguments or results stay referenced after map() returns"
-_NO_RESOURCE_WARNING = "no ResourceWarning when a running pool is garbage collected"
+_NO_RESOURCE_WARNING = (
+    "forces multiprocessing's private _state to RUN on a terminated pool; shoal's is "
+    "read-only (its ResourceWarning for a running pool is tested in test_pool_handles.py)"
+)
 _PUT_PICKLES = (
     "put() pickles at once and raises shoal.errors.PicklingError (there is no feeder "
     "thread to report the error and drop the object, as multiprocessing's does)"
 )
 EXPECTED_FAILURES: dict[tuple[str, str], str] = {
-    ("WithProcessesTestPool", "test_make_pool"): _NO_POOL_LIST,
-    ("WithThreadsTestPool", "test_make_pool"): _NO_POOL_LIST,
-    ("WithProcessesTestPoolWorkerLifetime", "test_pool_worker_lifetime"): _NO_POOL_LIST,
-    ("WithThreadsTestPool", "test_release_task_refs"): _TASK_REFS,
     ("WithProcessesTestPool", "test_resource_warning"): _NO_RESOURCE_WARNING,
     ("WithThreadsTestPool", "test_resource_warning"): _NO_RESOURCE_WARNING,
     ("WithProcessesTestPoolWorkerErrors", "test_unpickleable_result"): (
-        "an unpicklable result raises shoal's PicklingError, not "
-        "multiprocessing.pool.MaybeEncodingError"
+        "its unpicklable result is a lambda, which shoal sends back (cloudpickle); a result "
+        "that cannot be pickled fails with ResultNotSentError, a MaybeEncodingError "
+        "(test_pool_process.py)"
     ),
     ("WithProcessesTestQueue", "test_queue_feeder_donot_stop_onexc"): _PUT_PICKLES,
     ("WithSpawnTestQueue", "test_queue_feeder_donot_stop_onexc"): _PUT_PICKLES,

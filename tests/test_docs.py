@@ -37,6 +37,8 @@ MODULES = [
     "shoal._joinable",
     "shoal._conditions",
     "shoal._sharedctypes",
+    "shoal.errors",
+    "shoal.process.preload",
 ]
 # Modules checked even though they may hold no example of their own.
 OPTIONAL = ["shoal._pickling"]

@@ -150,8 +150,11 @@ def test_an_unpicklable_argument_fails_its_call_only(pool: shoal.Pool) -> None:
 
 
 def test_an_unpicklable_result_or_exception_becomes_an_error(pool: shoal.Pool) -> None:
-    with pytest.raises(shoal.ShoalError, match="could not be sent back"):
+    from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
+
+    with pytest.raises(shoal.ResultNotSentError, match="could not be sent back") as caught:
         pool.apply(lambda: __import__("threading").Lock())
+    assert isinstance(caught.value, MaybeEncodingError) and "_thread.lock" in caught.value.value
 
     def raise_unpicklable() -> None:
         error = ValueError("bad")

@@ -31,6 +31,7 @@ _HOMES = {
     "Empty": "queue",
     "Full": "queue",
     "PicklingError": "shoal.errors",
+    "ResultNotSentError": "shoal.errors",
     "Pool": "shoal.pool",
     "Queue": "shoal._queue",
     "RemoteTraceback": "shoal.pool",
@@ -108,6 +109,7 @@ __all__ = [
     "RawArray",
     "RawValue",
     "RemoteTraceback",
+    "ResultNotSentError",
     "Semaphore",
     "Shared",
     "ShoalError",
@@ -165,7 +167,13 @@ if TYPE_CHECKING:
     from shoal._shared import Shared, shared
     from shoal._sharedctypes import Array, RawArray, RawValue, Value
     from shoal._sync import BoundedSemaphore, Lock, OwnerDiedWarning, Semaphore
-    from shoal.errors import PicklingError, ShoalError, TaskTimeoutError, WorkerLostError
+    from shoal.errors import (
+        PicklingError,
+        ResultNotSentError,
+        ShoalError,
+        TaskTimeoutError,
+        WorkerLostError,
+    )
     from shoal.pool import AsyncResult, Pool, RemoteTraceback, TimeoutError, cpu_count, map
 
 

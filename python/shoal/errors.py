@@ -8,8 +8,15 @@ also derives from the standard library exception with the same meaning, so code 
 from __future__ import annotations
 
 import pickle
+from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 
-__all__ = ["PicklingError", "ShoalError", "TaskTimeoutError", "WorkerLostError"]
+__all__ = [
+    "PicklingError",
+    "ResultNotSentError",
+    "ShoalError",
+    "TaskTimeoutError",
+    "WorkerLostError",
+]
 
 _HINT = (
     "Objects that hold OS resources (locks, sockets, open files) cannot go to another "
@@ -102,6 +109,45 @@ class WorkerLostError(ShoalError):
     def __reduce__(self) -> tuple[type[WorkerLostError], tuple[object, ...]]:
         """Pickles by the constructor's arguments."""
         return (type(self), (self.pid, self.exitcode, self.signal, self._how))
+
+
+class ResultNotSentError(ShoalError, MaybeEncodingError):  # type: ignore[misc]
+    """A task's result could not be pickled to be sent back: that task fails with this
+    (the pool and the other results go on). It is ``multiprocessing.pool.MaybeEncodingError``
+    too, so code that catches that catches it.
+
+    Attributes:
+        exc: ``repr`` of the pickler's error.
+        value: ``repr`` of the result that could not be sent.
+
+    Example:
+        >>> err = ResultNotSentError(TypeError("cannot pickle 'lock'"), "<lock>")
+        >>> print(err)
+        the task's result could not be sent back to the caller: cannot pickle 'lock'
+        >>> err.value
+        "'<lock>'"
+    """
+
+    def __init__(self, exc: BaseException, value: object) -> None:
+        """``exc``: the pickler's error; ``value``: the result that could not be sent."""
+        self.reason = str(exc)
+        self.exc = repr(exc)
+        self.value = repr(value)
+        Exception.__init__(self, self.exc, self.value)
+
+    def __str__(self) -> str:
+        return f"the task's result could not be sent back to the caller: {self.reason}"
+
+    def __reduce__(self) -> tuple[object, tuple[str, str, str]]:
+        """Pickles as texts: the error and the result may not pickle themselves."""
+        return (_rebuild_result_not_sent, (self.reason, self.exc, self.value))
+
+
+def _rebuild_result_not_sent(reason: str, exc: str, value: str) -> ResultNotSentError:
+    err = ResultNotSentError.__new__(ResultNotSentError)
+    err.reason, err.exc, err.value = reason, exc, value
+    Exception.__init__(err, exc, value)
+    return err
 
 
 class TaskTimeoutError(ShoalError, TimeoutError):

@@ -33,6 +33,7 @@ __all__ = [
     "ChunkResult",
     "Failure",
     "ResultSink",
+    "WorkerHandle",
     "WorkerSpec",
     "run_chunk",
 ]
@@ -73,6 +74,26 @@ class WorkerSpec:
     maxtasksperchild: int | None = None
     start_method: str | None = None
     arena_bytes: int | None = None
+
+
+@dataclass(slots=True)
+class WorkerHandle:
+    """One running worker, as ``multiprocessing.Pool._pool`` lists its processes (code
+    that reads worker pids from there finds them in a shoal Pool too).
+
+    Example:
+        >>> w = WorkerHandle("ShoalPoolWorker-1", 4242)
+        >>> w.is_alive(), w.exitcode
+        (True, None)
+    """
+
+    name: str
+    pid: int | None  # None for a worker that is not a process of its own
+    exitcode: int | None = None  # once it ended: its exit code, or -signal
+
+    def is_alive(self) -> bool:
+        """Whether the worker had not ended when last seen."""
+        return self.exitcode is None
 
 
 @dataclass(slots=True)
@@ -199,6 +220,10 @@ class Backend(Protocol):
 
     def stats(self) -> dict[str, Any]:
         """What the backend wants to report about itself (``Pool.stats``), by name."""
+        ...
+
+    def handles(self) -> list[WorkerHandle]:
+        """The workers running now (``Pool._pool``)."""
         ...
 
     def withdraw(self, chunk_id: int) -> bool:

@@ -43,8 +43,17 @@ from shoal._shoal import (
     PoolEngine,
     describe_exit,
 )
-from shoal.backends.base import CallKind, Chunk, ChunkResult, Failure, ResultSink, WorkerSpec
+from shoal.backends.base import (
+    CallKind,
+    Chunk,
+    ChunkResult,
+    Failure,
+    ResultSink,
+    WorkerHandle,
+    WorkerSpec,
+)
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
+from shoal.process.identity import NAME_PREFIX
 from shoal.process.launch import WorkerSetup, check_start_method, launch
 from shoal.process.worker import CALL_APPLY, CALL_ONE, CALL_STAR
 from shoal.process.zygote import shared_zygote
@@ -116,9 +125,11 @@ class ProcessBackend:
         # gets once there were too many (see _on_exit).
         self._stillborn = 0
         self._broken: Failure | None = None
+        # The workers running now, by engine id (Pool._pool).
+        self._handles: dict[int, WorkerHandle] = {}
         try:
             for _ in range(spec.processes):
-                launch(self._engine, self._method, self._setup, spec.maxtasksperchild)
+                self._launch()
         except BaseException:
             self._engine.terminate()
             self._setup.close()
@@ -256,6 +267,18 @@ class ProcessBackend:
         self._events.join(timeout)
         return not self._events.is_alive()
 
+    def _launch(self) -> None:
+        worker, pid, number = launch(
+            self._engine, self._method, self._setup, self._spec.maxtasksperchild
+        )
+        with self._lock:
+            self._handles[worker] = WorkerHandle(f"{NAME_PREFIX}-{number}", pid)
+
+    def handles(self) -> list[WorkerHandle]:
+        """The workers running now: their names (as they call themselves), pids."""
+        with self._lock:
+            return list(self._handles.values())
+
     def _ask_zygote(self, pid: int) -> tuple[int | None, int | None, str | None]:
         """How a worker of the zygote ended: the zygote reaped it, so only it knows."""
         if self._method != "zygote":
@@ -353,6 +376,11 @@ class ProcessBackend:
             and (lost is not None or not answered)
         ):
             code, signal, how = self._ask_zygote(pid)
+        with self._lock:
+            handle = self._handles.pop(worker, None)
+        if handle is not None:
+            # multiprocessing's convention: the exit code, or minus the killing signal.
+            handle.exitcode = code if code is not None else -signal if signal else 0
         if pid is not None:
             # Whatever it still owned: results it never finished sending, arguments it
             # kept. (Results it did send were adopted when they were read, before this.)
@@ -389,7 +417,7 @@ class ProcessBackend:
         with self._lock:
             stopping = self._stopping
         try:
-            launch(self._engine, self._method, self._setup, self._spec.maxtasksperchild)
+            self._launch()
         except Exception:
             if not stopping:
                 # The pool carries on with one worker fewer; the next exit tries again.

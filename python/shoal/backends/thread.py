@@ -35,6 +35,7 @@ from shoal.backends.base import (
     ChunkResult,
     Failure,
     ResultSink,
+    WorkerHandle,
     WorkerSpec,
     run_chunk,
 )
@@ -133,6 +134,11 @@ class ThreadBackend:
                 if thread.is_alive():
                     return False
 
+    def handles(self) -> list[WorkerHandle]:
+        """The worker threads running now (threads have no pid of their own)."""
+        with self._lock:
+            return [WorkerHandle(t.name, None) for t in self._threads if t.is_alive()]
+
     def _start_worker(self) -> None:
         worker = next(self._ids)
         thread = threading.Thread(
@@ -172,6 +178,9 @@ class ThreadBackend:
                         # wait forever), so the chunk fails with it.
                         result = _all_failed(chunk, Failure.capture(exc), worker)
                 self._sink(result)
+                # Holds nothing of this chunk while it waits for the next: its arguments
+                # and results would otherwise outlive the caller's use of them.
+                del chunk, result
                 done += 1
                 if spec.maxtasksperchild is not None and done >= spec.maxtasksperchild:
                     self._replace()

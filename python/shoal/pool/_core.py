@@ -311,6 +311,7 @@ class PoolCore:
     def _receive(self) -> None:
         while (result := self._results.get()) is not None:
             self._handle(result)
+            del result  # holds no chunk's results while it waits for the next
 
     def _handle(self, result: ChunkResult) -> None:
         # No lock on the way of a result (the lock would be taken tens of thousands of

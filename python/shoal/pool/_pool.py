@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
@@ -10,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from shoal import backends
 from shoal._buffers import check_arena_bytes
-from shoal.backends.base import CallKind, WorkerSpec
+from shoal.backends.base import CallKind, WorkerHandle, WorkerSpec
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
 from shoal.pool._core import (
     CLOSE,
@@ -124,6 +125,25 @@ class Pool:
         # so neither ever blocks on a task still running.
         self._finalizer = weakref.finalize(self, self._core.terminate, False)
 
+    def __del__(self) -> None:
+        # As multiprocessing warns: an abandoned pool's workers are killed by the
+        # finalizer, whatever they were doing.
+        core = getattr(self, "_core", None)
+        if core is not None and core.state == RUN:
+            warnings.warn(
+                f"unclosed running pool {self!r}: its workers are being killed; close() "
+                "and join() it, or make it in a with block",
+                ResourceWarning,
+                stacklevel=1,  # from __del__: no caller frame to point at
+                source=self,
+            )
+
+    @property
+    def _state(self) -> str:
+        """multiprocessing's name for the pool's state: ``"RUN"``, ``"CLOSE"`` or
+        ``"TERMINATE"``."""
+        return self._core.state
+
     def __repr__(self) -> str:
         state = self._core.state
         return (
@@ -135,6 +155,23 @@ class Pool:
             "pool objects cannot be passed between processes or pickled; "
             "create the pool where it is used"
         )
+
+    @property
+    def _pool(self) -> list[WorkerHandle]:
+        """The workers running now, as ``multiprocessing.Pool._pool`` lists its
+        processes: each with ``name``, ``pid``, ``exitcode`` and ``is_alive()`` (code that
+        reads worker pids from there works unchanged).
+
+        >>> import shoal
+        >>> with shoal.Pool(2) as pool:
+        ...     [w.is_alive() for w in pool._pool]
+        [True, True]
+        """
+        return self._core.backend.handles()
+
+    def _repopulate_pool(self) -> None:
+        """multiprocessing's way to replace exited workers; a shoal Pool replaces each
+        as it exits, so there is nothing to do."""
 
     def stats(self) -> dict[str, Any]:
         """What the backend reports about itself: for the process backend, ``"arena"``,

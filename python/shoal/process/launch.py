@@ -154,9 +154,12 @@ def _fork_instead(obj: object, requested: str | None) -> StartMethod:
     return "fork"
 
 
-def launch(engine: PoolEngine, method: StartMethod, setup: WorkerSetup, limit: int | None) -> None:
-    """Starts one worker for ``engine`` by ``method``; on failure, the engine gets back
-    what the worker was given and the error propagates."""
+def launch(
+    engine: PoolEngine, method: StartMethod, setup: WorkerSetup, limit: int | None
+) -> tuple[int, int, int]:
+    """Starts one worker for ``engine`` by ``method``: its engine id, pid and number (its
+    name is ``ShoalPoolWorker-<number>``). On failure, the engine gets back what the
+    worker was given and the error propagates."""
     worker, tasks, results, bell = engine.add_worker(limit)
     fds = [tasks, results, bell, setup.config_fd, setup.arena_fd, *setup.inherited]
     number = next_number()
@@ -174,7 +177,7 @@ def launch(engine: PoolEngine, method: StartMethod, setup: WorkerSetup, limit: i
                 f"main(range({_FIRST_FD}, {_FIRST_FD + count}), {number}, forked=False)"
             )
             targets = [(fd, _FIRST_FD + i) for i, fd in enumerate(fds)]
-            engine.spawn_worker(worker, sys.executable, ["-c", source], [], targets)
+            pid = engine.spawn_worker(worker, sys.executable, ["-c", source], [], targets)
         else:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
@@ -186,3 +189,4 @@ def launch(engine: PoolEngine, method: StartMethod, setup: WorkerSetup, limit: i
     finally:
         for fd in (tasks, results, bell):
             os.close(fd)
+    return worker, pid, number

@@ -50,7 +50,13 @@ def _skipped(name: str, skip: frozenset[str]) -> bool:
 
 def worth_preloading(modules: Iterable[tuple[str, object]] | None = None) -> list[str]:
     """The names of the modules (``sys.modules``' items by default) a zygote should
-    import, in the order they were first imported."""
+    import, in the order they were first imported.
+
+    Example:
+        >>> import json, sys
+        >>> worth_preloading([("json", json), ("__main__", sys.modules["__main__"])])
+        ['json']
+    """
     if os.environ.get("SHOAL_PRELOAD") == "0":
         return []
     skip = frozenset(

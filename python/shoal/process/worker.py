@@ -21,7 +21,7 @@ from typing import Any, Final, NamedTuple, cast
 from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._pickling import dumps_detached, loads
 from shoal._shoal import MSG_DEFINE, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
-from shoal.errors import ShoalError
+from shoal.errors import ResultNotSentError, ShoalError
 from shoal.process.identity import Lineage, become_worker, leave
 
 __all__ = [
@@ -359,11 +359,7 @@ def _encode(
             dumps_detached(value)
         except Exception as exc:
             values[index] = None
-            wire[index] = (
-                ShoalError(f"the task's result could not be sent back to the caller: {exc}"),
-                "",
-                None,
-            )
+            wire[index] = (ResultNotSentError(exc, value), "", None)
     for index, (raised, text, cause) in list(wire.items()):
         try:
             dumps_detached(raised)

@@ -1,0 +1,69 @@
+"""``pool._pool``: the running workers as multiprocessing lists them, which programs read
+to find worker pids."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import shoal
+
+
+def _own_pid(_: object) -> int:
+    return os.getpid()
+
+
+def test_handles_name_the_worker_processes(pool_start_method: str) -> None:
+    with shoal.Pool(2, start_method=pool_start_method) as pool:
+        handles = pool._pool
+        assert len(handles) == 2 and all(h.is_alive() for h in handles)
+        pids = set(pool.map(_own_pid, range(20), chunksize=1))
+        assert pids <= {h.pid for h in handles}
+        assert all(h.name.startswith("ShoalPoolWorker-") for h in handles)
+
+
+def test_a_killed_worker_ends_with_minus_its_signal_and_is_replaced() -> None:
+    with shoal.Pool(2) as pool:
+        victim = pool._pool[0]
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while victim.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert victim.exitcode == -signal.SIGKILL
+        while len(pool._pool) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert victim.pid not in {h.pid for h in pool._pool}
+        assert len(pool._pool) == 2
+
+
+@pytest.mark.parametrize("backend", ["thread"])
+def test_thread_workers_are_listed_without_a_pid(backend: str) -> None:
+    with shoal.Pool(3, backend=backend) as pool:
+        assert sorted(h.pid is None and h.is_alive() for h in pool._pool) == [True] * 3
+
+
+def test_a_running_pool_collected_warns_and_is_stopped() -> None:
+    import gc
+
+    pool = shoal.Pool(1)
+    pids = [h.pid for h in pool._pool if h.pid is not None]
+    with pytest.warns(ResourceWarning, match="unclosed running pool"):
+        del pool
+        gc.collect()
+    deadline = time.monotonic() + 30
+    while any(_exists(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(_exists(pid) for pid in pids)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
