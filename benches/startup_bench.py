@@ -9,7 +9,8 @@ reading its data, in which shoal's zygote imports the library too), then times
 Peers: ``shoal.Pool`` imported with ``from shoal import Pool`` (its zygote starts then
 and imports the program's installed modules while the program goes on); the same with
 ``SHOAL_PRELOAD=0`` (each worker imports what its tasks need); ``import shoal`` with
-``shoal.Pool(2)`` (the zygote starts, and imports, only when the pool is made); and
+``shoal.Pool(2)`` (the zygote starts, and imports, only when the pool is made); shoal
+forking its workers from the program (``start_method="fork"``); and
 ``multiprocessing.Pool`` with fork and with spawn. The median of ``--repeats`` runs (5 by
 default), interleaved across peers; the ratio is the peer's time over shoal's, timing
 the pool only (higher is better for shoal). Nothing here is asserted.
@@ -54,6 +55,7 @@ PEERS: dict[str, tuple[str, str, dict[str, str]]] = {
     "shoal": ("from shoal import Pool", "Pool(2)", {}),
     "shoal, SHOAL_PRELOAD=0": ("from shoal import Pool", "Pool(2)", {"SHOAL_PRELOAD": "0"}),
     "shoal, import shoal": ("import shoal", "shoal.Pool(2)", {}),
+    "shoal, start_method='fork'": ("from shoal import Pool", "Pool(2, start_method='fork')", {}),
     "mp fork": (
         "import multiprocessing",
         "multiprocessing.get_context('fork').Pool(2)",
