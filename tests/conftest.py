@@ -33,3 +33,25 @@ def pool_start_method(request: pytest.FixtureRequest) -> str:
     """Each way shoal's process pool starts workers, in turn."""
     method: str = request.param
     return method
+
+
+def _register_the_docs_example_backend() -> None:
+    """Registers docs/backends.md's example backend as "docs-example", as that page
+    defines it, so the Pool's behaviour tests run on it and the page cannot drift from
+    the protocol."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "backends.md").read_text()
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL) if "register(" in b
+    )
+    definition = block[: block.index("register(")]
+    namespace: dict[str, object] = {"__name__": "docs_example_backend"}
+    exec(compile(definition, "docs/backends.md", "exec"), namespace)
+    from shoal.backends import register
+
+    register("docs-example", namespace["ExecutorBackend"])  # type: ignore[arg-type]
+
+
+_register_the_docs_example_backend()

@@ -9,8 +9,11 @@ import time
 import uuid
 from typing import Any
 
-BACKENDS = ["thread", "process"]
-"""Every backend the Pool tests run on."""
+BACKENDS = ["thread", "process", "docs-example"]
+"""Every backend the Pool tests run on ("docs-example": docs/backends.md's example)."""
+
+KEEPS_ITS_WORKERS = {"docs-example": "the docs' example backend has no maxtasksperchild"}
+"""Backends that refuse maxtasksperchild, and why."""
 
 _local = threading.local()
 

@@ -26,3 +26,24 @@ def test_import_shoal_loads_neither_the_pool_nor_pickling() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_only_looking_up_the_pool_boots_the_zygote() -> None:
+    code = (
+        "import sys, shoal, shoal.dummy; shoal.cpu_count(); "
+        "import shoal.process.zygote as z; print(z._shared is None); "
+        "shoal.Pool; print(z._shared is None)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["True", "False"]
+
+
+def test_a_backend_option_the_backend_does_not_take_is_a_type_error() -> None:
+    import pytest
+
+    with pytest.raises(TypeError, match="the thread backend takes no option 'start_method'"):
+        shoal.Pool(1, backend="thread", start_method="spawn")
+    with pytest.raises(TypeError, match="'start_method', 'arena_bytes'"):
+        shoal.Pool(1, start_methd="spawn")

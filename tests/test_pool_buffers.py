@@ -185,4 +185,4 @@ def test_past_the_budget_buffers_are_copied_with_a_warning() -> None:
 def test_arena_bytes_is_checked() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="arena_bytes"):
-            shoal.Pool(1, arena_bytes=bad)  # type: ignore[arg-type]
+            shoal.Pool(1, arena_bytes=bad)

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import TYPE_CHECKING, Any
 
 # Names are imported on first use, so that `import shoal` (and every worker process,
@@ -189,11 +188,12 @@ def __getattr__(name: str) -> Any:
             globals()[name] = value
             return value
         raise AttributeError(_missing(name))
-    if home == "shoal.pool" and "shoal.pool" not in sys.modules:
-        # The zygote boots in its own process while the pool's modules load here.
-        from shoal.process.zygote import prestart
+    if name in ("Pool", "map"):  # (once each: the name is cached below)
+        # A program about to make a pool: its default backend gets ready (the process
+        # backend boots its zygote) while the pool's modules load here.
+        from shoal.backends import DEFAULT_BACKEND, prepare
 
-        prestart()
+        prepare(DEFAULT_BACKEND)
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value

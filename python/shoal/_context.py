@@ -83,7 +83,8 @@ class ShoalContext:
         """A ``shoal.Pool`` whose workers start by this context's method."""
         from shoal.pool import Pool
 
-        options.setdefault("start_method", pool_method_for(self._inner.get_start_method()))
+        if options.get("backend") in (None, "process"):
+            options.setdefault("start_method", pool_method_for(self._inner.get_start_method()))
         return Pool(processes, initializer, initargs, maxtasksperchild, **options)
 
     def get_context(self, method: str | None = None) -> ShoalContext:

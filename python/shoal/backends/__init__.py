@@ -11,12 +11,13 @@ Example:
     >>> get_factory("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown pool backend 'nope'; available backends: 'process', 'thread'
+    ValueError: unknown pool backend 'nope'; available backends: ...'process', 'thread'
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 
 from shoal.backends.base import Backend, BackendFactory, ResultSink, WorkerSpec
 
@@ -25,7 +26,9 @@ __all__ = [
     "Backend",
     "BackendFactory",
     "available",
+    "check_options",
     "get_factory",
+    "prepare",
     "register",
 ]
 
@@ -33,20 +36,54 @@ DEFAULT_BACKEND: Final = "process"
 """The backend ``shoal.Pool`` uses when none is named."""
 
 
-def _thread_factory(spec: WorkerSpec, sink: ResultSink) -> Backend:
+def check_options(backend: str, options: Mapping[str, Any], known: Iterable[str]) -> None:
+    """``TypeError`` naming the first of ``options`` the backend does not take.
+
+    >>> check_options("thread", {"start_method": "spawn"}, ())
+    Traceback (most recent call last):
+    ...
+    TypeError: the thread backend takes no option 'start_method' (it takes none)
+    """
+    allowed = tuple(known)
+    for name in options:
+        if name not in allowed:
+            takes = ", ".join(repr(k) for k in allowed) or "none"
+            raise TypeError(f"the {backend} backend takes no option {name!r} (it takes {takes})")
+
+
+def _thread_factory(spec: WorkerSpec, sink: ResultSink, **options: Any) -> Backend:
     # Imported on first use, as every backend is, so that `import shoal` stays cheap.
     from shoal.backends.thread import ThreadBackend
 
+    check_options("thread", options, ())
     return ThreadBackend(spec, sink)
 
 
-def _process_factory(spec: WorkerSpec, sink: ResultSink) -> Backend:
-    from shoal.backends.process import ProcessBackend
+def _process_factory(spec: WorkerSpec, sink: ResultSink, **options: Any) -> Backend:
+    from shoal.backends.process import OPTIONS, ProcessBackend
 
-    return ProcessBackend(spec, sink)
+    check_options("process", options, OPTIONS)
+    return ProcessBackend(spec, sink, **options)
+
+
+def _prepare_process() -> None:
+    from shoal.process.zygote import prestart
+
+    prestart()
 
 
 _FACTORIES: dict[str, BackendFactory] = {"process": _process_factory, "thread": _thread_factory}
+# What to do when a program looks up shoal.Pool, before it makes one (the process backend
+# boots its zygote meanwhile).
+_PREPARE: dict[str, Callable[[], None]] = {"process": _prepare_process}
+
+
+def prepare(name: str) -> None:
+    """Lets backend ``name`` get ready for a pool about to be made, if it has a way to;
+    never raises for an unknown name (the Pool will)."""
+    hook = _PREPARE.get(name)
+    if hook is not None:
+        hook()
 
 
 def register(name: str, factory: BackendFactory) -> None:

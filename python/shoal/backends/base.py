@@ -62,18 +62,16 @@ class WorkerSpec:
         maxtasksperchild: after this many chunks a worker exits and a fresh one (initializer
             included) takes its place; ``None`` keeps workers for the pool's life. As in
             ``multiprocessing``, a chunk counts as one task.
-        start_method: how a process backend starts its workers (``"zygote"``, ``"spawn"``,
-            ``"fork"``); ``None`` for its default. Backends without processes ignore it.
-        arena_bytes: the most shared memory a process backend's arena may hold for large
-            buffers; ``None`` for its default. Backends without processes ignore it.
+
+    What only one backend understands (the process backend's ``start_method``, a cluster's
+    address) is not here: the Pool passes its extra keyword arguments to the backend's
+    factory, which rejects those it does not know.
     """
 
     processes: int
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
     maxtasksperchild: int | None = None
-    start_method: str | None = None
-    arena_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -219,18 +217,21 @@ class Backend(Protocol):
         ...
 
     def stats(self) -> dict[str, Any]:
-        """What the backend wants to report about itself (``Pool.stats``), by name."""
-        ...
+        """What the backend wants to report about itself (``Pool.stats``), by name. The
+        default (for a backend class that subclasses this protocol): nothing."""
+        return {}
 
     def handles(self) -> list[WorkerHandle]:
-        """The workers running now (``Pool._pool``)."""
-        ...
+        """The workers running now (``Pool._pool``). Default: none listed."""
+        return []
 
     def withdraw(self, chunk_id: int) -> bool:
         """Takes back a submitted chunk that no worker has started, if the backend can:
         true when it will never run (and no result will come for it), false when it may
-        be running or done. Must not block (the Pool calls it while holding its lock)."""
-        ...
+        be running or done. Must not block (the Pool calls it while holding its lock).
+        Default: false (a cancelled ``submit`` future whose chunk went out is not
+        withdrawn; its result is dropped when it comes)."""
+        return False
 
     def shutdown(self, *, cancel: bool) -> None:
         """Stops taking work and lets the workers exit; returns without waiting.
@@ -249,9 +250,11 @@ class Backend(Protocol):
         ...
 
 
-BackendFactory = Callable[[WorkerSpec, ResultSink], Backend]
-"""Builds a running backend: ``factory(spec, sink)``; registered by name in
-``shoal.backends``."""
+BackendFactory = Callable[..., Backend]
+"""Builds a running backend: ``factory(spec, sink, **options)``, where ``options`` are
+the Pool's keyword arguments that are the backend's own (the Pool passes none when it was
+given none, so a factory that takes no options needs no ``**options``); one it does not
+take is a ``TypeError`` that names it. Registered by name in ``shoal.backends``."""
 
 
 def run_chunk(chunk: Chunk, worker: int) -> ChunkResult:

@@ -33,7 +33,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from shoal._buffers import MAGIC, OutOfBand, default_arena_bytes, pack, unpack
+from shoal._buffers import (
+    MAGIC,
+    OutOfBand,
+    check_arena_bytes,
+    default_arena_bytes,
+    pack,
+    unpack,
+)
 from shoal._pickling import dumps_callable, loads
 from shoal._shoal import (
     EVENT_EXITED,
@@ -58,7 +65,10 @@ from shoal.process.launch import WorkerSetup, check_start_method, launch
 from shoal.process.worker import CALL_APPLY, CALL_ONE, CALL_STAR
 from shoal.process.zygote import shared_zygote
 
-__all__ = ["RING_CAPACITY", "ProcessBackend"]
+__all__ = ["OPTIONS", "RING_CAPACITY", "ProcessBackend"]
+
+OPTIONS: Final = ("start_method", "arena_bytes")
+"""The keyword arguments of ``Pool`` this backend takes (see :class:`ProcessBackend`)."""
 
 RING_CAPACITY: Final = 4 << 20
 """Bytes in each of a worker's two rings (backed by memory only as they are used). A
@@ -82,21 +92,36 @@ _AS_IS: Final = frozenset({list, tuple, range})
 class ProcessBackend:
     """Runs chunks on ``spec.processes`` worker processes.
 
-    ``spec.start_method``: ``"zygote"`` (default: forked by shoal's zygote, a fresh
-    interpreter that was never given any threads), ``"spawn"`` (a new interpreter per
-    worker, slower to start) or ``"fork"`` (a copy of this process, with everything it has
-    loaded; unsafe if other threads hold locks, as with multiprocessing).
+    Options (``Pool``'s keyword arguments): ``start_method``: ``"zygote"`` (default:
+    forked by shoal's zygote, a fresh interpreter that was never given any threads),
+    ``"spawn"`` (a new interpreter per worker, slower to start) or ``"fork"`` (a copy of
+    this process, with everything it has loaded; unsafe if other threads hold locks, as
+    with multiprocessing). ``arena_bytes``: the most shared memory the pool may hold for
+    large buffers (numpy arrays and other protocol-5 buffers of 64 KiB or more in
+    arguments and results). They cross with one copy into shared memory, and arrays
+    arrive read-only, built over it (``array.copy()`` makes a private, writable one).
+    Past the budget they are copied through the pool's rings, with a warning. ``None``:
+    half of this machine's memory; it is used only as buffers travel, and blocks held by
+    results stay valid after the pool ends.
 
     A worker that dies fails only the chunk it was running (``WorkerLostError``) and is
     replaced; the chunks it had not started go to other workers.
     """
 
-    def __init__(self, spec: WorkerSpec, sink: ResultSink) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        sink: ResultSink,
+        *,
+        start_method: str | None = None,
+        arena_bytes: int | None = None,
+    ) -> None:
         self._spec = spec
         self._sink = sink
-        check_start_method(spec.start_method)  # a wrong name fails before anything is made
+        check_start_method(start_method)  # a wrong name fails before anything is made
+        check_arena_bytes(arena_bytes)
         # Large buffers of arguments and results travel through this shared memory.
-        self._arena = Arena(spec.arena_bytes or default_arena_bytes())
+        self._arena = Arena(arena_bytes or default_arena_bytes())
         # Reused by every submit: the Pool calls submit under its lock, never concurrently.
         self._out_of_band = OutOfBand(self._arena)
         # Raises PicklingError here, in Pool(), if the initializer cannot be sent.
@@ -105,7 +130,7 @@ class ProcessBackend:
             spec.initargs,
             spec.maxtasksperchild,
             self._arena.fileno(),
-            spec.start_method,
+            start_method,
         )
         self._method = self._setup.method
         self._engine = PoolEngine(_DEPTH, RING_CAPACITY)

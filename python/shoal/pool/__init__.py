@@ -18,10 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from shoal.pool._cpu import cpu_count
 from shoal.pool._pool import Pool
 from shoal.pool._results import AsyncResult, IMapIterator, MapResult, RemoteTraceback
-from shoal.process.zygote import prestart
-
-# A program that imports the Pool is about to make one: the zygote boots meanwhile.
-prestart()
 
 if TYPE_CHECKING:
     from shoal.dummy._pool import Pool as ThreadPool

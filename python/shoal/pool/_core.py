@@ -19,7 +19,7 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from shoal.backends.base import BackendFactory, CallKind, Chunk, ChunkResult, Failure, WorkerSpec
@@ -143,7 +143,9 @@ class Job:
 class PoolCore:
     """State shared by a Pool, its feeder thread and its result thread."""
 
-    def __init__(self, factory: BackendFactory, spec: WorkerSpec) -> None:
+    def __init__(
+        self, factory: BackendFactory, spec: WorkerSpec, options: Mapping[str, Any]
+    ) -> None:
         # One lock for the job list, the in-flight table and the state; the feeder waits
         # on it for room, work or shutdown. A plain lock: nothing takes it twice.
         self.lock = threading.Lock()
@@ -159,7 +161,7 @@ class PoolCore:
         self._chunk_ids = itertools.count()
         self._results: queue.SimpleQueue[ChunkResult | None] = queue.SimpleQueue()
         self._inline = False
-        self.backend = factory(spec, self._sink)
+        self.backend = factory(spec, self._sink, **options)
         # A backend that answers from one thread of its own gets results delivered right
         # there; otherwise (threads answering at once) they go through our result thread,
         # so that callbacks never run concurrently.

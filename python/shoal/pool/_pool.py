@@ -10,7 +10,6 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from shoal import backends
-from shoal._buffers import check_arena_bytes
 from shoal.backends.base import CallKind, WorkerHandle, WorkerSpec
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
 from shoal.pool._core import (
@@ -53,24 +52,21 @@ class Pool:
             worker processes; ``"thread"`` on threads of this process, nothing pickled.
             Any other name raises ``ValueError``.
         chunksize: the chunk size for calls that do not give one; ``None``: ``map`` uses
-            multiprocessing's formula and ``imap`` adapts to measured task times.
-        start_method: how the process backend starts workers: ``"zygote"`` (the default:
-            forked from a fresh interpreter shoal keeps for the purpose; fast, and safe in
-            a program with threads), ``"spawn"`` (a new interpreter each) or ``"fork"``
-            (a copy of this process, as multiprocessing's fork).
+            multiprocessing's formula (over the backend's worker count) and ``imap``
+            adapts to measured task times.
         task_timeout: seconds any one task may run (process backend): past it, its worker
             is killed and replaced and the task fails with :class:`shoal.TaskTimeoutError`;
             other tasks are untouched. Each call may set its own. A call with a limit runs
             one task per chunk. ``None``: no limit.
         retries: how many times a task runs again when its worker dies under it (killed,
             crashed, out of memory) before it fails with :class:`shoal.WorkerLostError`.
-        arena_bytes: the most shared memory the pool may hold for large buffers (numpy
-            arrays and other protocol-5 buffers of 64 KiB or more in arguments and
-            results; process backend). They cross with one copy into shared memory, and
-            arrays arrive read-only, built over it (``array.copy()`` makes a private,
-            writable one). Past the budget they are copied through the pool's rings,
-            with a warning. ``None``: half of this machine's memory; it is used only as
-            buffers travel, and blocks held by results stay valid after the pool ends.
+        backend_options: the backend's own keyword arguments; one it does not take is a
+            ``TypeError``. The process backend takes ``start_method`` (``"zygote"``, the
+            default: forked from a fresh interpreter shoal keeps for the purpose, fast and
+            safe in a program with threads; ``"spawn"``, a new interpreter each;
+            ``"fork"``, a copy of this process, as multiprocessing's fork) and
+            ``arena_bytes`` (the shared memory large buffers may hold;
+            :class:`shoal.backends.process.ProcessBackend` says more).
 
     Example:
         >>> import shoal
@@ -88,10 +84,9 @@ class Pool:
         *,
         backend: str | None = None,
         chunksize: int | None = None,
-        start_method: str | None = None,
         task_timeout: float | None = None,
         retries: int = 0,
-        arena_bytes: int | None = None,
+        **backend_options: Any,
     ) -> None:
         if processes is None:
             processes = cpu_count()
@@ -111,16 +106,13 @@ class Pool:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
         name = backends.DEFAULT_BACKEND if backend is None else backend
         factory = backends.get_factory(name)
-        check_arena_bytes(arena_bytes)
-        spec = WorkerSpec(
-            processes, initializer, tuple(initargs), maxtasksperchild, start_method, arena_bytes
-        )
+        spec = WorkerSpec(processes, initializer, tuple(initargs), maxtasksperchild)
         self._backend_name = name
         self._processes = processes
         self._chunksize = chunksize
         self._task_timeout = task_timeout
         self._retries = retries
-        self._core = PoolCore(factory, spec)
+        self._core = PoolCore(factory, spec, backend_options)
         # Shuts an abandoned pool down without waiting, at collection or interpreter exit,
         # so neither ever blocks on a task still running.
         self._finalizer = weakref.finalize(self, self._core.terminate, False)
@@ -509,7 +501,7 @@ class Pool:
         # its length gives the chunk size.
         items = iterable if isinstance(iterable, list | tuple | range) else list(iterable)
         if chunksize is None:
-            chunksize = self._chunksize or map_chunksize(len(items), self._processes)
+            chunksize = self._chunksize or map_chunksize(len(items), self._core.workers)
         result: MapResult[R] = MapResult(self, len(items), callback, error_callback)
         if items:
             self._add(func, call, items, chunksize, result, None, task_timeout)

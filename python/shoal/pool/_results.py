@@ -316,8 +316,11 @@ class IMapIterator(Iterator[R]):
             self._unreported += len(self._current)
             self._current = []
             self._cursor = iter(self._current)
-            if not self._chunks and not self._cond.wait_for(self._has_next, timeout):
-                raise MpTimeoutError(f"no result within {timeout} seconds")
+            if not self._chunks:
+                if not self._cond.wait_for(self._has_next, timeout):
+                    raise MpTimeoutError(f"no result within {timeout} seconds")
+                if operator.length_hint(self._cursor):
+                    return True  # another consumer moved it while this one waited
             if self._cancelled:
                 raise CancelledError(_TERMINATED)
             if self._chunks:
