@@ -38,6 +38,7 @@ MODULES = [
     "shoal._conditions",
     "shoal._sharedctypes",
     "shoal.errors",
+    "shoal.backends.sendable",
     "shoal.process.preload",
 ]
 # Modules checked even though they may hold no example of their own.

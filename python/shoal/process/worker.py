@@ -21,7 +21,7 @@ from typing import Any, Final, NamedTuple, cast
 from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._pickling import dumps_detached, loads
 from shoal._shoal import MSG_DEFINE, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
-from shoal.errors import ResultNotSentError, ShoalError
+from shoal.errors import ShoalError
 from shoal.process.identity import Lineage, become_worker, leave
 
 __all__ = [
@@ -339,40 +339,21 @@ def _encode(
 ) -> bytes:
     """Pickles a chunk's outcome; a value or exception that cannot be pickled becomes that
     task's error, saying so, so that one bad result never loses the others."""
-    wire: dict[int, tuple[BaseException, str, BaseException | None]] = {
-        i: (f.exception, f.traceback, f.exception.__cause__) for i, f in failures.items()
-    }
+    wire = _wire(failures)
     try:
         return pack((values, wire, elapsed, kept), _out_of_band)[0]
     except Exception:
         pass
-    for index, (exc, text, cause) in list(wire.items()):
-        if cause is not None:
-            try:
-                dumps_detached(cause)
-            except Exception:
-                wire[index] = (exc, text, None)
-    for index, value in enumerate(values):
-        if index in wire:
-            continue
-        try:
-            dumps_detached(value)
-        except Exception as exc:
-            values[index] = None
-            wire[index] = (ResultNotSentError(exc, value), "", None)
-    for index, (raised, text, cause) in list(wire.items()):
-        try:
-            dumps_detached(raised)
-        except Exception as error:
-            wire[index] = (
-                ShoalError(
-                    f"the task raised {type(raised).__qualname__}: {raised} "
-                    f"(the exception itself could not be sent back: {error})"
-                ),
-                text,
-                cause,
-            )
+    from shoal.backends.sendable import make_sendable  # (rarely needed: loaded then)
+
+    make_sendable(values, failures, dumps_detached, Failure)
+    wire = _wire(failures)
     return pack((values, wire, elapsed, kept), _out_of_band)[0]
+
+
+def _wire(failures: dict[int, Failure]) -> dict[int, tuple[BaseException, str, Any]]:
+    # The cause travels beside its exception: pickling an exception drops __cause__.
+    return {i: (f.exception, f.traceback, f.exception.__cause__) for i, f in failures.items()}
 
 
 def _flush() -> None:
