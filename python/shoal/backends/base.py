@@ -35,6 +35,7 @@ __all__ = [
     "ResultSink",
     "WorkerHandle",
     "WorkerSpec",
+    "local_workers",
     "run_chunk",
 ]
 
@@ -55,7 +56,9 @@ class WorkerSpec:
     """What every worker of a pool is made of; fixed for the pool's life.
 
     Attributes:
-        processes: how many workers to keep running (at least 1).
+        processes: how many workers to keep running (at least 1); ``None``: the backend's
+            own default (:func:`local_workers` for backends on this machine; a cluster's
+            total threads for the cluster backends).
         initializer: called as ``initializer(*initargs)`` once in each new worker, before its
             first task, and again in every worker that replaces one.
         initargs: the initializer's arguments.
@@ -68,7 +71,7 @@ class WorkerSpec:
     factory, which rejects those it does not know.
     """
 
-    processes: int
+    processes: int | None
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
     maxtasksperchild: int | None = None
@@ -255,6 +258,19 @@ BackendFactory = Callable[..., Backend]
 the Pool's keyword arguments that are the backend's own (the Pool passes none when it was
 given none, so a factory that takes no options needs no ``**options``); one it does not
 take is a ``TypeError`` that names it. Registered by name in ``shoal.backends``."""
+
+
+def local_workers(spec: WorkerSpec) -> int:
+    """``spec.processes``, or this machine's usable CPUs for ``None``.
+
+    >>> local_workers(WorkerSpec(processes=3))
+    3
+    """
+    if spec.processes is not None:
+        return spec.processes
+    from shoal.pool._cpu import cpu_count
+
+    return cpu_count()
 
 
 def run_chunk(chunk: Chunk, worker: int) -> ChunkResult:

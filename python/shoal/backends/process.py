@@ -58,6 +58,7 @@ from shoal.backends.base import (
     ResultSink,
     WorkerHandle,
     WorkerSpec,
+    local_workers,
 )
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 from shoal.process.identity import NAME_PREFIX
@@ -117,6 +118,7 @@ class ProcessBackend:
         arena_bytes: int | None = None,
     ) -> None:
         self._spec = spec
+        self._count = local_workers(spec)
         self._sink = sink
         check_start_method(start_method)  # a wrong name fails before anything is made
         check_arena_bytes(arena_bytes)
@@ -153,7 +155,7 @@ class ProcessBackend:
         # The workers running now, by engine id (Pool._pool).
         self._handles: dict[int, WorkerHandle] = {}
         try:
-            for _ in range(spec.processes):
+            for _ in range(self._count):
                 self._launch()
         except BaseException:
             self._engine.terminate()
@@ -165,12 +167,12 @@ class ProcessBackend:
     @property
     def workers(self) -> int:
         """The number of worker processes."""
-        return self._spec.processes
+        return self._count
 
     @property
     def max_in_flight(self) -> int:
         """Many chunks per worker: two in its ring, the rest queued in the engine."""
-        return _IN_FLIGHT_PER_WORKER * self._spec.processes
+        return _IN_FLIGHT_PER_WORKER * self._count
 
     @property
     def stops_running_tasks(self) -> bool:

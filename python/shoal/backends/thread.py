@@ -37,6 +37,7 @@ from shoal.backends.base import (
     ResultSink,
     WorkerHandle,
     WorkerSpec,
+    local_workers,
     run_chunk,
 )
 
@@ -62,6 +63,7 @@ class ThreadBackend:
     """
 
     def __init__(self, spec: WorkerSpec, sink: ResultSink) -> None:
+        self._count = local_workers(spec)
         self._spec = spec
         self._sink = sink
         self._tasks: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
@@ -71,18 +73,18 @@ class ThreadBackend:
         self._stopping = False
         self._cancelled = False
         self._ids = itertools.count()
-        for _ in range(spec.processes):
+        for _ in range(self._count):
             self._start_worker()
 
     @property
     def workers(self) -> int:
         """The number of worker threads."""
-        return self._spec.processes
+        return self._count
 
     @property
     def max_in_flight(self) -> int:
         """Two chunks per thread: one running, one ready to start."""
-        return _CHUNKS_PER_WORKER * self._spec.processes
+        return _CHUNKS_PER_WORKER * self._count
 
     @property
     def stops_running_tasks(self) -> bool:

@@ -22,7 +22,6 @@ from shoal.pool._core import (
     Target,
     WeakTarget,
 )
-from shoal.pool._cpu import cpu_count
 from shoal.pool._results import AsyncResult, FutureTarget, IMapIterator, MapResult, PoolFuture
 
 __all__ = ["Pool"]
@@ -41,7 +40,8 @@ class Pool:
     """A pool of workers with ``multiprocessing.Pool``'s API, for any callable.
 
     Args:
-        processes: the number of workers; ``None`` means :func:`shoal.cpu_count`.
+        processes: the number of workers; ``None`` means :func:`shoal.cpu_count` (on a
+            cluster backend: the cluster's total threads).
         initializer: if given, each worker calls ``initializer(*initargs)`` when it starts.
         initargs: the initializer's arguments.
         maxtasksperchild: a worker exits after this many tasks (chunks, as in
@@ -88,9 +88,7 @@ class Pool:
         retries: int = 0,
         **backend_options: Any,
     ) -> None:
-        if processes is None:
-            processes = cpu_count()
-        if processes < 1:
+        if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if maxtasksperchild is not None and (
             isinstance(maxtasksperchild, bool)
@@ -108,7 +106,6 @@ class Pool:
         factory = backends.get_factory(name)
         spec = WorkerSpec(processes, initializer, tuple(initargs), maxtasksperchild)
         self._backend_name = name
-        self._processes = processes
         self._chunksize = chunksize
         self._task_timeout = task_timeout
         self._retries = retries
@@ -139,7 +136,8 @@ class Pool:
     def __repr__(self) -> str:
         state = self._core.state
         return (
-            f"<shoal.Pool state={state} backend={self._backend_name} processes={self._processes}>"
+            f"<shoal.Pool state={state} backend={self._backend_name} "
+            f"processes={self._core.workers}>"
         )
 
     def __reduce__(self) -> Any:
