@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,36 @@ def _register_the_docs_example_backend() -> None:
 
 
 _register_the_docs_example_backend()
+
+
+_dask_cluster: Any = None
+
+
+def _session_dask(spec: Any, sink: Any, **options: Any) -> Any:
+    """The dask backend on one cluster for the whole test session (two single-threaded
+    workers, started on first use): a cluster per pool would cost seconds each."""
+    global _dask_cluster
+    import distributed
+
+    from shoal.backends.dask import DaskBackend, _EmbeddedCluster
+
+    if _dask_cluster is None:
+        _dask_cluster = _EmbeddedCluster(distributed, 2)
+    return DaskBackend(spec, sink, client=_dask_cluster.client, **options)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _dask_cluster is not None:
+        _dask_cluster.close()
+
+
+def _register_session_backends() -> None:
+    import importlib.util
+
+    from shoal.backends import register
+
+    if importlib.util.find_spec("distributed") is not None:
+        register("dask-session", _session_dask)
+
+
+_register_session_backends()

@@ -9,10 +9,13 @@ import time
 import uuid
 from typing import Any
 
-BACKENDS = ["thread", "process", "docs-example"]
+BACKENDS = ["thread", "process", "docs-example", "dask-session"]
 """Every backend the Pool tests run on ("docs-example": docs/backends.md's example)."""
 
-KEEPS_ITS_WORKERS = {"docs-example": "the docs' example backend has no maxtasksperchild"}
+KEEPS_ITS_WORKERS = {
+    "docs-example": "the docs' example backend has no maxtasksperchild",
+    "dask-session": "a pool does not own a Dask cluster's workers: no maxtasksperchild",
+}
 """Backends that refuse maxtasksperchild, and why."""
 
 _local = threading.local()

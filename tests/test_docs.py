@@ -113,10 +113,12 @@ def test_demo_runs() -> None:
 def test_the_figures_the_readme_quotes_are_the_codes() -> None:
     from shoal._conditions import NOTIFY_PATIENCE
     from shoal._joinable import _FIRST_LOOK, _LOOK_CAP
+    from shoal.backends.dask import CONNECT_TIMEOUT
 
     readme = " ".join((ROOT / "README.md").read_text().split())
     for quoted in (
         f"`notify` wait up to {NOTIFY_PATIENCE:g} s",
         f"every {_FIRST_LOOK * 1000:g} ms at first, backing off to {_LOOK_CAP * 1000:g} ms",
+        f"unreachable one fails within {CONNECT_TIMEOUT:g} s",
     ):
         assert quoted in readme

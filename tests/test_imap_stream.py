@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import threading
 from multiprocessing import TimeoutError as MpTimeoutError
+from pathlib import Path
 
 import pytest
-from pool_workers import BACKENDS, divide_by, nap, square
+from pool_workers import BACKENDS, divide_by, square, wait_for_file
 
 import shoal
 
@@ -60,13 +61,16 @@ def test_each_error_raises_at_its_place_and_the_stream_goes_on(backend: str, ord
             assert sorted(map(str, outcomes)) == sorted(map(str, expected))
 
 
-def test_a_timeout_keeps_the_position(backend: str) -> None:
+def test_a_timeout_keeps_the_position(backend: str, tmp_path: Path) -> None:
+    ready, gate = tmp_path / "ready", tmp_path / "gate"
+    ready.touch()
     with shoal.Pool(1, backend=backend) as pool:
-        it = pool.imap(nap, [0.0, 0.5, 0.0], chunksize=1)
-        assert it.next(timeout=30) == 0.0
+        it = pool.imap(wait_for_file, [str(ready), str(gate), str(ready)], chunksize=1)
+        assert it.next(timeout=30) is True
         with pytest.raises(MpTimeoutError):
-            it.next(timeout=0.01)
-        assert list(it) == [0.5, 0.0]
+            it.next(timeout=0.05)  # the second waits for the gate
+        gate.touch()
+        assert list(it) == [True, True]
 
 
 def test_two_consumer_threads_share_the_results(backend: str) -> None:

@@ -11,7 +11,7 @@ Example:
     >>> get_factory("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown pool backend 'nope'; available backends: ...'process', 'thread'
+    ValueError: unknown pool backend 'nope'; available backends: 'dask', ...'process', 'thread'
 """
 
 from __future__ import annotations
@@ -66,13 +66,24 @@ def _process_factory(spec: WorkerSpec, sink: ResultSink, **options: Any) -> Back
     return ProcessBackend(spec, sink, **options)
 
 
+def _dask_factory(spec: WorkerSpec, sink: ResultSink, **options: Any) -> Backend:
+    from shoal.backends.dask import OPTIONS, DaskBackend
+
+    check_options("dask", options, OPTIONS)
+    return DaskBackend(spec, sink, **options)
+
+
 def _prepare_process() -> None:
     from shoal.process.zygote import prestart
 
     prestart()
 
 
-_FACTORIES: dict[str, BackendFactory] = {"process": _process_factory, "thread": _thread_factory}
+_FACTORIES: dict[str, BackendFactory] = {
+    "dask": _dask_factory,
+    "process": _process_factory,
+    "thread": _thread_factory,
+}
 # What to do when a program looks up shoal.Pool, before it makes one (the process backend
 # boots its zygote meanwhile).
 _PREPARE: dict[str, Callable[[], None]] = {"process": _prepare_process}

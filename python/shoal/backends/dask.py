@@ -1,0 +1,413 @@
+"""The Dask backend: ``shoal.Pool(backend="dask")`` runs chunks as tasks on a Dask
+cluster (``distributed``), with the Pool's API, results and errors.
+
+Options: ``address=`` connects to a running scheduler (failing within
+``CONNECT_TIMEOUT`` seconds, naming it, when it cannot be reached); ``client=`` uses an
+existing ``distributed.Client`` (the pool never closes it); with neither, the pool starts
+a ``LocalCluster`` of ``processes`` single-threaded worker processes and closes it with
+the pool. ``processes=None`` on a cluster means its total threads.
+
+How the Pool's contract maps onto Dask:
+
+* A job's function is pickled once (shoal's pickler, as for worker processes) and placed
+  on the cluster as one task; every chunk of the job depends on it, so each cluster
+  worker fetches it once.
+* The initializer runs once in each cluster worker process, before its first task of
+  this pool (the worker remembers the pools it has run it for); if it raises, every task
+  of the pool on that worker fails with its error.
+* A cluster worker that dies mid-task fails that task with ``shoal.WorkerLostError``
+  naming the worker (the embedded cluster's scheduler gives up on a task at its first
+  death: ``allowed-failures`` 0), or runs it again first with ``retries=N``. On a cluster
+  of your own, its scheduler's ``allowed-failures`` decides how often Dask reruns it
+  before shoal hears of it.
+* Dask cannot stop a running task: ``task_timeout`` is refused, and ``terminate()``
+  cancels what the cluster has not started (the embedded cluster's workers are then
+  closed with it).
+* ``maxtasksperchild`` is refused: a pool does not own a cluster's workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import types
+import uuid
+from collections import OrderedDict
+from typing import Any, Final, cast
+
+from shoal.backends.base import (
+    Backend,
+    CallKind,
+    Chunk,
+    ChunkResult,
+    Failure,
+    ResultSink,
+    WorkerSpec,
+    local_workers,
+    run_chunk,
+)
+from shoal.errors import ShoalError, WorkerLostError
+
+__all__ = ["CONNECT_TIMEOUT", "OPTIONS", "DaskBackend"]
+
+OPTIONS: Final = ("address", "client")
+"""The keyword arguments of ``Pool`` this backend takes."""
+
+CONNECT_TIMEOUT: Final = 10.0
+"""Seconds to reach a scheduler given by ``address`` before the pool gives up."""
+
+_IN_FLIGHT_PER_WORKER: Final = 8  # enough queued work to hide a round trip of ~10 ms
+_KEEP_FUNCTIONS: Final = 64  # per cluster worker process: the last jobs' functions
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(
+            'backend="dask" needs Dask\'s distributed scheduler: pip install "shoal[dask]"'
+        ) from exc
+    return distributed
+
+
+# --- on the cluster's workers ------------------------------------------------------------
+
+_functions: OrderedDict[str, Any] = OrderedDict()
+_initialized: dict[str, Failure | None] = {}
+_worker_lock = threading.Lock()
+_sharing = False
+
+
+def _identity(blob: bytes) -> bytes:
+    return blob
+
+
+def _share_namespaces() -> None:
+    # As in shoal's own workers: functions sent by value from one module share one
+    # namespace here (what an initializer sets, tasks see), in a __main__ of their own.
+    global _sharing
+    if not _sharing:
+        from shoal._namespaces import share
+
+        share(types.ModuleType("__main__"))
+        _sharing = True
+
+
+def _initialize(pool_key: str, init_blob: bytes | None) -> Failure | None:
+    with _worker_lock:
+        _share_namespaces()
+        if pool_key in _initialized:
+            return _initialized[pool_key]
+        broken: Failure | None = None
+        if init_blob is not None:
+            from shoal._pickling import loads
+
+            try:
+                initializer, initargs = cast(tuple[Any, tuple[Any, ...]], loads(init_blob))
+                initializer(*initargs)
+            except Exception as exc:
+                broken = Failure.capture(exc)
+        _initialized[pool_key] = broken
+        return broken
+
+
+def _function(job_key: str, blob: bytes) -> Any:
+    with _worker_lock:
+        fn = _functions.get(job_key)
+        if fn is None:
+            from shoal._pickling import loads
+
+            fn = _functions[job_key] = loads(blob)
+            while len(_functions) > _KEEP_FUNCTIONS:
+                _functions.popitem(last=False)
+        return fn
+
+
+def run_remote(
+    pool_key: str,
+    init_blob: bytes | None,
+    job_key: str,
+    fn_blob: bytes,
+    chunk_id: int,
+    items: list[Any],
+    call: str,
+) -> ChunkResult:
+    """One chunk, on a cluster worker: the initializer first if this worker has not run
+    it for this pool, then every task; what cannot be pickled back becomes its error."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    from shoal.backends.sendable import make_sendable
+
+    broken = _initialize(pool_key, init_blob)
+    if broken is not None:
+        return _all_failed(chunk_id, len(items), broken, os.getpid())
+    chunk = Chunk(0, chunk_id, _function(job_key, fn_blob), items, CallKind(call))
+    result = run_chunk(chunk, worker=os.getpid())
+    try:
+        cloudpickle.dumps((result.values, result.failures))
+    except Exception:
+        make_sendable(result.values, result.failures, cloudpickle.dumps)
+    return result
+
+
+def _all_failed(chunk_id: int, count: int, failure: Failure, worker: int = 0) -> ChunkResult:
+    return ChunkResult(chunk_id, [None] * count, dict.fromkeys(range(count), failure), 0.0, worker)
+
+
+# --- in the pool's process --------------------------------------------------------------
+
+# Seconds the embedded cluster's workers live on after losing their scheduler (when the
+# program that made the pool is killed), and the longest wait for them to join.
+_ORPHAN_SECONDS: Final = 10
+_START_TIMEOUT: Final = 120.0
+
+
+class _EmbeddedCluster:
+    """A scheduler in this process and ``n`` single-threaded workers started by Dask's own
+    ``dask worker`` command, a program of its own: multiprocessing inside it never
+    re-runs the user's script (which a ``LocalCluster``'s spawned workers would, in a
+    script without an ``if __name__ == "__main__":`` guard)."""
+
+    def __init__(self, distributed: Any, n: int) -> None:
+        import dask
+
+        # A task fails at its worker's first death: the Pool's retries decide the rest.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            self.scheduler = distributed.LocalCluster(
+                n_workers=0, dashboard_address=None, silence_logs=logging.CRITICAL
+            )
+        self.client = distributed.Client(self.scheduler, set_as_default=False)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        command = [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            self.scheduler.scheduler_address,
+            "--nworkers",
+            str(n),
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--memory-limit",
+            "0",
+            "--death-timeout",
+            str(_ORPHAN_SECONDS),
+        ]
+        self.workers = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            self.client.wait_for_workers(n, timeout=_START_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stops the workers (their nannies end them) and the scheduler."""
+        self.workers.terminate()
+        try:
+            self.workers.wait(30)
+        except subprocess.TimeoutExpired:
+            self.workers.kill()
+            self.workers.wait()
+        with contextlib.suppress(Exception):
+            self.client.close()
+        with contextlib.suppress(Exception):
+            self.scheduler.close()
+
+
+class DaskBackend(Backend):
+    """Runs chunks as Dask tasks (see the module's docstring)."""
+
+    def __init__(
+        self, spec: WorkerSpec, sink: ResultSink, *, address: str | None = None, client: Any = None
+    ) -> None:
+        distributed = _distributed()
+        if spec.maxtasksperchild is not None:
+            raise ValueError(
+                'backend="dask" cannot replace a cluster\'s workers: maxtasksperchild is not '
+                "supported there"
+            )
+        if address is not None and client is not None:
+            raise ValueError("give the dask backend an address or a client, not both")
+        self._sink = sink
+        self._cluster: _EmbeddedCluster | None = None
+        self._owns_client = client is None
+        if client is None:
+            client = self._connect(distributed, spec, address)
+        self._client = client
+        self._killed_worker: type[BaseException] = distributed.scheduler.KilledWorker
+        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+        self._workers = spec.processes or max(threads, 1)
+        self._key = uuid.uuid4().hex
+        self._init: Any = None
+        if spec.initializer is not None:
+            from shoal._pickling import dumps_callable
+
+            blob = dumps_callable((spec.initializer, spec.initargs))
+            self._init = client.submit(_identity, blob, key=f"shoal-init-{self._key}", pure=False)
+        self._lock = threading.Lock()
+        # Job id -> the future holding its function (the last jobs' only: the cluster
+        # lets go of a function when its future is dropped).
+        self._functions: OrderedDict[int, Any] = OrderedDict()
+        # Future key -> its chunk, the job's function future, the chunk's future.
+        self._running: dict[str, tuple[Chunk, Any, Any]] = {}
+        self._keys = itertools.count()
+        self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stopping = False
+        self._cancelled = False
+        self._results = threading.Thread(target=self._deliver, name="shoal-dask", daemon=True)
+        self._results.start()
+
+    def _connect(self, distributed: Any, spec: WorkerSpec, address: str | None) -> Any:
+        if address is None:
+            self._cluster = _EmbeddedCluster(distributed, local_workers(spec))
+            return self._cluster.client
+        try:
+            return distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ShoalError(
+                f"cannot reach the Dask scheduler at {address!r} within {CONNECT_TIMEOUT:g} s: "
+                f"{exc}"
+            ) from exc
+
+    @property
+    def workers(self) -> int:
+        """Tasks that run at once: ``processes``, or the cluster's threads."""
+        return self._workers
+
+    @property
+    def max_in_flight(self) -> int:
+        return _IN_FLIGHT_PER_WORKER * self._workers
+
+    @property
+    def stops_running_tasks(self) -> bool:
+        return False  # Dask cannot stop a running task
+
+    @property
+    def single_result_thread(self) -> bool:
+        return True  # results are delivered by this backend's one thread
+
+    def submit(self, chunk: Chunk) -> None:
+        if chunk.timeout is not None:
+            self._sink(
+                _all_failed(
+                    chunk.chunk_id,
+                    len(chunk.items),
+                    Failure(
+                        ValueError(
+                            'backend="dask" cannot stop a running task: task_timeout is not '
+                            "supported there"
+                        ),
+                        "",
+                    ),
+                )
+            )
+            return
+        with self._lock:
+            fn_future = self._functions.get(chunk.job_id)
+            if fn_future is None:
+                from shoal._pickling import dumps_callable
+
+                fn_future = self._client.submit(
+                    _identity,
+                    dumps_callable(chunk.fn),
+                    key=f"shoal-fn-{self._key}-{chunk.job_id}",
+                    pure=False,
+                )
+                self._functions[chunk.job_id] = fn_future
+                while len(self._functions) > _KEEP_FUNCTIONS:
+                    self._functions.popitem(last=False)
+            self._start(chunk, fn_future)
+
+    def _start(self, chunk: Chunk, fn_future: Any) -> None:
+        key = f"shoal-chunk-{self._key}-{next(self._keys)}"
+        future = self._client.submit(
+            run_remote,
+            self._key,
+            self._init,
+            f"{self._key}-{chunk.job_id}",
+            fn_future,
+            chunk.chunk_id,
+            list(chunk.items),
+            chunk.call.value,
+            key=key,
+            pure=False,
+        )
+        self._running[key] = (chunk, fn_future, future)
+        future.add_done_callback(self._done.put)
+
+    def _deliver(self) -> None:
+        while (first := self._done.get()) is not None:
+            # Every chunk finished by now, its values fetched from the workers together:
+            # one round trip for many, where one each would bound the pool's rate.
+            batch, end = [first], False
+            with contextlib.suppress(queue.Empty):
+                while (more := self._done.get_nowait()) is not None:
+                    batch.append(more)
+                else:
+                    end = True
+            finished = [f for f in batch if f.status == "finished"]
+            try:
+                values = dict(zip(finished, self._client.gather(finished), strict=True))
+            except Exception:
+                values = {}  # each is read on its own below, which says what went wrong
+            for future in batch:
+                self._answer(future, values)
+            del first, batch, finished, values
+            with self._lock:
+                if end or (self._stopping and not self._running):
+                    return
+
+    def _answer(self, future: Any, values: dict[Any, Any]) -> None:
+        with self._lock:
+            entry = self._running.pop(future.key, None)
+        if entry is None or self._cancelled:
+            return
+        chunk, fn_future, _ = entry
+        try:
+            result = values[future] if future in values else future.result()
+        except self._killed_worker as exc:
+            if chunk.retries > 0:
+                chunk.retries -= 1
+                with self._lock:
+                    self._start(chunk, fn_future)
+                return
+            lost = WorkerLostError(None, None, None, f"the Dask worker running it died ({exc})")
+            result = _all_failed(chunk.chunk_id, len(chunk.items), Failure(lost, ""))
+        except Exception as exc:
+            if self._cancelled:
+                return
+            result = _all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc))
+        self._sink(result)
+
+    def shutdown(self, *, cancel: bool) -> None:
+        with self._lock:
+            self._stopping = True
+            if cancel and not self._cancelled:
+                self._cancelled = True
+                futures = [future for _, _, future in self._running.values()]
+                self._running.clear()
+                with contextlib.suppress(Exception):
+                    self._client.cancel(futures)
+            if not self._running:
+                self._done.put(None)  # nothing more will come: the result thread ends
+
+    def join(self, timeout: float | None = None) -> bool:
+        if threading.current_thread() is self._results:
+            return False
+        self._results.join(timeout)
+        if self._results.is_alive():
+            return False
+        if self._cluster is not None:
+            self._cluster.close()
+        elif self._owns_client:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        return True

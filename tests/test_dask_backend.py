@@ -1,0 +1,97 @@
+"""backend="dask" on a real cluster: a program as users write it (script-level functions,
+no guard) on the cluster the pool starts, a cluster worker killed mid-task, retries, and
+the errors for what Dask cannot do or cannot reach. The Pool's behaviour suite runs on
+the session's cluster too ("dask-session" in pool_workers.BACKENDS)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import shoal
+from scripts import run_script
+
+pytest.importorskip("distributed")
+
+PROGRAM = """
+import shoal
+
+def init(offset):
+    global OFFSET
+    OFFSET = offset
+
+def task(x):
+    return OFFSET + x
+
+with shoal.Pool(2, initializer=init, initargs=(100,), backend="dask") as pool:
+    assert pool.map(task, range(10)) == [100 + x for x in range(10)]
+    assert sorted(pool.imap_unordered(lambda x: -x, range(5))) == [-4, -3, -2, -1, 0]
+    try:
+        pool.apply(lambda: 1 / 0)
+    except ZeroDivisionError as exc:
+        assert "1 / 0" in str(exc.__cause__)
+    else:
+        raise AssertionError("no error")
+print("ok")
+"""
+
+
+def test_a_script_runs_on_the_cluster_the_pool_starts(tmp_path: Path) -> None:
+    assert "ok" in run_script(PROGRAM, tmp_path, "zygote").stdout
+
+
+def _pid_then_wait(path: str) -> int:
+    with open(path, "w") as file:
+        file.write(str(os.getpid()))
+    time.sleep(60)
+    return os.getpid()
+
+
+def _kill_when_written(path: Path) -> int:
+    deadline = time.monotonic() + 60
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    pid = int(path.read_text())
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_cluster_worker_killed_mid_task_costs_that_task_only(
+    tmp_path: Path, retries: int
+) -> None:
+    flag = tmp_path / "pid"
+    with shoal.Pool(backend="dask-session", retries=retries) as pool:
+        doomed = pool.apply_async(_pid_then_wait, (str(flag),))
+        killed = _kill_when_written(flag)
+        if retries:
+            # It runs again on a (restarted) worker, which writes its own pid.
+            flag.write_text("")
+            killed_again = _kill_when_written(flag)
+            assert killed_again != killed
+            with pytest.raises(shoal.WorkerLostError, match="Dask worker"):
+                doomed.get(timeout=60)
+        else:
+            with pytest.raises(shoal.WorkerLostError, match="Dask worker"):
+                doomed.get(timeout=60)
+        assert pool.map(abs, [-1, -2], chunksize=1) == [1, 2]  # the pool goes on
+
+
+def test_what_dask_cannot_do_is_refused_plainly() -> None:
+    with pytest.raises(ValueError, match="maxtasksperchild"):
+        shoal.Pool(1, maxtasksperchild=1, backend="dask-session")
+    with shoal.Pool(backend="dask-session") as pool, pytest.raises(ValueError, match="timeout"):
+        pool.apply(abs, (-1,), task_timeout=1)
+    with pytest.raises(TypeError, match="the dask backend takes no option 'start_method'"):
+        shoal.Pool(1, backend="dask", start_method="spawn")
+
+
+def test_an_unreachable_scheduler_fails_within_seconds_naming_it() -> None:
+    # (Within CONNECT_TIMEOUT: the suite's per-test timeout fails a hang.)
+    with pytest.raises(shoal.ShoalError, match=r"tcp://127\.0\.0\.1:9"):
+        shoal.Pool(backend="dask", address="tcp://127.0.0.1:9")
