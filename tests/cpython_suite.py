@@ -84,13 +84,6 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
 }
 
 
-def _no_joinable_queue(*args: object, **kwargs: object) -> Any:
-    raise unittest.SkipTest("shoal has no JoinableQueue")
-
-
-JoinableQueue: Callable[..., Any] = getattr(shoal, "JoinableQueue", _no_joinable_queue)
-
-
 def _process_attrs(start_method: str) -> dict[str, Any]:
     """The mixin attributes of a process class: shoal's Pool and Queue, the rest from
     multiprocessing's context for ``start_method`` (the one CPython's
@@ -99,7 +92,7 @@ def _process_attrs(start_method: str) -> dict[str, Any]:
     return {
         "Pool": staticmethod(shoal.Pool),
         "Queue": staticmethod(shoal.Queue),
-        "JoinableQueue": staticmethod(JoinableQueue),
+        "JoinableQueue": staticmethod(shoal.JoinableQueue),
         # The stubs give BaseContext no Process; every concrete context has one.
         "Process": ctx.Process,  # type: ignore[attr-defined]
         "current_process": staticmethod(multiprocessing.current_process),
@@ -127,7 +120,7 @@ def _redirect_multiprocessing(self: unittest.TestCase) -> None:
     for name, value in (
         ("Pool", shoal.Pool),
         ("Queue", shoal.Queue),
-        ("JoinableQueue", JoinableQueue),
+        ("JoinableQueue", shoal.JoinableQueue),
     ):
         self.enterContext(mock.patch.object(multiprocessing, name, value))
 
@@ -139,7 +132,7 @@ def _thread_attrs() -> dict[str, Any]:
     return {
         "Pool": staticmethod(shoal.dummy.Pool),
         "Queue": staticmethod(shoal.dummy.Queue),
-        "JoinableQueue": staticmethod(JoinableQueue),
+        "JoinableQueue": staticmethod(shoal.dummy.JoinableQueue),
         "Process": dummy.Process,
         "current_process": staticmethod(dummy.current_process),
         "active_children": staticmethod(dummy.active_children),
