@@ -1,17 +1,22 @@
 # The everyday commands; CI runs `make test` after installing ".[test]" (see README).
+# `make help` lists them.
 PYTHON ?= python3
 CARGO_TARGET_DIR ?= target
 export CARGO_TARGET_DIR
 
-.PHONY: install dev demo lint test test-rust test-python bench
+.PHONY: help install dev demo lint test test-rust test-python bench bench-queue bench-pool \
+	bench-buffers bench-sync bench-startup
+
+help:               ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
 
 install:            ## build and install shoal with the test tools
 	$(PYTHON) -m pip install ".[test]"
 
-dev:                ## editable install for working on shoal
+dev:                ## editable install for working on shoal, with the benchmarks' peers
 	$(PYTHON) -m pip install -e ".[test,bench]"
 
-demo:
+demo:               ## the demo: real work across processes, with timings
 	$(PYTHON) -m shoal demo
 
 lint:               ## formatting, lints and types, Rust and Python
@@ -22,13 +27,27 @@ lint:               ## formatting, lints and types, Rust and Python
 	$(PYTHON) -m mypy
 	$(PYTHON) -m mypy.stubtest shoal._shoal
 
-test-rust:
+test-rust:          ## the engine's own tests, without Python
 	cargo test -p shoal-engine
 
-test-python:
+test-python:        ## the Python suite (processes, a Dask cluster, CPython's Pool tests)
 	$(PYTHON) -m pytest
 
-test: lint test-rust test-python
+test: lint test-rust test-python  ## everything CI runs
 
-bench:              ## peers side by side; prints ratios (needs ".[bench]")
+bench: bench-queue  ## the queue beside its peers (each bench-* needs ".[bench]")
+
+bench-queue:        ## shoal.Queue beside multiprocessing's queues and faster-fifo
 	$(PYTHON) benches/queue_bench.py
+
+bench-pool:         ## shoal.Pool beside multiprocessing, ProcessPoolExecutor, joblib, mpire, pebble
+	$(PYTHON) benches/pool_bench.py
+
+bench-buffers:      ## large numpy arrays through each pool, Ray and Dask included
+	$(PYTHON) benches/buffers_bench.py
+
+bench-sync:         ## shoal's locks beside multiprocessing's
+	$(PYTHON) benches/sync_bench.py
+
+bench-startup:      ## a pool in a program that imported pandas first
+	$(PYTHON) benches/startup_bench.py
