@@ -13,7 +13,6 @@ default of every shoal Pool made afterwards without ``start_method=``.
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import multiprocessing.context
 from typing import Any, Final
@@ -23,23 +22,25 @@ __all__ = ["ShoalContext", "get_context", "pool_method_for", "set_start_method"]
 # A shoal Pool's start method for each of multiprocessing's.
 _POOL_METHODS: Final = {"fork": "fork", "spawn": "zygote", "forkserver": "zygote"}
 
-# Names a context makes shoal's, and the module each comes from.
-_SHOAL_HOMES: Final = {
-    "Queue": "shoal._queue",
-    "SimpleQueue": "shoal._queue",
-    "JoinableQueue": "shoal._joinable",
-    "Lock": "shoal._sync",
-    "Semaphore": "shoal._sync",
-    "BoundedSemaphore": "shoal._sync",
-    "RLock": "shoal._conditions",
-    "Condition": "shoal._conditions",
-    "Event": "shoal._conditions",
-    "Barrier": "shoal._conditions",
-    "Value": "shoal._sharedctypes",
-    "Array": "shoal._sharedctypes",
-    "RawValue": "shoal._sharedctypes",
-    "RawArray": "shoal._sharedctypes",
-}
+# Names a context makes shoal's (each from where ``shoal`` itself finds it).
+_SHOAL_NAMES: Final = frozenset(
+    {
+        "Queue",
+        "SimpleQueue",
+        "JoinableQueue",
+        "Lock",
+        "Semaphore",
+        "BoundedSemaphore",
+        "RLock",
+        "Condition",
+        "Event",
+        "Barrier",
+        "Value",
+        "Array",
+        "RawValue",
+        "RawArray",
+    }
+)
 
 
 def pool_method_for(method: str) -> str:
@@ -92,9 +93,10 @@ class ShoalContext:
         return self if method is None else get_context(method)
 
     def __getattr__(self, name: str) -> Any:
-        home = _SHOAL_HOMES.get(name)
-        if home is not None:
-            return getattr(importlib.import_module(home), name)
+        if name in _SHOAL_NAMES:
+            import shoal
+
+            return getattr(shoal, name)
         return getattr(self._inner, name)
 
     def __repr__(self) -> str:

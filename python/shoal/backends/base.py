@@ -35,6 +35,7 @@ __all__ = [
     "ResultSink",
     "WorkerHandle",
     "WorkerSpec",
+    "all_failed",
     "local_workers",
     "run_chunk",
 ]
@@ -258,6 +259,15 @@ BackendFactory = Callable[..., Backend]
 the Pool's keyword arguments that are the backend's own (the Pool passes none when it was
 given none, so a factory that takes no options needs no ``**options``); one it does not
 take is a ``TypeError`` that names it. Registered by name in ``shoal.backends``."""
+
+
+def all_failed(chunk_id: int, count: int, failure: Failure, worker: int = 0) -> ChunkResult:
+    """The answer for a chunk of ``count`` tasks none of which could produce a value.
+
+    >>> all_failed(7, 2, Failure(ValueError("no"), "")).failures.keys()
+    dict_keys([0, 1])
+    """
+    return ChunkResult(chunk_id, [None] * count, dict.fromkeys(range(count), failure), 0.0, worker)
 
 
 def local_workers(spec: WorkerSpec) -> int:

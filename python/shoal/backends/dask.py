@@ -49,6 +49,7 @@ from shoal.backends.base import (
     Failure,
     ResultSink,
     WorkerSpec,
+    all_failed,
     local_workers,
     run_chunk,
 )
@@ -146,7 +147,7 @@ def run_remote(
 
     broken = _initialize(pool_key, init_blob)
     if broken is not None:
-        return _all_failed(chunk_id, len(items), broken, os.getpid())
+        return all_failed(chunk_id, len(items), broken, os.getpid())
     chunk = Chunk(0, chunk_id, _function(job_key, fn_blob), items, CallKind(call))
     result = run_chunk(chunk, worker=os.getpid())
     try:
@@ -154,10 +155,6 @@ def run_remote(
     except Exception:
         make_sendable(result.values, result.failures, cloudpickle.dumps)
     return result
-
-
-def _all_failed(chunk_id: int, count: int, failure: Failure, worker: int = 0) -> ChunkResult:
-    return ChunkResult(chunk_id, [None] * count, dict.fromkeys(range(count), failure), 0.0, worker)
 
 
 # --- in the pool's process --------------------------------------------------------------
@@ -297,7 +294,7 @@ class DaskBackend(Backend):
     def submit(self, chunk: Chunk) -> None:
         if chunk.timeout is not None:
             self._sink(
-                _all_failed(
+                all_failed(
                     chunk.chunk_id,
                     len(chunk.items),
                     Failure(
@@ -380,11 +377,11 @@ class DaskBackend(Backend):
                     self._start(chunk, fn_future)
                 return
             lost = WorkerLostError(None, None, None, f"the Dask worker running it died ({exc})")
-            result = _all_failed(chunk.chunk_id, len(chunk.items), Failure(lost, ""))
+            result = all_failed(chunk.chunk_id, len(chunk.items), Failure(lost, ""))
         except Exception as exc:
             if self._cancelled:
                 return
-            result = _all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc))
+            result = all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc))
         self._sink(result)
 
     def shutdown(self, *, cancel: bool) -> None:

@@ -58,6 +58,7 @@ from shoal.backends.base import (
     ResultSink,
     WorkerHandle,
     WorkerSpec,
+    all_failed,
     local_workers,
 )
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
@@ -192,7 +193,7 @@ class ProcessBackend:
         if self._broken is not None:
             func = self._broken
         if isinstance(func, Failure):
-            self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), func))
+            self._answer_now(all_failed(chunk.chunk_id, len(chunk.items), func))
             return
         try:
             items = chunk.items
@@ -210,7 +211,7 @@ class ProcessBackend:
             )
             payload, blocks = pack((code, items), self._out_of_band)
         except Exception as exc:
-            self._answer_now(_all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
+            self._answer_now(all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
             return
         # One dict operation each side (submit, events thread): atomic, no lock needed.
         self._sizes[chunk.chunk_id] = len(chunk.items)
@@ -226,7 +227,7 @@ class ProcessBackend:
         self._broken = Failure(error, "")
         for chunk_id, count in list(self._sizes.items()):
             if self.withdraw(chunk_id):
-                self._sink(_all_failed(chunk_id, count, self._broken, worker))
+                self._sink(all_failed(chunk_id, count, self._broken, worker))
 
     def withdraw(self, chunk_id: int) -> bool:
         """Takes back a chunk still waiting in the engine's queue (no worker owes it)."""
@@ -373,13 +374,13 @@ class ProcessBackend:
         """A chunk whose result could not be read (``values`` is then the error) or in
         which some task failed."""
         if isinstance(values, BaseException):
-            self._sink(_all_failed(chunk_id, count, Failure.capture(values), worker))
+            self._sink(all_failed(chunk_id, count, Failure.capture(values), worker))
             return
         failures = {i: _failure(*fields) for i, fields in wire.items()}
         if len(values) != count:
             # The worker could not read the chunk at all: the error is every task's.
             failure = failures.get(0) or Failure.capture(ShoalError("a malformed result"))
-            self._sink(_all_failed(chunk_id, count, failure, worker))
+            self._sink(all_failed(chunk_id, count, failure, worker))
             return
         self._sink(ChunkResult(chunk_id, values, failures, elapsed, worker))
 
@@ -421,7 +422,7 @@ class ProcessBackend:
                     error = TaskTimeoutError(limit, pid)
                 else:
                     error = WorkerLostError(pid, code, signal, how)
-                self._sink(_all_failed(lost, count, Failure(error, ""), worker))
+                self._sink(all_failed(lost, count, Failure(error, ""), worker))
         if not replace:
             return
         if expected or answered or lost is not None:
@@ -456,7 +457,3 @@ def _failure(exc: BaseException, text: str, cause: BaseException | None = None) 
     if cause is not None and exc.__cause__ is None:
         exc.__cause__ = cause
     return Failure(exc, text)
-
-
-def _all_failed(chunk_id: int, count: int, failure: Failure, worker: int = 0) -> ChunkResult:
-    return ChunkResult(chunk_id, [None] * count, dict.fromkeys(range(count), failure), 0.0, worker)

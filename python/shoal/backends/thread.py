@@ -32,11 +32,11 @@ from typing import Any
 
 from shoal.backends.base import (
     Chunk,
-    ChunkResult,
     Failure,
     ResultSink,
     WorkerHandle,
     WorkerSpec,
+    all_failed,
     local_workers,
     run_chunk,
 )
@@ -170,7 +170,7 @@ class ThreadBackend:
                 if self._cancelled:
                     continue
                 if broken is not None:
-                    result = _all_failed(chunk, broken, worker)
+                    result = all_failed(chunk.chunk_id, len(chunk.items), broken, worker)
                 else:
                     try:
                         result = run_chunk(chunk, worker)
@@ -178,7 +178,9 @@ class ThreadBackend:
                         # SystemExit or KeyboardInterrupt raised by a task itself: it must
                         # not end this thread with the chunk unanswered (its caller would
                         # wait forever), so the chunk fails with it.
-                        result = _all_failed(chunk, Failure.capture(exc), worker)
+                        result = all_failed(
+                            chunk.chunk_id, len(chunk.items), Failure.capture(exc), worker
+                        )
                 self._sink(result)
                 # Holds nothing of this chunk while it waits for the next: its arguments
                 # and results would otherwise outlive the caller's use of them.
@@ -198,11 +200,3 @@ class ThreadBackend:
         if self._cancelled:
             return
         self._start_worker()
-
-
-def _all_failed(chunk: Chunk, failure: Failure, worker: int) -> ChunkResult:
-    """The answer for a chunk none of whose tasks could produce a value."""
-    count = len(chunk.items)
-    return ChunkResult(
-        chunk.chunk_id, [None] * count, dict.fromkeys(range(count), failure), 0.0, worker
-    )
