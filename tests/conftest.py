@@ -11,9 +11,24 @@ import pytest
 from shoal.process.launch import START_METHODS
 
 
-def open_fds() -> set[int]:
-    """This process's open file descriptors."""
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+def open_fds() -> dict[int, str]:
+    """This process's open file descriptors and what each one names, leaving out the
+    descriptor this listing itself opens and any closed while it was read (the Dask
+    session's scheduler threads open and close sockets of their own)."""
+    listing = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        found: dict[int, str] = {}
+        for name in os.listdir(listing):
+            fd = int(name)
+            if fd == listing:
+                continue
+            try:
+                found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except FileNotFoundError:
+                continue
+        return found
+    finally:
+        os.close(listing)
 
 
 def memfd_mappings() -> int:

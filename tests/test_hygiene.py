@@ -18,7 +18,7 @@ from conftest import memfd_mappings, open_fds
 def _snapshot() -> tuple[set[int], int, set[int], int, set[str]]:
     me = psutil.Process()
     return (
-        open_fds(),
+        set(open_fds()),
         len(os.listdir("/proc/self/task")),
         {p.pid for p in me.children(recursive=True) if _running(p)},
         memfd_mappings(),
