@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 from typing import Any
 
 import pytest
@@ -89,9 +91,38 @@ def _session_dask(spec: Any, sink: Any, **options: Any) -> Any:
     return DaskBackend(spec, sink, client=_dask_cluster.client, **options)
 
 
+_ray_started = False
+
+
+def _session_ray(spec: Any, sink: Any, **options: Any) -> Any:
+    """The ray backend on one local Ray for the whole test session (two CPUs, started on
+    first use), opened as a program that calls ``ray.init()`` itself would: the pools
+    use it and leave it running."""
+    global _ray_started
+    import ray
+
+    from shoal.backends.ray import RayBackend
+
+    if not _ray_started:
+        path = os.pathsep.join(p for p in sys.path if p)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": path}},
+        )
+        _ray_started = True
+    return RayBackend(spec, sink, **options)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if _dask_cluster is not None:
         _dask_cluster.close()
+    if _ray_started:
+        import ray
+
+        ray.shutdown()
 
 
 def _register_session_backends() -> None:
@@ -101,6 +132,8 @@ def _register_session_backends() -> None:
 
     if importlib.util.find_spec("distributed") is not None:
         register("dask-session", _session_dask)
+    if importlib.util.find_spec("ray") is not None:
+        register("ray-session", _session_ray)
 
 
 _register_session_backends()

@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-BACKENDS = ["thread", "process", "docs-example", "dask-session"]
+BACKENDS = ["thread", "process", "docs-example", "dask-session", "ray-session"]
 """Every backend the Pool tests run on ("docs-example": docs/backends.md's example)."""
 
 KEEPS_ITS_WORKERS = {

@@ -40,6 +40,8 @@ MODULES = [
     "shoal.errors",
     "shoal.backends.sendable",
     "shoal.process.preload",
+    "shoal.backends.on_cluster",
+    "shoal.backends.ray_session",
 ]
 # Modules checked even though they may hold no example of their own.
 OPTIONAL = ["shoal._pickling"]
@@ -114,11 +116,13 @@ def test_the_figures_the_readme_quotes_are_the_codes() -> None:
     from shoal._conditions import NOTIFY_PATIENCE
     from shoal._joinable import _FIRST_LOOK, _LOOK_CAP
     from shoal.backends.dask import CONNECT_TIMEOUT
+    from shoal.backends.ray_session import CONNECT_TIMEOUT as RAY_CONNECT_TIMEOUT
 
     readme = " ".join((ROOT / "README.md").read_text().split())
     for quoted in (
         f"`notify` wait up to {NOTIFY_PATIENCE:g} s",
         f"every {_FIRST_LOOK * 1000:g} ms at first, backing off to {_LOOK_CAP * 1000:g} ms",
         f"unreachable one fails within {CONNECT_TIMEOUT:g} s",
+        f"one where nothing answers fails within {RAY_CONNECT_TIMEOUT:g} s",
     ):
         assert quoted in readme

@@ -11,7 +11,7 @@ Example:
     >>> get_factory("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown pool backend 'nope'; available backends: 'dask', ...'process', 'thread'
+    ValueError: unknown pool backend 'nope'; available backends: 'dask', ...'thread'
 """
 
 from __future__ import annotations
@@ -73,6 +73,13 @@ def _dask_factory(spec: WorkerSpec, sink: ResultSink, **options: Any) -> Backend
     return DaskBackend(spec, sink, **options)
 
 
+def _ray_factory(spec: WorkerSpec, sink: ResultSink, **options: Any) -> Backend:
+    from shoal.backends.ray import OPTIONS, RayBackend
+
+    check_options("ray", options, OPTIONS)
+    return RayBackend(spec, sink, **options)
+
+
 def _prepare_process() -> None:
     from shoal.process.zygote import prestart
 
@@ -82,6 +89,7 @@ def _prepare_process() -> None:
 _FACTORIES: dict[str, BackendFactory] = {
     "dask": _dask_factory,
     "process": _process_factory,
+    "ray": _ray_factory,
     "thread": _thread_factory,
 }
 # What to do when a program looks up shoal.Pool, before it makes one (the process backend

@@ -145,6 +145,17 @@ class Failure:
         """The failure for ``exc``, with its traceback formatted now."""
         return cls(exc, "".join(traceback.format_exception(exc)))
 
+    def __reduce__(self) -> tuple[Any, tuple[BaseException, str, BaseException | None]]:
+        """Pickles the exception's ``__cause__`` too, which pickling an exception drops
+        (``raise ... from ...`` in a task is kept on every backend)."""
+        return (_failure_with_cause, (self.exception, self.traceback, self.exception.__cause__))
+
+
+def _failure_with_cause(exc: BaseException, text: str, cause: BaseException | None) -> Failure:
+    if cause is not None and exc.__cause__ is None:
+        exc.__cause__ = cause
+    return Failure(exc, text)
+
 
 @dataclass(slots=True)
 class ChunkResult:

@@ -36,23 +36,20 @@ import queue
 import subprocess
 import sys
 import threading
-import types
 import uuid
 from collections import OrderedDict
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from shoal.backends.base import (
     Backend,
-    CallKind,
     Chunk,
-    ChunkResult,
     Failure,
     ResultSink,
     WorkerSpec,
     all_failed,
     local_workers,
-    run_chunk,
 )
+from shoal.backends.on_cluster import run_remote
 from shoal.errors import ShoalError, WorkerLostError
 
 __all__ = ["CONNECT_TIMEOUT", "OPTIONS", "DaskBackend"]
@@ -64,7 +61,7 @@ CONNECT_TIMEOUT: Final = 10.0
 """Seconds to reach a scheduler given by ``address`` before the pool gives up."""
 
 _IN_FLIGHT_PER_WORKER: Final = 8  # enough queued work to hide a round trip of ~10 ms
-_KEEP_FUNCTIONS: Final = 64  # per cluster worker process: the last jobs' functions
+_KEEP_FUNCTIONS: Final = 64  # the last jobs' functions stay on the cluster
 
 
 def _distributed() -> Any:
@@ -77,84 +74,8 @@ def _distributed() -> Any:
     return distributed
 
 
-# --- on the cluster's workers ------------------------------------------------------------
-
-_functions: OrderedDict[str, Any] = OrderedDict()
-_initialized: dict[str, Failure | None] = {}
-_worker_lock = threading.Lock()
-_sharing = False
-
-
 def _identity(blob: bytes) -> bytes:
     return blob
-
-
-def _share_namespaces() -> None:
-    # As in shoal's own workers: functions sent by value from one module share one
-    # namespace here (what an initializer sets, tasks see), in a __main__ of their own.
-    global _sharing
-    if not _sharing:
-        from shoal._namespaces import share
-
-        share(types.ModuleType("__main__"))
-        _sharing = True
-
-
-def _initialize(pool_key: str, init_blob: bytes | None) -> Failure | None:
-    with _worker_lock:
-        _share_namespaces()
-        if pool_key in _initialized:
-            return _initialized[pool_key]
-        broken: Failure | None = None
-        if init_blob is not None:
-            from shoal._pickling import loads
-
-            try:
-                initializer, initargs = cast(tuple[Any, tuple[Any, ...]], loads(init_blob))
-                initializer(*initargs)
-            except Exception as exc:
-                broken = Failure.capture(exc)
-        _initialized[pool_key] = broken
-        return broken
-
-
-def _function(job_key: str, blob: bytes) -> Any:
-    with _worker_lock:
-        fn = _functions.get(job_key)
-        if fn is None:
-            from shoal._pickling import loads
-
-            fn = _functions[job_key] = loads(blob)
-            while len(_functions) > _KEEP_FUNCTIONS:
-                _functions.popitem(last=False)
-        return fn
-
-
-def run_remote(
-    pool_key: str,
-    init_blob: bytes | None,
-    job_key: str,
-    fn_blob: bytes,
-    chunk_id: int,
-    items: list[Any],
-    call: str,
-) -> ChunkResult:
-    """One chunk, on a cluster worker: the initializer first if this worker has not run
-    it for this pool, then every task; what cannot be pickled back becomes its error."""
-    import cloudpickle  # type: ignore[import-untyped]
-
-    from shoal.backends.sendable import make_sendable
-
-    broken = _initialize(pool_key, init_blob)
-    if broken is not None:
-        return all_failed(chunk_id, len(items), broken, os.getpid())
-    chunk = Chunk(0, chunk_id, _function(job_key, fn_blob), items, CallKind(call))
-    result = run_chunk(chunk, worker=os.getpid())
-    try:
-        cloudpickle.dumps((result.values, result.failures))
-    except Exception:
-        make_sendable(result.values, result.failures, cloudpickle.dumps)
-    return result
 
 
 # --- in the pool's process --------------------------------------------------------------

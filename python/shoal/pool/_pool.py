@@ -133,6 +133,11 @@ class Pool:
         ``"TERMINATE"``."""
         return self._core.state
 
+    @property
+    def _processes(self) -> int:
+        # multiprocessing.Pool's attribute of that name, which programs read for the size.
+        return self._core.workers
+
     def __repr__(self) -> str:
         state = self._core.state
         return (

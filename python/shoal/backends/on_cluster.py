@@ -1,0 +1,104 @@
+"""What runs on a cluster's worker processes for the cluster backends (Dask, Ray): one
+chunk at a time through :func:`run_remote`, the same way on every engine.
+
+A cluster worker process outlives pools and jobs, so it remembers, per pool, whether it
+ran that pool's initializer (and what it raised), and keeps the last jobs' functions
+unpickled. Functions sent by value from one module share one namespace here, as in
+shoal's own workers: what an initializer sets as a global, the tasks see.
+
+Example, a chunk as a cluster worker runs it (here, in this process):
+    >>> from shoal._pickling import dumps_callable
+    >>> result = run_remote("pool-1", None, "pool-1-0", dumps_callable(abs), 3, [-1, -2], "one")
+    >>> result.chunk_id, result.values
+    (3, [1, 2])
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import types
+from collections import OrderedDict
+from typing import Any, Final, cast
+
+from shoal.backends.base import CallKind, Chunk, ChunkResult, Failure, all_failed, run_chunk
+
+__all__ = ["run_remote"]
+
+_KEEP_FUNCTIONS: Final = 64  # the last jobs' functions, per cluster worker process
+
+_functions: OrderedDict[str, Any] = OrderedDict()
+_initialized: dict[str, Failure | None] = {}
+_lock = threading.Lock()
+_sharing = False
+
+
+def _share_namespaces() -> None:
+    global _sharing
+    if not _sharing:
+        from shoal._namespaces import share
+
+        share(types.ModuleType("__main__"))
+        _sharing = True
+
+
+def _initialize(pool_key: str, init_blob: bytes | None) -> Failure | None:
+    with _lock:
+        _share_namespaces()
+        if pool_key in _initialized:
+            return _initialized[pool_key]
+        broken: Failure | None = None
+        if init_blob is not None:
+            from shoal._pickling import loads
+
+            try:
+                initializer, initargs = cast(tuple[Any, tuple[Any, ...]], loads(init_blob))
+                initializer(*initargs)
+            except Exception as exc:
+                broken = Failure.capture(exc)
+        _initialized[pool_key] = broken
+        return broken
+
+
+def _function(job_key: str, blob: bytes) -> Any:
+    with _lock:
+        fn = _functions.get(job_key)
+        if fn is None:
+            from shoal._pickling import loads
+
+            fn = _functions[job_key] = loads(blob)
+            while len(_functions) > _KEEP_FUNCTIONS:
+                _functions.popitem(last=False)
+        return fn
+
+
+def run_remote(
+    pool_key: str,
+    init_blob: bytes | None,
+    job_key: str,
+    fn_blob: bytes,
+    chunk_id: int,
+    items: list[Any],
+    call: str,
+) -> ChunkResult:
+    """One chunk: the pool's initializer first if this process has not run it for that
+    pool, then every task. A failed initializer, or a function that cannot be unpickled
+    here (a module the cluster lacks), fails every task of the chunk with its error; what
+    cannot be pickled back becomes its task's error."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    from shoal.backends.sendable import make_sendable
+
+    broken = _initialize(pool_key, init_blob)
+    if broken is not None:
+        return all_failed(chunk_id, len(items), broken, os.getpid())
+    try:
+        fn = _function(job_key, fn_blob)
+    except Exception as exc:
+        return all_failed(chunk_id, len(items), Failure.capture(exc), os.getpid())
+    result = run_chunk(Chunk(0, chunk_id, fn, items, CallKind(call)), worker=os.getpid())
+    try:
+        cloudpickle.dumps((result.values, result.failures))
+    except Exception:
+        make_sendable(result.values, result.failures, cloudpickle.dumps)
+    return result
