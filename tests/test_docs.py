@@ -42,6 +42,7 @@ MODULES = [
     "shoal.process.preload",
     "shoal.backends.on_cluster",
     "shoal.backends.ray_session",
+    "shoal._shared",
 ]
 # Modules checked even though they may hold no example of their own.
 OPTIONAL = ["shoal._pickling"]

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -187,3 +188,19 @@ def test_what_cannot_be_reached_or_used_is_said_plainly() -> None:
     ).stdout
     assert "cannot reach the Ray cluster at '127.0.0.1:9' (from address=)" in out
     assert 'pip install "shoal[ray]"' in out
+
+
+def _read_shared(handle: shoal.Shared[Any], lo: int, hi: int) -> tuple[int, str, bool]:
+    rebuilt_by = handle.__reduce__()[0].__name__
+    return int(handle.value[lo:hi].sum()), rebuilt_by, bool(handle.value.flags.writeable)
+
+
+def test_a_shared_object_goes_through_the_object_store_once() -> None:
+    np = pytest.importorskip("numpy")
+    table = shoal.shared(np.arange(1_000_000))
+    with shoal.Pool(backend="ray-session") as pool:
+        answers = pool.starmap(_read_shared, [(table, 0, 10), (table, 10, 20)], chunksize=1)
+        from_closure = pool.apply(lambda: int(table.value[-1]))
+        assert len(pool._core.backend._placed) == 1  # type: ignore[attr-defined]
+    assert answers == [(45, "_shared_from_store", False), (145, "_shared_from_store", False)]
+    assert from_closure == 999_999

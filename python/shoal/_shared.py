@@ -10,6 +10,10 @@ over the mapping; it does so once and reuses it for every later task.
 The memory stays valid for as long as any process maps it: the creating process closes
 its descriptor when the handle is collected (or :meth:`Shared.release` is called), and the
 kernel frees the memory once the last mapping is gone.
+
+A backend whose workers may run on other machines (Ray) pickles tasks inside
+:func:`placing`: a handle then pickles as what the backend's placer returns (the object
+put in the cluster's object store once), and the workers rebuild it from there.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import os
 import pickle
 import threading
 import weakref
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from shoal._pickling import dumps_detached
 
-__all__ = ["Shared", "shared"]
+__all__ = ["Shared", "placing", "shared", "stand_in"]
 
 T = TypeVar("T")
 
@@ -38,6 +43,40 @@ _CACHE_SIZE = 16
 _cache: collections.OrderedDict[tuple[int, int, int], Shared[Any]] = collections.OrderedDict()
 _cache_lock = threading.Lock()
 
+Reduction = tuple[Any, tuple[Any, ...]]
+_placer = threading.local()  # .place: Callable[[Shared], Reduction] while a backend pickles
+
+
+@contextlib.contextmanager
+def placing(place: Callable[[Shared[Any]], Reduction]) -> Iterator[None]:
+    """While this block pickles in this thread, a handle pickles as ``place(handle)``
+    (a ``__reduce__`` value): how a cluster backend sends handles through its own store.
+
+    >>> handle = shared([1, 2])
+    >>> with placing(lambda h: (list, (h.value,))):
+    ...     pickle.loads(pickle.dumps(handle))
+    [1, 2]
+    """
+    before = getattr(_placer, "place", None)
+    _placer.place = place
+    try:
+        yield
+    finally:
+        _placer.place = before
+
+
+def stand_in(value: T, reduction: Reduction) -> Shared[T]:
+    """A handle over ``value`` as it arrived from a cluster's store, which pickles again as
+    ``reduction`` (the placer's answer it came from).
+
+    >>> stand_in([1], (list, ([1],))).value
+    [1]
+    """
+    handle: Shared[T] = Shared.__new__(Shared)
+    handle._value = value
+    handle._reduction = reduction
+    return handle
+
 
 class Shared(Generic[T]):
     """A large object in shared memory, for tasks to read without copying it.
@@ -48,10 +87,10 @@ class Shared(Generic[T]):
     once per worker: numpy arrays arrive read-only, with no copy.
     """
 
-    __slots__ = ("__weakref__", "_closer", "_descriptor", "_value")
+    __slots__ = ("__weakref__", "_closer", "_reduction", "_value")
 
     _value: T
-    _descriptor: tuple[Any, ...]
+    _reduction: Reduction
     _closer: weakref.finalize[[int], Shared[Any]]
 
     @property
@@ -67,8 +106,9 @@ class Shared(Generic[T]):
         if closer is not None:
             closer()
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _attach, self._descriptor
+    def __reduce__(self) -> Reduction:
+        place = getattr(_placer, "place", None)
+        return self._reduction if place is None else place(self)
 
     def __repr__(self) -> str:
         return f"<shoal.Shared {type(self._value).__name__}>"
@@ -119,7 +159,7 @@ def shared(obj: T) -> Shared[T]:
         raise
     handle: Shared[T] = Shared.__new__(Shared)
     handle._value = obj
-    handle._descriptor = (os.getpid(), fd, inode, size, tuple(layout), inband)
+    handle._reduction = (_attach, (os.getpid(), fd, inode, size, tuple(layout), inband))
     handle._closer = weakref.finalize(handle, _close_quietly, fd)
     return handle
 
@@ -181,7 +221,7 @@ def _attach(
     buffers = [view[offset : offset + length] for offset, length in layout]
     handle: Shared[Any] = Shared.__new__(Shared)
     handle._value = pickle.loads(inband, buffers=buffers)
-    handle._descriptor = (pid, fd, inode, size, layout, inband)
+    handle._reduction = (_attach, (pid, fd, inode, size, layout, inband))
     with _cache_lock:
         _cache[key] = handle
         while len(_cache) > _CACHE_SIZE:

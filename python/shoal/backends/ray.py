@@ -24,7 +24,8 @@ How the Pool's contract maps onto Ray:
   ``shoal.TaskTimeoutError``).
 * ``terminate()`` force-cancels every task the pool still has on the cluster.
 * Arguments and results cross through Ray's object store: a large NumPy array arrives
-  without a copy, and so read-only.
+  without a copy, and so read-only. A ``shoal.shared`` object is put there once per pool
+  and read by every task from there, on any node.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Final
 
+from shoal._shared import Shared, placing
 from shoal.backends.base import (
     Backend,
     Chunk,
@@ -56,6 +59,27 @@ OPTIONS: Final = ("address",)
 _IN_FLIGHT_PER_WORKER: Final = 2  # one running and one waiting here, per worker
 _KEEP_FUNCTIONS: Final = 64  # the last jobs' functions stay in the object store
 _POLL: Final = 0.05  # seconds between looks for newly submitted chunks and timeouts
+
+
+def _shared_from_store(ref: Any) -> Any:
+    """On a Ray worker: a ``shoal.shared`` handle over its object, from the object store
+    (once per worker process: Ray keeps the object, this keeps the handle)."""
+    import ray
+
+    from shoal._shared import stand_in
+
+    key = ref.binary()
+    with _shared_lock:
+        handle = _shared_here.get(key)
+        if handle is None:
+            handle = _shared_here[key] = stand_in(ray.get(ref), (_shared_from_store, (ref,)))
+            while len(_shared_here) > _KEEP_FUNCTIONS:
+                _shared_here.popitem(last=False)
+        return handle
+
+
+_shared_here: OrderedDict[bytes, Any] = OrderedDict()
+_shared_lock = threading.Lock()
 
 
 def _chunk_stream(*args: Any) -> Any:
@@ -108,6 +132,7 @@ class RayBackend(Backend):
         self._functions: OrderedDict[int, Any] = OrderedDict()  # job id -> its function's ref
         self._running: dict[Any, _Running] = {}  # the chunk's task (a generator) -> its state
         self._backlog: deque[_Running] = deque()
+        self._placed: weakref.WeakKeyDictionary[Shared[Any], Any] = weakref.WeakKeyDictionary()
         self._stopping = False
         self._cancel = False
         self._left = False
@@ -137,10 +162,20 @@ class RayBackend(Backend):
             if fn_ref is None:
                 from shoal._pickling import dumps_callable
 
-                fn_ref = self._functions[chunk.job_id] = self._ray.put(dumps_callable(chunk.fn))
+                with placing(self._place):
+                    blob = dumps_callable(chunk.fn)
+                fn_ref = self._functions[chunk.job_id] = self._ray.put(blob)
                 while len(self._functions) > _KEEP_FUNCTIONS:
                     self._functions.popitem(last=False)
             self._start(_Running(chunk, fn_ref))
+
+    def _place(self, handle: Shared[Any]) -> tuple[Any, tuple[Any, ...]]:
+        # A shoal.shared object goes into Ray's object store once per pool; every task
+        # that carries its handle carries only the reference.
+        ref = self._placed.get(handle)
+        if ref is None:
+            ref = self._placed[handle] = self._ray.put(handle.value)
+        return (_shared_from_store, (ref,))
 
     def _start(self, running: _Running, *, first: bool = False) -> None:
         # At most `workers` chunks are on the cluster at once (the pool's size is a limit
@@ -155,15 +190,16 @@ class RayBackend(Backend):
         while self._backlog and len(self._running) < self._workers:
             running = self._backlog.popleft()
             chunk = running.chunk
-            task = self._remote.remote(
-                self._key,
-                self._init,
-                f"{self._key}-{chunk.job_id}",
-                running.fn_ref,
-                chunk.chunk_id,
-                list(chunk.items),
-                chunk.call.value,
-            )
+            with placing(self._place):  # Ray pickles the arguments here, in this thread
+                task = self._remote.remote(
+                    self._key,
+                    self._init,
+                    f"{self._key}-{chunk.job_id}",
+                    running.fn_ref,
+                    chunk.chunk_id,
+                    list(chunk.items),
+                    chunk.call.value,
+                )
             self._running[task] = running
             self._lock.notify()
 
