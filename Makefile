@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= target
 export CARGO_TARGET_DIR
 
 .PHONY: help install dev demo lint test test-rust test-python bench bench-queue bench-pool \
-	bench-buffers bench-sync bench-startup
+	bench-buffers bench-sync bench-startup bench-cluster
 
 help:               ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -51,3 +51,6 @@ bench-sync:         ## shoal's locks beside multiprocessing's
 
 bench-startup:      ## a pool in a program that imported pandas first
 	$(PYTHON) benches/startup_bench.py
+
+bench-cluster:      ## shoal.Pool on Ray and Dask against each used directly
+	$(PYTHON) benches/cluster_bench.py
