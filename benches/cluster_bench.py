@@ -9,6 +9,7 @@ workload and the ratio engine-direct / shoal (above 1: shoal is faster).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -65,7 +66,7 @@ def bench_ray(runs: int, tiny: int, heavy: int) -> list[tuple[str, float, float]
 
 
 def bench_dask(runs: int, tiny: int, heavy: int) -> list[tuple[str, float, float]]:
-    import distributed
+    distributed: Any = importlib.import_module("distributed")
 
     rows = []
     with (

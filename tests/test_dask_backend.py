@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +96,18 @@ def test_an_unreachable_scheduler_fails_within_seconds_naming_it() -> None:
     # (Within CONNECT_TIMEOUT: the suite's per-test timeout fails a hang.)
     with pytest.raises(shoal.ShoalError, match=r"tcp://127\.0\.0\.1:9"):
         shoal.Pool(backend="dask", address="tcp://127.0.0.1:9")
+
+
+def _read_shared(handle: shoal.Shared[Any], lo: int, hi: int) -> tuple[int, str]:
+    return int(handle.value[lo:hi].sum()), handle.__reduce__()[0].__name__
+
+
+def test_a_shared_object_is_scattered_to_the_workers_once() -> None:
+    np = pytest.importorskip("numpy")
+    table = shoal.shared(np.arange(1_000_000))
+    with shoal.Pool(backend="dask-session") as pool:
+        answers = pool.starmap(_read_shared, [(table, 0, 10), (table, 10, 20)], chunksize=1)
+        from_closure = pool.apply(lambda: int(table.value[-1]))
+        assert len(pool._core.backend._scattered) == 1  # type: ignore[attr-defined]
+    assert answers == [(45, "_shared_from_cluster"), (145, "_shared_from_cluster")]
+    assert from_closure == 999_999

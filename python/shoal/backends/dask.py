@@ -37,9 +37,11 @@ import subprocess
 import sys
 import threading
 import uuid
+import weakref
 from collections import OrderedDict
 from typing import Any, Final
 
+from shoal._shared import Shared, placing
 from shoal.backends.base import (
     Backend,
     Chunk,
@@ -76,6 +78,31 @@ def _distributed() -> Any:
 
 def _identity(blob: bytes) -> bytes:
     return blob
+
+
+def _shared_from_cluster(key: str) -> Any:
+    """On a Dask worker: a ``shoal.shared`` handle over the object the pool scattered to
+    every worker (once per worker process; a worker that joined later fetches it)."""
+    from shoal._shared import stand_in
+
+    with _shared_lock:
+        handle = _shared_here.get(key)
+        if handle is None:
+            distributed = _distributed()
+            worker = distributed.get_worker()
+            if key in worker.data:
+                value = worker.data[key]
+            else:
+                client = distributed.get_client()
+                value = client.gather(distributed.Future(key, client))
+            handle = _shared_here[key] = stand_in(value, (_shared_from_cluster, (key,)))
+            while len(_shared_here) > _KEEP_FUNCTIONS:
+                _shared_here.popitem(last=False)
+        return handle
+
+
+_shared_here: OrderedDict[str, Any] = OrderedDict()
+_shared_lock = threading.Lock()
 
 
 # --- in the pool's process --------------------------------------------------------------
@@ -165,10 +192,12 @@ class DaskBackend(Backend):
         self._workers = spec.processes or max(threads, 1)
         self._key = uuid.uuid4().hex
         self._init: Any = None
+        self._scattered: weakref.WeakKeyDictionary[Shared[Any], Any] = weakref.WeakKeyDictionary()
         if spec.initializer is not None:
             from shoal._pickling import dumps_callable
 
-            blob = dumps_callable((spec.initializer, spec.initargs))
+            with placing(self._place):
+                blob = dumps_callable((spec.initializer, spec.initargs))
             self._init = client.submit(_identity, blob, key=f"shoal-init-{self._key}", pure=False)
         self._lock = threading.Lock()
         # Job id -> the future holding its function (the last jobs' only: the cluster
@@ -233,9 +262,11 @@ class DaskBackend(Backend):
             if fn_future is None:
                 from shoal._pickling import dumps_callable
 
+                with placing(self._place):
+                    blob = dumps_callable(chunk.fn)
                 fn_future = self._client.submit(
                     _identity,
-                    dumps_callable(chunk.fn),
+                    blob,
                     key=f"shoal-fn-{self._key}-{chunk.job_id}",
                     pure=False,
                 )
@@ -243,6 +274,34 @@ class DaskBackend(Backend):
                 while len(self._functions) > _KEEP_FUNCTIONS:
                     self._functions.popitem(last=False)
             self._start(chunk, fn_future)
+
+    def _place(self, handle: Shared[Any]) -> tuple[Any, tuple[Any, ...]]:
+        # A shoal.shared object is scattered to every worker once per pool (a blocking
+        # round trip, once); tasks carry its key, never a path into this machine.
+        future = self._scattered.get(handle)
+        if future is None:
+            future = self._client.scatter(handle.value, broadcast=True, hash=False)
+            self._scattered[handle] = future
+        return (_shared_from_cluster, (future.key,))
+
+    def _packed(self, items: list[Any]) -> list[Any] | bytes:
+        # Dask pickles arguments where it chooses (often another thread): items that
+        # carry a shoal.shared handle are pickled here, inside `placing`. A dry run finds
+        # them (large buffers stay out of band, uncopied).
+        from shoal._pickling import _check, dumps_detached
+
+        found: list[Shared[Any]] = []
+
+        def note(handle: Shared[Any]) -> tuple[Any, tuple[Any, ...]]:
+            found.append(handle)
+            return (int, ())
+
+        with placing(note):
+            _check(items)
+        if not found:
+            return items
+        with placing(self._place):
+            return dumps_detached(items)
 
     def _start(self, chunk: Chunk, fn_future: Any) -> None:
         key = f"shoal-chunk-{self._key}-{next(self._keys)}"
@@ -253,7 +312,7 @@ class DaskBackend(Backend):
             f"{self._key}-{chunk.job_id}",
             fn_future,
             chunk.chunk_id,
-            list(chunk.items),
+            self._packed(list(chunk.items)),
             chunk.call.value,
             key=key,
             pure=False,

@@ -78,11 +78,12 @@ def run_remote(
     job_key: str,
     fn_blob: bytes,
     chunk_id: int,
-    items: list[Any],
+    items: list[Any] | bytes,
     call: str,
 ) -> ChunkResult:
     """One chunk: the pool's initializer first if this process has not run it for that
-    pool, then every task. A failed initializer, or a function that cannot be unpickled
+    pool, then every task (``items`` may come pickled, by a backend that had to pickle
+    them itself). A failed initializer, or a function that cannot be unpickled
     here (a module the cluster lacks), fails every task of the chunk with its error; what
     cannot be pickled back becomes its task's error."""
     import cloudpickle  # type: ignore[import-untyped]
@@ -94,6 +95,10 @@ def run_remote(
         return all_failed(chunk_id, len(items), broken, os.getpid())
     try:
         fn = _function(job_key, fn_blob)
+        if isinstance(items, bytes):
+            from shoal._pickling import loads
+
+            items = cast(list[Any], loads(items))
     except Exception as exc:
         return all_failed(chunk_id, len(items), Failure.capture(exc), os.getpid())
     result = run_chunk(Chunk(0, chunk_id, fn, items, CallKind(call)), worker=os.getpid())
