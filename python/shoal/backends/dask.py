@@ -304,19 +304,24 @@ class DaskBackend(Backend):
             return dumps_detached(items)
 
     def _start(self, chunk: Chunk, fn_future: Any) -> None:
+        import dask
+
         key = f"shoal-chunk-{self._key}-{next(self._keys)}"
-        future = self._client.submit(
-            run_remote,
-            self._key,
-            self._init,
-            f"{self._key}-{chunk.job_id}",
-            fn_future,
-            chunk.chunk_id,
-            self._packed(list(chunk.items)),
-            chunk.call.value,
-            key=key,
-            pure=False,
-        )
+        # A chunk's arguments travel inside its task, large arrays included, by design:
+        # Dask's advice to scatter them first does not apply to one task per chunk.
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1TiB"}):
+            future = self._client.submit(
+                run_remote,
+                self._key,
+                self._init,
+                f"{self._key}-{chunk.job_id}",
+                fn_future,
+                chunk.chunk_id,
+                self._packed(list(chunk.items)),
+                chunk.call.value,
+                key=key,
+                pure=False,
+            )
         self._running[key] = (chunk, fn_future, future)
         future.add_done_callback(self._done.put)
 
