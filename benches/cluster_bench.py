@@ -1,9 +1,17 @@
-"""shoal.Pool on a cluster engine against that engine used directly, on the same cluster
-in one run: Ray tasks (``ray.get([f.remote(x) for x in xs])``) and Dask futures
-(``client.gather(client.map(f, xs))``), the way their own docs write a parallel map.
+"""shoal.Pool on a cluster engine against that engine used directly, on the same local
+cluster (two single-CPU workers), in one run:
 
-Run: ``python benches/cluster_bench.py`` (``make bench-cluster``). Prints seconds per
-workload and the ratio engine-direct / shoal (above 1: shoal is faster).
+* Ray: ``shoal.Pool(backend="ray")`` against ``ray.util.multiprocessing.Pool`` and plain
+  Ray tasks (``ray.get([f.remote(x) for x in xs])``);
+* Dask: ``shoal.Pool(backend="dask", client=...)`` against ``Client.map`` and
+  ``Client.submit``, the way their docs write a parallel map.
+
+Workloads: 20,000 tiny tasks (x + 1; ``imap`` at default settings for the pools), 200 x
+20 ms CPU tasks, 64 tasks each returning a 16 MiB array, one ``apply`` round trip, and a
+pool's start (with one task) on the running cluster. Each figure is the best of
+``--runs``; the table gives seconds and native / shoal (above 1: shoal is faster).
+
+Run: ``python benches/cluster_bench.py`` (``make bench-cluster``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 import shoal
 
 
@@ -22,85 +32,135 @@ def inc(x: int) -> int:
     return x + 1
 
 
-def spin(n: int) -> int:
-    total = 0
-    for i in range(n):
-        total += i * i % 7
-    return total
+def busy(seconds: float) -> float:
+    """Keeps one CPU busy for ``seconds``."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return seconds
 
 
-def _best(runs: int, work: Callable[[], Any], expected: Any) -> float:
+def big(i: int) -> Any:
+    return np.full(2 * 1024 * 1024, i, dtype=np.int64)  # 16 MiB
+
+
+Way = Callable[[Callable[..., Any], list[Any]], Any]
+
+
+def _best(runs: int, work: Callable[[], Any], check: Callable[[Any], bool]) -> float:
     best = float("inf")
     for _ in range(runs):
         started = time.perf_counter()
-        assert work() == expected
+        outcome = work()
         best = min(best, time.perf_counter() - started)
+        assert check(outcome)
+        del outcome
     return best
 
 
-def _workloads(tiny: int, heavy: int) -> dict[str, tuple[Callable[[int], int], list[int]]]:
-    return {
-        f"{tiny} tiny tasks": (inc, list(range(tiny))),
-        f"{heavy} x 30 ms": (spin, [300_000] * heavy),
-    }
+def _compare(
+    runs: int, engine: str, ways: dict[str, Way], starts: dict[str, Callable[[], Any]]
+) -> list[list[str]]:
+    tiny = list(range(20_000))
+    workloads: list[tuple[str, Callable[..., Any], list[Any], Callable[[Any], bool]]] = [
+        ("20,000 tiny tasks", inc, tiny, lambda out: list(out) == [x + 1 for x in tiny]),
+        ("200 x 20 ms CPU", busy, [0.02] * 200, lambda out: len(list(out)) == 200),
+        ("64 x 16 MiB results", big, list(range(64)), lambda out: int(list(out)[63][0]) == 63),
+        ("apply round trip", inc, [1], lambda out: list(out) == [2]),
+    ]
+    rows = []
+    for label, fn, items, check in workloads:
+        for way in ways.values():
+            way(fn, items[:4])  # warm: workers started, functions shipped
+        times = {name: _best(runs, _bound(way, fn, items), check) for name, way in ways.items()}
+        rows.append(_row(engine, label, times))
+    times = {name: _best(runs, start, lambda _: True) for name, start in starts.items()}
+    rows.append(_row(engine, "pool start + 1 task", times))
+    return rows
 
 
-def bench_ray(runs: int, tiny: int, heavy: int) -> list[tuple[str, float, float]]:
+def _bound(way: Way, fn: Callable[..., Any], items: list[Any]) -> Callable[[], Any]:
+    return lambda: way(fn, items)
+
+
+def _row(engine: str, label: str, times: dict[str, float]) -> list[str]:
+    ours, *natives = times.items()
+    cells = [f"{engine}: {label}", f"{ours[1]:.3f}"]
+    for name, seconds in natives:
+        cells.append(f"{name} {seconds:.3f} ({seconds / ours[1]:.2f}x)")
+    return cells
+
+
+def bench_ray(runs: int) -> list[list[str]]:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
-    rows = []
+    RayPool: Any = importlib.import_module("ray.util.multiprocessing").Pool
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     try:
         with shoal.Pool(backend="ray") as pool:
-            for name, (fn, items) in _workloads(tiny, heavy).items():
-                expected = [fn(x) for x in items]
-                remote = ray.remote(fn)
-                pool.map(fn, items[:10])
-                ray.get([remote.remote(x) for x in items[:10]])
-                ours = _best(runs, lambda: pool.map(fn, items), expected)  # noqa: B023
-                theirs = _best(runs, lambda: ray.get([remote.remote(x) for x in items]), expected)  # noqa: B023
-                rows.append((f"ray: {name}", ours, theirs))
+            native = RayPool(2)
+            remote = {fn: ray.remote(fn) for fn in (inc, busy, big)}
+            ways: dict[str, Way] = {
+                "shoal": lambda fn, xs: list(pool.imap(fn, xs)),
+                "ray Pool": lambda fn, xs: list(native.imap(fn, xs)),
+                "ray tasks": lambda fn, xs: ray.get([remote[fn].remote(x) for x in xs]),
+            }
+            starts = {
+                "shoal": lambda: _start_and_stop(shoal.Pool(backend="ray")),
+                "ray Pool": lambda: _start_and_stop(RayPool(2)),
+            }
+            rows = _compare(runs, "ray", ways, starts)
+            native.terminate()
     finally:
         ray.shutdown()
     return rows
 
 
-def bench_dask(runs: int, tiny: int, heavy: int) -> list[tuple[str, float, float]]:
+def bench_dask(runs: int) -> list[list[str]]:
     distributed: Any = importlib.import_module("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR
+    )
+    client = distributed.Client(cluster)
+    try:
+        with shoal.Pool(backend="dask", client=client) as pool:
+            ways: dict[str, Way] = {
+                "shoal": lambda fn, xs: list(pool.imap(fn, xs)),
+                "Client.map": lambda fn, xs: client.gather(client.map(fn, xs, pure=False)),
+                "Client.submit": lambda fn, xs: client.gather(
+                    [client.submit(fn, x, pure=False) for x in xs]
+                ),
+            }
+            address = cluster.scheduler_address
+            starts = {
+                "shoal": lambda: _start_and_stop(shoal.Pool(backend="dask", address=address)),
+                "Client": lambda: _connect_and_close(distributed, address),
+            }
+            return _compare(runs, "dask", ways, starts)
+    finally:
+        client.close()
+        cluster.close()
 
-    rows = []
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR
-        ) as cluster,
-        distributed.Client(cluster) as client,
-        shoal.Pool(backend="dask", client=client) as pool,
-    ):
-        for name, (fn, items) in _workloads(tiny, heavy).items():
-            expected = [fn(x) for x in items]
-            pool.map(fn, items[:10])
-            ours = _best(runs, lambda: pool.map(fn, items), expected)  # noqa: B023
-            theirs = _best(
-                runs,
-                lambda: client.gather(client.map(fn, items, pure=False)),  # noqa: B023
-                expected,
-            )
-            rows.append((f"dask: {name}", ours, theirs))
-    return rows
+
+def _start_and_stop(pool: Any) -> None:
+    assert pool.apply(inc, (1,)) == 2
+    pool.close()
+    pool.join()
+
+
+def _connect_and_close(distributed: Any, address: str) -> None:
+    with distributed.Client(address) as client:
+        assert client.submit(inc, 1).result() == 2
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--tiny", type=int, default=10_000)
-    parser.add_argument("--heavy", type=int, default=40)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
-    rows = bench_ray(args.runs, args.tiny, args.heavy) + bench_dask(
-        args.runs, args.tiny, args.heavy
-    )
-    print(f"{'workload':34} {'shoal s':>9} {'direct s':>9} {'direct / shoal':>15}")
-    for name, ours, theirs in rows:
-        print(f"{name:34} {ours:9.3f} {theirs:9.3f} {theirs / ours:15.2f}")
+    rows = bench_ray(args.runs) + bench_dask(args.runs)
+    for cells in rows:
+        print(" | ".join(cells))
 
 
 if __name__ == "__main__":

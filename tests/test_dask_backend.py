@@ -111,3 +111,16 @@ def test_a_shared_object_is_scattered_to_the_workers_once() -> None:
         assert len(pool._core.backend._scattered) == 1  # type: ignore[attr-defined]
     assert answers == [(45, "_shared_from_cluster"), (145, "_shared_from_cluster")]
     assert from_closure == 999_999
+
+
+def test_a_function_too_large_to_ride_in_each_task_becomes_a_task_of_its_own() -> None:
+    from shoal.backends.dask import _INLINE_BYTES
+
+    table = list(range(_INLINE_BYTES))  # pickles to more than the inline limit
+    with shoal.Pool(backend="dask-session") as pool:
+        assert pool.map(lambda i: table[i] * 2, range(0, 100, 7), chunksize=2) == [
+            2 * i for i in range(0, 100, 7)
+        ]
+        assert len(pool._core.backend._functions) == 1  # type: ignore[attr-defined]
+        assert pool.map(abs, [-1]) == [1]  # a small one rides along
+        assert len(pool._core.backend._functions) == 1  # type: ignore[attr-defined]

@@ -9,9 +9,10 @@ the pool. ``processes=None`` on a cluster means its total threads.
 
 How the Pool's contract maps onto Dask:
 
-* A job's function is pickled once (shoal's pickler, as for worker processes) and placed
-  on the cluster as one task; every chunk of the job depends on it, so each cluster
-  worker fetches it once.
+* A job's function is pickled once (shoal's pickler, as for worker processes). A small
+  pickle (up to 64 KiB: functions by reference, most closures) rides in each chunk's
+  task; a larger one becomes one task on the cluster that the job's chunks depend on.
+  Each cluster worker process unpickles it once.
 * The initializer runs once in each cluster worker process, before its first task of
   this pool (the worker remembers the pools it has run it for); if it raises, every task
   of the pool on that worker fails with its error.
@@ -29,6 +30,7 @@ How the Pool's contract maps onto Dask:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
@@ -54,6 +56,11 @@ from shoal.backends.base import (
 from shoal.backends.on_cluster import run_remote
 from shoal.errors import ShoalError, WorkerLostError
 
+
+def _identity(blob: bytes) -> bytes:
+    return blob
+
+
 __all__ = ["CONNECT_TIMEOUT", "OPTIONS", "DaskBackend"]
 
 OPTIONS: Final = ("address", "client")
@@ -63,6 +70,7 @@ CONNECT_TIMEOUT: Final = 10.0
 """Seconds to reach a scheduler given by ``address`` before the pool gives up."""
 
 _IN_FLIGHT_PER_WORKER: Final = 8  # enough queued work to hide a round trip of ~10 ms
+_INLINE_BYTES: Final = 64 * 1024  # larger function pickles become a task of their own
 _KEEP_FUNCTIONS: Final = 64  # the last jobs' functions stay on the cluster
 
 
@@ -74,10 +82,6 @@ def _distributed() -> Any:
             'backend="dask" needs Dask\'s distributed scheduler: pip install "shoal[dask]"'
         ) from exc
     return distributed
-
-
-def _identity(blob: bytes) -> bytes:
-    return blob
 
 
 def _shared_from_cluster(key: str) -> Any:
@@ -191,6 +195,11 @@ class DaskBackend(Backend):
         threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
         self._workers = spec.processes or max(threads, 1)
         self._key = uuid.uuid4().hex
+        # Job id -> its function as shipped (its key, and its pickle or the future of the
+        # task holding it); pickle key -> such a future, one per distinct large pickle.
+        # The last jobs' only: the cluster drops what no future holds.
+        self._jobs: OrderedDict[int, tuple[str, Any]] = OrderedDict()
+        self._functions: OrderedDict[str, Any] = OrderedDict()
         self._init: Any = None
         self._scattered: weakref.WeakKeyDictionary[Shared[Any], Any] = weakref.WeakKeyDictionary()
         if spec.initializer is not None:
@@ -198,13 +207,10 @@ class DaskBackend(Backend):
 
             with placing(self._place):
                 blob = dumps_callable((spec.initializer, spec.initargs))
-            self._init = client.submit(_identity, blob, key=f"shoal-init-{self._key}", pure=False)
+            self._init = self._payload(blob)[1]
         self._lock = threading.Lock()
-        # Job id -> the future holding its function (the last jobs' only: the cluster
-        # lets go of a function when its future is dropped).
-        self._functions: OrderedDict[int, Any] = OrderedDict()
-        # Future key -> its chunk, the job's function future, the chunk's future.
-        self._running: dict[str, tuple[Chunk, Any, Any]] = {}
+        # Future key -> its chunk, the job's shipped function, the chunk's future.
+        self._running: dict[str, tuple[Chunk, tuple[str, Any], Any]] = {}
         self._keys = itertools.count()
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stopping = False
@@ -258,22 +264,36 @@ class DaskBackend(Backend):
             )
             return
         with self._lock:
-            fn_future = self._functions.get(chunk.job_id)
-            if fn_future is None:
-                from shoal._pickling import dumps_callable
+            shipped = self._jobs.get(chunk.job_id)
+            if shipped is None:
+                shipped = self._jobs[chunk.job_id] = self._ship(chunk.fn)
+                while len(self._jobs) > _KEEP_FUNCTIONS:
+                    self._jobs.popitem(last=False)
+            self._start(chunk, shipped)
 
-                with placing(self._place):
-                    blob = dumps_callable(chunk.fn)
-                fn_future = self._client.submit(
-                    _identity,
-                    blob,
-                    key=f"shoal-fn-{self._key}-{chunk.job_id}",
-                    pure=False,
-                )
-                self._functions[chunk.job_id] = fn_future
-                while len(self._functions) > _KEEP_FUNCTIONS:
-                    self._functions.popitem(last=False)
-            self._start(chunk, fn_future)
+    def _ship(self, fn: Any) -> tuple[str, Any]:
+        # A small pickle (a function by reference, most closures) rides inside every
+        # chunk's task, so no worker is preferred for holding it (which would queue every
+        # chunk on that one worker); a large one becomes one task that chunks depend on,
+        # which Dask can run again if the workers holding its result die.
+        from shoal._pickling import dumps_callable
+
+        with placing(self._place):
+            blob = dumps_callable(fn)
+        return self._payload(blob)
+
+    def _payload(self, blob: bytes) -> tuple[str, Any]:
+        key = hashlib.blake2b(blob, digest_size=16).hexdigest()
+        if len(blob) <= _INLINE_BYTES:
+            return key, blob
+        future = self._functions.get(key)
+        if future is None:
+            future = self._client.submit(_identity, blob, key=f"shoal-fn-{key}", pure=False)
+        self._functions[key] = future
+        self._functions.move_to_end(key)
+        while len(self._functions) > _KEEP_FUNCTIONS:
+            self._functions.popitem(last=False)
+        return key, future
 
     def _place(self, handle: Shared[Any]) -> tuple[Any, tuple[Any, ...]]:
         # A shoal.shared object is scattered to every worker once per pool (a blocking
@@ -303,7 +323,7 @@ class DaskBackend(Backend):
         with placing(self._place):
             return dumps_detached(items)
 
-    def _start(self, chunk: Chunk, fn_future: Any) -> None:
+    def _start(self, chunk: Chunk, shipped: tuple[str, Any]) -> None:
         import dask
 
         key = f"shoal-chunk-{self._key}-{next(self._keys)}"
@@ -314,15 +334,15 @@ class DaskBackend(Backend):
                 run_remote,
                 self._key,
                 self._init,
-                f"{self._key}-{chunk.job_id}",
-                fn_future,
+                shipped[0],
+                shipped[1],
                 chunk.chunk_id,
                 self._packed(list(chunk.items)),
                 chunk.call.value,
                 key=key,
                 pure=False,
             )
-        self._running[key] = (chunk, fn_future, future)
+        self._running[key] = (chunk, shipped, future)
         future.add_done_callback(self._done.put)
 
     def _deliver(self) -> None:
@@ -352,14 +372,14 @@ class DaskBackend(Backend):
             entry = self._running.pop(future.key, None)
         if entry is None or self._cancelled:
             return
-        chunk, fn_future, _ = entry
+        chunk, shipped, _ = entry
         try:
             result = values[future] if future in values else future.result()
         except self._killed_worker as exc:
             if chunk.retries > 0:
                 chunk.retries -= 1
                 with self._lock:
-                    self._start(chunk, fn_future)
+                    self._start(chunk, shipped)
                 return
             lost = WorkerLostError(None, None, None, f"the Dask worker running it died ({exc})")
             result = all_failed(chunk.chunk_id, len(chunk.items), Failure(lost, ""))

@@ -88,6 +88,7 @@ def run_remote(
     cannot be pickled back becomes its task's error."""
     import cloudpickle  # type: ignore[import-untyped]
 
+    from shoal._pickling import _check
     from shoal.backends.sendable import make_sendable
 
     broken = _initialize(pool_key, init_blob)
@@ -102,8 +103,7 @@ def run_remote(
     except Exception as exc:
         return all_failed(chunk_id, len(items), Failure.capture(exc), os.getpid())
     result = run_chunk(Chunk(0, chunk_id, fn, items, CallKind(call)), worker=os.getpid())
-    try:
-        cloudpickle.dumps((result.values, result.failures))
-    except Exception:
+    # A dry run (large buffers are not copied) finds what the engine could not send.
+    if _check((result.values, result.failures)) is not None:
         make_sendable(result.values, result.failures, cloudpickle.dumps)
     return result

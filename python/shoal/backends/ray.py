@@ -30,6 +30,7 @@ How the Pool's contract maps onto Ray:
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -56,7 +57,7 @@ __all__ = ["OPTIONS", "RayBackend"]
 OPTIONS: Final = ("address",)
 """The keyword arguments of ``Pool`` this backend takes."""
 
-_IN_FLIGHT_PER_WORKER: Final = 2  # one running and one waiting here, per worker
+_IN_FLIGHT_PER_WORKER: Final = 3  # one running and two ready, per worker
 _KEEP_FUNCTIONS: Final = 64  # the last jobs' functions stay in the object store
 _POLL: Final = 0.05  # seconds between looks for newly submitted chunks and timeouts
 
@@ -97,7 +98,7 @@ def _chunk_stream(*args: Any) -> Any:
 @dataclass(slots=True)
 class _Running:
     chunk: Chunk
-    fn_ref: Any
+    shipped: tuple[str, Any]  # the function's key and its object's reference
     node: str | None = None
     pid: int | None = None
     deadline: float | None = None
@@ -118,6 +119,11 @@ class RayBackend(Backend):
         )
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self._workers = spec.processes or max(cpus, 1)
+        # A pool smaller than the cluster holds its chunks back to run `processes` at once;
+        # otherwise Ray's own CPU accounting is the limit, and chunks wait in Ray, ready
+        # to start the moment a worker is free.
+        small = self._workers < cpus
+        self._on_cluster = self._workers if small else self.max_in_flight
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0, "num_returns": "streaming"}
         if spec.maxtasksperchild is not None:
             options["max_calls"] = spec.maxtasksperchild
@@ -129,7 +135,8 @@ class RayBackend(Backend):
 
             self._init = ray.put(dumps_callable((spec.initializer, spec.initargs)))
         self._lock = threading.Condition()
-        self._functions: OrderedDict[int, Any] = OrderedDict()  # job id -> its function's ref
+        self._jobs: OrderedDict[int, tuple[str, Any]] = OrderedDict()  # job id -> shipped fn
+        self._functions: OrderedDict[str, Any] = OrderedDict()  # fn key -> its object
         self._running: dict[Any, _Running] = {}  # the chunk's task (a generator) -> its state
         self._backlog: deque[_Running] = deque()
         self._placed: weakref.WeakKeyDictionary[Shared[Any], Any] = weakref.WeakKeyDictionary()
@@ -158,16 +165,28 @@ class RayBackend(Backend):
 
     def submit(self, chunk: Chunk) -> None:
         with self._lock:
-            fn_ref = self._functions.get(chunk.job_id)
-            if fn_ref is None:
-                from shoal._pickling import dumps_callable
+            shipped = self._jobs.get(chunk.job_id)
+            if shipped is None:
+                shipped = self._jobs[chunk.job_id] = self._ship(chunk.fn)
+                while len(self._jobs) > _KEEP_FUNCTIONS:
+                    self._jobs.popitem(last=False)
+            self._start(_Running(chunk, shipped))
 
-                with placing(self._place):
-                    blob = dumps_callable(chunk.fn)
-                fn_ref = self._functions[chunk.job_id] = self._ray.put(blob)
-                while len(self._functions) > _KEEP_FUNCTIONS:
-                    self._functions.popitem(last=False)
-            self._start(_Running(chunk, fn_ref))
+    def _ship(self, fn: Any) -> tuple[str, Any]:
+        # One object per distinct pickle: a function that many jobs use goes once.
+        from shoal._pickling import dumps_callable
+
+        with placing(self._place):
+            blob = dumps_callable(fn)
+        key = hashlib.blake2b(blob, digest_size=16).hexdigest()
+        ref = self._functions.get(key)
+        if ref is None:
+            ref = self._ray.put(blob)
+        self._functions[key] = ref
+        self._functions.move_to_end(key)
+        while len(self._functions) > _KEEP_FUNCTIONS:
+            self._functions.popitem(last=False)
+        return key, ref
 
     def _place(self, handle: Shared[Any]) -> tuple[Any, tuple[Any, ...]]:
         # A shoal.shared object goes into Ray's object store once per pool; every task
@@ -178,8 +197,8 @@ class RayBackend(Backend):
         return (_shared_from_store, (ref,))
 
     def _start(self, running: _Running, *, first: bool = False) -> None:
-        # At most `workers` chunks are on the cluster at once (the pool's size is a limit
-        # there too); the rest wait here, in the order they came (a rerun goes first).
+        # Chunks beyond what may be on the cluster wait here, in the order they came (a
+        # rerun goes first).
         if first:
             self._backlog.appendleft(running)
         else:
@@ -187,15 +206,15 @@ class RayBackend(Backend):
         self._launch()
 
     def _launch(self) -> None:
-        while self._backlog and len(self._running) < self._workers:
+        while self._backlog and len(self._running) < self._on_cluster:
             running = self._backlog.popleft()
             chunk = running.chunk
             with placing(self._place):  # Ray pickles the arguments here, in this thread
                 task = self._remote.remote(
                     self._key,
                     self._init,
-                    f"{self._key}-{chunk.job_id}",
-                    running.fn_ref,
+                    running.shipped[0],
+                    running.shipped[1],
                     chunk.chunk_id,
                     list(chunk.items),
                     chunk.call.value,
@@ -273,7 +292,7 @@ class RayBackend(Backend):
             if chunk.retries > 0:
                 chunk.retries -= 1
                 with self._lock:
-                    self._start(_Running(chunk, running.fn_ref), first=True)
+                    self._start(_Running(chunk, running.shipped), first=True)
                 return
             where = f" on node {running.node}" if running.node else ""
             how = f"the Ray worker{where} died ({str(error).splitlines()[0]})"
@@ -320,6 +339,7 @@ class RayBackend(Backend):
             left, self._left = self._left, True
         if not left:
             self._functions.clear()
+            self._jobs.clear()
             self._init = None
             disconnect(self._ray)
         return True
