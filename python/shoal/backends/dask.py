@@ -53,7 +53,7 @@ from shoal.backends.base import (
     all_failed,
     local_workers,
 )
-from shoal.backends.on_cluster import run_remote
+from shoal.backends.on_cluster import from_wire, run_remote
 from shoal.errors import ShoalError, WorkerLostError
 
 
@@ -374,7 +374,7 @@ class DaskBackend(Backend):
             return
         chunk, shipped, _ = entry
         try:
-            result = values[future] if future in values else future.result()
+            result = from_wire(values[future] if future in values else future.result())
         except self._killed_worker as exc:
             if chunk.retries > 0:
                 chunk.retries -= 1

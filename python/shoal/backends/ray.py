@@ -49,6 +49,7 @@ from shoal.backends.base import (
     WorkerSpec,
     all_failed,
 )
+from shoal.backends.on_cluster import from_wire
 from shoal.backends.ray_session import connect, disconnect
 from shoal.errors import TaskTimeoutError, WorkerLostError
 
@@ -240,7 +241,7 @@ class RayBackend(Backend):
                 deadlines = [r.deadline for r in self._running.values() if r.deadline]
             wait = _POLL if not deadlines else max(0.0, min(_POLL, min(deadlines) - time.time()))
             ready, _ = ray.wait(tasks, num_returns=1, timeout=wait)
-            if ready:
+            if ready and len(tasks) > 1:  # and whatever else is ready by now
                 ready, _ = ray.wait(tasks, num_returns=len(tasks), timeout=0)
             finished: list[tuple[_Running, Any]] = []
             for task in ready:
@@ -275,10 +276,10 @@ class RayBackend(Backend):
             values = None  # each is read on its own, which says what went wrong
         for index, (running, ref) in enumerate(finished):
             if values is not None:
-                self._answer_one(running, values[index], None)
+                self._answer_one(running, from_wire(values[index]), None)
                 continue
             try:
-                self._answer_one(running, self._ray.get(ref), None)
+                self._answer_one(running, from_wire(self._ray.get(ref)), None)
             except Exception as exc:
                 self._answer_one(running, None, exc)
 
