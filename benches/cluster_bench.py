@@ -48,10 +48,15 @@ Way = Callable[[Callable[..., Any], list[Any]], Any]
 
 
 def _best(runs: int, work: Callable[[], Any], check: Callable[[Any], bool]) -> float:
+    """The best time of ``runs``; NaN if a run failed (the cell then says so)."""
     best = float("inf")
     for _ in range(runs):
         started = time.perf_counter()
-        outcome = work()
+        try:
+            outcome = work()
+        except Exception as exc:
+            print(f"  (a run failed: {type(exc).__name__}: {exc})", flush=True)
+            return float("nan")
         best = min(best, time.perf_counter() - started)
         assert check(outcome)
         del outcome
@@ -74,8 +79,10 @@ def _compare(
             way(fn, items[:4])  # warm: workers started, functions shipped
         times = {name: _best(runs, _bound(way, fn, items), check) for name, way in ways.items()}
         rows.append(_row(engine, label, times))
+        print(" | ".join(rows[-1]), flush=True)
     times = {name: _best(runs, start, lambda _: True) for name, start in starts.items()}
     rows.append(_row(engine, "pool start + 1 task", times))
+    print(" | ".join(rows[-1]), flush=True)
     return rows
 
 
@@ -158,9 +165,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
-    rows = bench_ray(args.runs) + bench_dask(args.runs)
-    for cells in rows:
-        print(" | ".join(cells))
+    print("workload | shoal s | native s (native / shoal)", flush=True)
+    bench_ray(args.runs)
+    bench_dask(args.runs)
 
 
 if __name__ == "__main__":
