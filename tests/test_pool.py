@@ -311,6 +311,12 @@ def test_maxtasksperchild_replaces_the_worker(backend: str) -> None:
         pytest.skip(KEEPS_ITS_WORKERS[backend])
     with shoal.Pool(1, remember, (1,), maxtasksperchild=2, backend=backend) as pool:
         tokens = [token for _, token in pool.map(recall, range(6), chunksize=1)]
+    if backend == "ray-session":
+        # Ray ends a worker process after max_calls chunks, but may hand the next chunk
+        # to another idle worker before that: no worker runs more than 2, and they change.
+        assert len(set(tokens)) >= 3
+        assert all(tokens.count(t) <= 2 for t in tokens)
+        return
     assert len(set(tokens)) == 3
     assert all(tokens.count(t) == 2 for t in tokens)
 

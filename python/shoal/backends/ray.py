@@ -59,6 +59,7 @@ OPTIONS: Final = ("address",)
 """The keyword arguments of ``Pool`` this backend takes."""
 
 _IN_FLIGHT_PER_WORKER: Final = 3  # one running and two ready, per worker
+_INLINE_BYTES: Final = 64 * 1024  # larger function pickles go to the object store once
 _KEEP_FUNCTIONS: Final = 64  # the last jobs' functions stay in the object store
 _POLL: Final = 0.05  # seconds between looks for newly submitted chunks and timeouts
 
@@ -174,12 +175,15 @@ class RayBackend(Backend):
             self._start(_Running(chunk, shipped))
 
     def _ship(self, fn: Any) -> tuple[str, Any]:
-        # One object per distinct pickle: a function that many jobs use goes once.
+        # A small pickle rides in each task (resolving a reference costs the worker a
+        # round trip to this process); a large one is one object per distinct pickle.
         from shoal._pickling import dumps_callable
 
         with placing(self._place):
             blob = dumps_callable(fn)
         key = hashlib.blake2b(blob, digest_size=16).hexdigest()
+        if len(blob) <= _INLINE_BYTES:
+            return key, blob  # rides in the task: no reference for the worker to resolve
         ref = self._functions.get(key)
         if ref is None:
             ref = self._ray.put(blob)
