@@ -114,13 +114,13 @@ def test_a_shared_object_is_scattered_to_the_workers_once() -> None:
 
 
 def test_a_function_too_large_to_ride_in_each_task_becomes_a_task_of_its_own() -> None:
-    from shoal.backends.dask import _INLINE_BYTES
+    from shoal.backends.shipping import INLINE_BYTES
 
-    table = list(range(_INLINE_BYTES))  # pickles to more than the inline limit
+    table = list(range(INLINE_BYTES))  # pickles to more than the inline limit
     with shoal.Pool(backend="dask-session") as pool:
         assert pool.map(lambda i: table[i] * 2, range(0, 100, 7), chunksize=2) == [
             2 * i for i in range(0, 100, 7)
         ]
-        assert len(pool._core.backend._functions) == 1  # type: ignore[attr-defined]
+        assert pool._core.backend._functions.stored() == 1  # type: ignore[attr-defined]
         assert pool.map(abs, [-1]) == [1]  # a small one rides along
-        assert len(pool._core.backend._functions) == 1  # type: ignore[attr-defined]
+        assert pool._core.backend._functions.stored() == 1  # type: ignore[attr-defined]

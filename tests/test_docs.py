@@ -43,6 +43,7 @@ MODULES = [
     "shoal.backends.on_cluster",
     "shoal.backends.ray_session",
     "shoal._shared",
+    "shoal.backends.shipping",
 ]
 # Modules checked even though they may hold no example of their own.
 OPTIONAL = ["shoal._pickling"]

@@ -30,7 +30,6 @@ How the Pool's contract maps onto Dask:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import logging
 import os
@@ -54,6 +53,7 @@ from shoal.backends.base import (
     local_workers,
 )
 from shoal.backends.on_cluster import from_wire, run_remote
+from shoal.backends.shipping import KEEP, Functions, Shipped
 from shoal.errors import ShoalError, WorkerLostError
 
 
@@ -70,8 +70,6 @@ CONNECT_TIMEOUT: Final = 10.0
 """Seconds to reach a scheduler given by ``address`` before the pool gives up."""
 
 _IN_FLIGHT_PER_WORKER: Final = 8  # enough queued work to hide a round trip of ~10 ms
-_INLINE_BYTES: Final = 64 * 1024  # larger function pickles become a task of their own
-_KEEP_FUNCTIONS: Final = 64  # the last jobs' functions stay on the cluster
 
 
 def _distributed() -> Any:
@@ -100,7 +98,7 @@ def _shared_from_cluster(key: str) -> Any:
                 client = distributed.get_client()
                 value = client.gather(distributed.Future(key, client))
             handle = _shared_here[key] = stand_in(value, (_shared_from_cluster, (key,)))
-            while len(_shared_here) > _KEEP_FUNCTIONS:
+            while len(_shared_here) > KEEP:
                 _shared_here.popitem(last=False)
         return handle
 
@@ -195,11 +193,13 @@ class DaskBackend(Backend):
         threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
         self._workers = spec.processes or max(threads, 1)
         self._key = uuid.uuid4().hex
-        # Job id -> its function as shipped (its key, and its pickle or the future of the
-        # task holding it); pickle key -> such a future, one per distinct large pickle.
-        # The last jobs' only: the cluster drops what no future holds.
-        self._jobs: OrderedDict[int, tuple[str, Any]] = OrderedDict()
-        self._functions: OrderedDict[str, Any] = OrderedDict()
+        # A large function pickle becomes a task of its own, which Dask can run again if
+        # the workers holding its result die (shoal.backends.shipping).
+        self._functions = Functions(
+            lambda blob: client.submit(
+                _identity, blob, key=f"shoal-fn-{uuid.uuid4().hex}", pure=False
+            )
+        )
         self._init: Any = None
         self._scattered: weakref.WeakKeyDictionary[Shared[Any], Any] = weakref.WeakKeyDictionary()
         if spec.initializer is not None:
@@ -207,10 +207,10 @@ class DaskBackend(Backend):
 
             with placing(self._place):
                 blob = dumps_callable((spec.initializer, spec.initargs))
-            self._init = self._payload(blob)[1]
+            self._init = self._functions.blob(blob)[1]
         self._lock = threading.Lock()
         # Future key -> its chunk, the job's shipped function, the chunk's future.
-        self._running: dict[str, tuple[Chunk, tuple[str, Any], Any]] = {}
+        self._running: dict[str, tuple[Chunk, Shipped, Any]] = {}
         self._keys = itertools.count()
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stopping = False
@@ -264,36 +264,7 @@ class DaskBackend(Backend):
             )
             return
         with self._lock:
-            shipped = self._jobs.get(chunk.job_id)
-            if shipped is None:
-                shipped = self._jobs[chunk.job_id] = self._ship(chunk.fn)
-                while len(self._jobs) > _KEEP_FUNCTIONS:
-                    self._jobs.popitem(last=False)
-            self._start(chunk, shipped)
-
-    def _ship(self, fn: Any) -> tuple[str, Any]:
-        # A small pickle (a function by reference, most closures) rides inside every
-        # chunk's task, so no worker is preferred for holding it (which would queue every
-        # chunk on that one worker); a large one becomes one task that chunks depend on,
-        # which Dask can run again if the workers holding its result die.
-        from shoal._pickling import dumps_callable
-
-        with placing(self._place):
-            blob = dumps_callable(fn)
-        return self._payload(blob)
-
-    def _payload(self, blob: bytes) -> tuple[str, Any]:
-        key = hashlib.blake2b(blob, digest_size=16).hexdigest()
-        if len(blob) <= _INLINE_BYTES:
-            return key, blob
-        future = self._functions.get(key)
-        if future is None:
-            future = self._client.submit(_identity, blob, key=f"shoal-fn-{key}", pure=False)
-        self._functions[key] = future
-        self._functions.move_to_end(key)
-        while len(self._functions) > _KEEP_FUNCTIONS:
-            self._functions.popitem(last=False)
-        return key, future
+            self._start(chunk, self._functions.for_job(chunk.job_id, chunk.fn, self._place))
 
     def _place(self, handle: Shared[Any]) -> tuple[Any, tuple[Any, ...]]:
         # A shoal.shared object is scattered to every worker once per pool (a blocking
@@ -323,7 +294,7 @@ class DaskBackend(Backend):
         with placing(self._place):
             return dumps_detached(items)
 
-    def _start(self, chunk: Chunk, shipped: tuple[str, Any]) -> None:
+    def _start(self, chunk: Chunk, shipped: Shipped) -> None:
         import dask
 
         key = f"shoal-chunk-{self._key}-{next(self._keys)}"

@@ -20,9 +20,10 @@ import os
 import threading
 import types
 from collections import OrderedDict
-from typing import Any, Final, cast
+from typing import Any, cast
 
 from shoal.backends.base import CallKind, Chunk, ChunkResult, Failure, all_failed, run_chunk
+from shoal.backends.shipping import KEEP
 
 __all__ = ["Wire", "from_wire", "run_remote"]
 
@@ -40,8 +41,6 @@ def from_wire(wire: Wire) -> ChunkResult:
     """
     return ChunkResult(*wire)
 
-
-_KEEP_FUNCTIONS: Final = 64  # the last jobs' functions, per cluster worker process
 
 _functions: OrderedDict[str, Any] = OrderedDict()
 _initialized: dict[str, Failure | None] = {}
@@ -83,7 +82,7 @@ def _function(job_key: str, blob: bytes) -> Any:
             from shoal._pickling import loads
 
             fn = _functions[job_key] = loads(blob)
-            while len(_functions) > _KEEP_FUNCTIONS:
+            while len(_functions) > KEEP:
                 _functions.popitem(last=False)
         return fn
 

@@ -30,7 +30,6 @@ How the Pool's contract maps onto Ray:
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import uuid
@@ -51,6 +50,7 @@ from shoal.backends.base import (
 )
 from shoal.backends.on_cluster import from_wire
 from shoal.backends.ray_session import connect, disconnect
+from shoal.backends.shipping import KEEP, Functions, Shipped
 from shoal.errors import TaskTimeoutError, WorkerLostError
 
 __all__ = ["OPTIONS", "RayBackend"]
@@ -59,8 +59,6 @@ OPTIONS: Final = ("address",)
 """The keyword arguments of ``Pool`` this backend takes."""
 
 _IN_FLIGHT_PER_WORKER: Final = 3  # one running and two ready, per worker
-_INLINE_BYTES: Final = 64 * 1024  # larger function pickles go to the object store once
-_KEEP_FUNCTIONS: Final = 64  # the last jobs' functions stay in the object store
 _POLL: Final = 0.05  # seconds between looks for newly submitted chunks and timeouts
 
 
@@ -76,7 +74,7 @@ def _shared_from_store(ref: Any) -> Any:
         handle = _shared_here.get(key)
         if handle is None:
             handle = _shared_here[key] = stand_in(ray.get(ref), (_shared_from_store, (ref,)))
-            while len(_shared_here) > _KEEP_FUNCTIONS:
+            while len(_shared_here) > KEEP:
                 _shared_here.popitem(last=False)
         return handle
 
@@ -100,7 +98,7 @@ def _chunk_stream(*args: Any) -> Any:
 @dataclass(slots=True)
 class _Running:
     chunk: Chunk
-    shipped: tuple[str, Any]  # the function's key and its object's reference
+    shipped: Shipped
     node: str | None = None
     pid: int | None = None
     deadline: float | None = None
@@ -137,8 +135,7 @@ class RayBackend(Backend):
 
             self._init = ray.put(dumps_callable((spec.initializer, spec.initargs)))
         self._lock = threading.Condition()
-        self._jobs: OrderedDict[int, tuple[str, Any]] = OrderedDict()  # job id -> shipped fn
-        self._functions: OrderedDict[str, Any] = OrderedDict()  # fn key -> its object
+        self._functions = Functions(ray.put)
         self._running: dict[Any, _Running] = {}  # the chunk's task (a generator) -> its state
         self._backlog: deque[_Running] = deque()
         self._placed: weakref.WeakKeyDictionary[Shared[Any], Any] = weakref.WeakKeyDictionary()
@@ -167,31 +164,9 @@ class RayBackend(Backend):
 
     def submit(self, chunk: Chunk) -> None:
         with self._lock:
-            shipped = self._jobs.get(chunk.job_id)
-            if shipped is None:
-                shipped = self._jobs[chunk.job_id] = self._ship(chunk.fn)
-                while len(self._jobs) > _KEEP_FUNCTIONS:
-                    self._jobs.popitem(last=False)
-            self._start(_Running(chunk, shipped))
-
-    def _ship(self, fn: Any) -> tuple[str, Any]:
-        # A small pickle rides in each task (resolving a reference costs the worker a
-        # round trip to this process); a large one is one object per distinct pickle.
-        from shoal._pickling import dumps_callable
-
-        with placing(self._place):
-            blob = dumps_callable(fn)
-        key = hashlib.blake2b(blob, digest_size=16).hexdigest()
-        if len(blob) <= _INLINE_BYTES:
-            return key, blob  # rides in the task: no reference for the worker to resolve
-        ref = self._functions.get(key)
-        if ref is None:
-            ref = self._ray.put(blob)
-        self._functions[key] = ref
-        self._functions.move_to_end(key)
-        while len(self._functions) > _KEEP_FUNCTIONS:
-            self._functions.popitem(last=False)
-        return key, ref
+            self._start(
+                _Running(chunk, self._functions.for_job(chunk.job_id, chunk.fn, self._place))
+            )
 
     def _place(self, handle: Shared[Any]) -> tuple[Any, tuple[Any, ...]]:
         # A shoal.shared object goes into Ray's object store once per pool; every task
@@ -344,7 +319,6 @@ class RayBackend(Backend):
             left, self._left = self._left, True
         if not left:
             self._functions.clear()
-            self._jobs.clear()
             self._init = None
             disconnect(self._ray)
         return True
