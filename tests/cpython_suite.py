@@ -51,17 +51,11 @@ __all__ = [
 ]
 
 # (concrete class, test method): why it fails against shoal today.
-_NO_RESOURCE_WARNING = (
-    "forces multiprocessing's private _state to RUN on a terminated pool; shoal's is "
-    "read-only (its ResourceWarning for a running pool is tested in test_pool_handles.py)"
-)
 _PUT_PICKLES = (
     "put() pickles at once and raises shoal.errors.PicklingError (there is no feeder "
     "thread to report the error and drop the object, as multiprocessing's does)"
 )
 EXPECTED_FAILURES: dict[tuple[str, str], str] = {
-    ("WithProcessesTestPool", "test_resource_warning"): _NO_RESOURCE_WARNING,
-    ("WithThreadsTestPool", "test_resource_warning"): _NO_RESOURCE_WARNING,
     ("WithProcessesTestPoolWorkerErrors", "test_unpickleable_result"): (
         "its unpicklable result is a lambda, which shoal sends back (cloudpickle); a result "
         "that cannot be pickled fails with ResultNotSentError, a MaybeEncodingError "

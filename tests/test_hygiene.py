@@ -108,6 +108,6 @@ def test_a_pool_dropped_without_close_is_collected_and_its_workers_end() -> None
     before = _steady()
     pool = shoal.Pool(2)
     assert pool.map(abs, [-1, -2]) == [1, 2]
-    with pytest.warns(ResourceWarning, match="unclosed running pool"):
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
         del pool
     assert _settled(before), _difference(before)

@@ -51,7 +51,7 @@ def test_a_running_pool_collected_warns_and_is_stopped() -> None:
 
     pool = shoal.Pool(1)
     pids = [h.pid for h in pool._pool if h.pid is not None]
-    with pytest.warns(ResourceWarning, match="unclosed running pool"):
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
         del pool
         gc.collect()
     deadline = time.monotonic() + 30

@@ -108,9 +108,9 @@ def test_an_abandoned_pool_does_not_block_interpreter_exit() -> None:
 
 def test_a_dropped_pool_is_collected_and_shut_down(backend: str) -> None:
     # Each pool dropped while running warns, as multiprocessing's do.
-    with pytest.warns(ResourceWarning, match="unclosed running pool"):
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
         assert shoal.Pool(2, backend=backend).map(square, [3]) == [9]
-    with pytest.warns(ResourceWarning, match="unclosed running pool"):
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
         result: Any = shoal.Pool(1, backend=backend).apply_async(square, (4,))
         assert result.get(30) == 16  # a pending result kept its pool alive
         del result
@@ -118,7 +118,7 @@ def test_a_dropped_pool_is_collected_and_shut_down(backend: str) -> None:
     pool = shoal.Pool(2, backend=backend)
     assert pool.apply(square, (5,)) == 25
     ref, core = weakref.ref(pool), pool._core
-    with pytest.warns(ResourceWarning, match="unclosed running pool"):
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
         del pool
         gc.collect()
     assert ref() is None

@@ -109,6 +109,7 @@ class Pool:
         self._chunksize = chunksize
         self._task_timeout = task_timeout
         self._retries = retries
+        self._state_set: str | None = None
         self._core = PoolCore(factory, spec, backend_options)
         # Shuts an abandoned pool down without waiting, at collection or interpreter exit,
         # so neither ever blocks on a task still running.
@@ -117,11 +118,10 @@ class Pool:
     def __del__(self) -> None:
         # As multiprocessing warns: an abandoned pool's workers are killed by the
         # finalizer, whatever they were doing.
-        core = getattr(self, "_core", None)
-        if core is not None and core.state == RUN:
+        if getattr(self, "_core", None) is not None and self._state == RUN:
             warnings.warn(
-                f"unclosed running pool {self!r}: its workers are being killed; close() "
-                "and join() it, or make it in a with block",
+                f"unclosed running multiprocessing pool {self!r}: its workers are being "
+                "killed; close() and join() it, or make it in a with block",
                 ResourceWarning,
                 stacklevel=1,  # from __del__: no caller frame to point at
                 source=self,
@@ -130,8 +130,14 @@ class Pool:
     @property
     def _state(self) -> str:
         """multiprocessing's name for the pool's state: ``"RUN"``, ``"CLOSE"`` or
-        ``"TERMINATE"``."""
-        return self._core.state
+        ``"TERMINATE"``. Code may set it, as multiprocessing's own tests do to make a
+        finished pool warn as a running one; what it set is only what ``__del__`` and
+        this attribute read, never what the pool does."""
+        return self._state_set or self._core.state
+
+    @_state.setter
+    def _state(self, state: str) -> None:
+        self._state_set = state
 
     @property
     def _processes(self) -> int:
