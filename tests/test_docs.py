@@ -44,6 +44,9 @@ MODULES = [
     "shoal.backends.ray_session",
     "shoal._shared",
     "shoal.backends.shipping",
+    "shoal.backends.function_table",
+    "shoal._executor",
+    "shoal._aio",
 ]
 # Modules checked even though they may hold no example of their own.
 OPTIONAL = ["shoal._pickling"]

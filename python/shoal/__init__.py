@@ -23,6 +23,10 @@ from typing import TYPE_CHECKING, Any
 # which imports shoal's worker loop) loads only what it needs.
 _HOMES = {
     "AsyncResult": "shoal.pool",
+    "Executor": "shoal._executor",
+    "InitializerError": "shoal.errors",
+    "ProcessPoolExecutor": "shoal._executor",
+    "ThreadPoolExecutor": "shoal._executor",
     "BoundedSemaphore": "shoal._sync",
     "Lock": "shoal._sync",
     "OwnerDiedWarning": "shoal._sync",
@@ -93,7 +97,9 @@ __all__ = [
     "Condition",
     "Empty",
     "Event",
+    "Executor",
     "Full",
+    "InitializerError",
     "JoinableQueue",
     "Lock",
     "Manager",
@@ -103,6 +109,7 @@ __all__ = [
     "Pool",
     "Process",
     "ProcessError",
+    "ProcessPoolExecutor",
     "Queue",
     "RLock",
     "RawArray",
@@ -114,6 +121,7 @@ __all__ = [
     "ShoalError",
     "SimpleQueue",
     "TaskTimeoutError",
+    "ThreadPoolExecutor",
     "TimeoutError",
     "Value",
     "WorkerLostError",
@@ -161,12 +169,14 @@ if TYPE_CHECKING:
 
     from shoal._conditions import Barrier, Condition, Event, RLock
     from shoal._context import get_context, set_start_method
+    from shoal._executor import Executor, ProcessPoolExecutor, ThreadPoolExecutor
     from shoal._joinable import JoinableQueue
     from shoal._queue import Queue, SimpleQueue
     from shoal._shared import Shared, shared
     from shoal._sharedctypes import Array, RawArray, RawValue, Value
     from shoal._sync import BoundedSemaphore, Lock, OwnerDiedWarning, Semaphore
     from shoal.errors import (
+        InitializerError,
         PicklingError,
         ResultNotSentError,
         ShoalError,

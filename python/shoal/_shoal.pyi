@@ -13,6 +13,7 @@ __all__ = [
     "EVENT_STOPPED",
     "MIN_QUEUE_CAPACITY",
     "MSG_DEFINE",
+    "MSG_FORGET",
     "MSG_STOP",
     "MSG_TASK",
     "Arena",
@@ -37,6 +38,7 @@ DEFAULT_QUEUE_CAPACITY: int
 MIN_QUEUE_CAPACITY: int
 MSG_TASK: int
 MSG_DEFINE: int
+MSG_FORGET: int
 MSG_STOP: int
 EVENT_RESULT: int
 EVENT_EXITED: int
@@ -82,6 +84,7 @@ class PoolEngine:
     ) -> int: ...
     def abandon(self, id: int) -> None: ...
     def define(self, func: int, blob: bytes) -> None: ...
+    def forget(self, func: int) -> None: ...
     def submit(
         self,
         chunk: int,

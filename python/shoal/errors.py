@@ -8,9 +8,12 @@ also derives from the standard library exception with the same meaning, so code 
 from __future__ import annotations
 
 import pickle
+from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.thread import BrokenThreadPool
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 
 __all__ = [
+    "InitializerError",
     "PicklingError",
     "ResultNotSentError",
     "ShoalError",
@@ -180,3 +183,41 @@ class TaskTimeoutError(ShoalError, TimeoutError):
     def __reduce__(self) -> tuple[type[TaskTimeoutError], tuple[float, int | None]]:
         """Pickles by the constructor's arguments."""
         return (type(self), (self.seconds, self.pid))
+
+
+class InitializerError(ShoalError, BrokenProcessPool, BrokenThreadPool):
+    """A :class:`shoal.Executor`'s initializer raised: the executor is broken, as a
+    ``concurrent.futures`` executor is. Its pending futures fail with this error and
+    ``submit`` raises it. It is a ``BrokenProcessPool`` and a ``BrokenThreadPool`` (so a
+    ``concurrent.futures.BrokenExecutor``), whichever executor the code was written for;
+    the initializer's own exception is its ``__cause__``.
+
+    Attributes:
+        initializer: the initializer's name.
+        error: the initializer's exception, as ``Type: message``.
+
+    Example:
+        >>> from concurrent.futures import BrokenExecutor
+        >>> err = InitializerError("load_model", "OSError: no such file")
+        >>> isinstance(err, BrokenExecutor), err.initializer
+        (True, 'load_model')
+        >>> str(err).startswith("the executor's initializer load_model() raised OSError")
+        True
+    """
+
+    initializer: str
+    error: str
+
+    def __init__(self, initializer: str, error: str) -> None:
+        """Builds the message from the initializer's name and its error."""
+        self.initializer = initializer
+        self.error = error
+        super().__init__(
+            f"the executor's initializer {initializer}() raised {error}; the executor is"
+            " broken (its pending tasks fail, new ones are refused): fix the initializer,"
+            " or catch its error inside it"
+        )
+
+    def __reduce__(self) -> tuple[type[InitializerError], tuple[str, str]]:
+        """Pickles by the constructor's arguments."""
+        return (type(self), (self.initializer, self.error))

@@ -65,6 +65,8 @@ pub enum Kind {
     /// Worker to parent: the outcome of chunk `id`; `aux` is how many microseconds the
     /// worker spent on it (set by [`WorkerEnd::send`]).
     Result = 4,
+    /// Parent to worker: function `id` will not be used again; drop it.
+    Forget = 5,
 }
 
 impl Kind {
@@ -74,6 +76,7 @@ impl Kind {
             2 => Kind::Define,
             3 => Kind::Stop,
             4 => Kind::Result,
+            5 => Kind::Forget,
             other => return Err(Error::Corrupt(format!("unknown message kind {other}"))),
         })
     }

@@ -413,6 +413,23 @@ impl Supervisor {
         self.shared.lock().funcs.insert(func, bytes);
     }
 
+    /// Forgets function `func`, which no chunk queued or owed uses any more (the caller
+    /// knows): later workers are not sent it, and each worker that has it is told to drop
+    /// it, so a program that sends many short-lived functions (a bound method per call)
+    /// does not make every process keep them all.
+    pub fn forget(&self, func: u64) {
+        let mut state = self.shared.lock();
+        state.funcs.remove(&func);
+        for slot in state.slots.iter_mut() {
+            if slot.funcs.remove(&func) && !slot.stopping {
+                slot.outbox
+                    .add(Frame::new(Kind::Forget, func, 0), Arc::from(&[][..]));
+            }
+        }
+        drop(state);
+        self.shared.bell.ring();
+    }
+
     /// Queues a chunk. Fails after `close` or `terminate`, or if its function is unknown.
     pub fn submit(&self, task: Task) -> Result<()> {
         self.submit_many(vec![task])

@@ -51,6 +51,12 @@ fn start_worker(sup: &Supervisor, mode: Mode) -> Result<JoinHandle<Result<usize>
                 Kind::Define => {
                     funcs.insert(frame.id);
                 }
+                Kind::Forget => {
+                    assert!(
+                        funcs.remove(&frame.id),
+                        "told to forget an unknown function"
+                    );
+                }
                 Kind::Task => {
                     assert!(funcs.contains(&frame.aux), "task before its function");
                     if let Mode::DieOnFirst = mode {
@@ -260,5 +266,34 @@ fn a_withdrawn_chunk_never_runs_and_one_already_owed_cannot_be_withdrawn() -> Re
     // Answered (and so owed before): too late to take back.
     assert!(!sup.withdraw(0));
     let _ = worker.join();
+    Ok(())
+}
+
+#[test]
+fn a_forgotten_function_is_dropped_by_the_workers_that_had_it_and_refused_after() -> Result<()> {
+    let sup = Supervisor::start(2, 1 << 16)?;
+    sup.define(1, Arc::from(&b"f"[..]));
+    let worker = start_worker(&sup, Mode::Echo)?;
+    sup.submit_many((0..5).map(|i| task(i, vec![i as u8], 0)).collect())?;
+    let mut answered = 0;
+    let started = Instant::now();
+    while answered < 5 && started.elapsed() < Duration::from_secs(10) {
+        let events = sup.next_events(
+            Some(Instant::now() + Duration::from_secs(1)),
+            &mut NoInterrupt,
+        )?;
+        answered += events
+            .iter()
+            .filter(|e| matches!(e, Event::Result { .. }))
+            .count();
+    }
+    assert_eq!(answered, 5);
+    // The worker asserts that it is told to forget only what it was given.
+    sup.forget(1);
+    assert!(sup.submit(task(9, vec![9], 0)).is_err());
+    sup.close();
+    all_events(&sup)?;
+    let outcome = worker.join().map_err(|_| "the worker thread panicked");
+    assert_eq!(outcome.ok().and_then(|r| r.ok()), Some(5));
     Ok(())
 }

@@ -28,6 +28,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MSG_TASK", Kind::Task as u8)?;
     m.add("MSG_DEFINE", Kind::Define as u8)?;
     m.add("MSG_STOP", Kind::Stop as u8)?;
+    m.add("MSG_FORGET", Kind::Forget as u8)?;
     m.add("EVENT_RESULT", pool::EVENT_RESULT)?;
     m.add("EVENT_EXITED", pool::EVENT_EXITED)?;
     m.add("EVENT_STOPPED", pool::EVENT_STOPPED)?;
@@ -49,6 +50,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "DEFAULT_QUEUE_CAPACITY",
             "MIN_QUEUE_CAPACITY",
             "MSG_DEFINE",
+            "MSG_FORGET",
             "MSG_STOP",
             "MSG_TASK",
             "PoolEngine",

@@ -117,6 +117,11 @@ impl PoolEngine {
         self.sup.define(func, Arc::from(blob));
     }
 
+    /// Forgets function `func` (no queued or owed chunk uses it): workers drop it.
+    fn forget(&self, func: u64) {
+        self.sup.forget(func);
+    }
+
     /// Queues chunk `chunk` of function `func` with its pickled items; it runs again up to
     /// `retries` times if its worker dies, and its worker is killed if it runs longer
     /// than `timeout` seconds.

@@ -29,8 +29,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import traceback
+import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Final
 
 from shoal._buffers import (
@@ -41,7 +42,7 @@ from shoal._buffers import (
     pack,
     unpack,
 )
-from shoal._pickling import dumps_callable, loads
+from shoal._pickling import loads
 from shoal._shoal import (
     EVENT_EXITED,
     EVENT_RESULT,
@@ -61,6 +62,7 @@ from shoal.backends.base import (
     all_failed,
     local_workers,
 )
+from shoal.backends.function_table import FunctionTable
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 from shoal.process.identity import NAME_PREFIX
 from shoal.process.launch import WorkerSetup, check_start_method, launch
@@ -137,8 +139,7 @@ class ProcessBackend:
         )
         self._method = self._setup.method
         self._engine = PoolEngine(_DEPTH, RING_CAPACITY)
-        # Function ids by id(fn); the entry keeps fn alive, so an id is never reused.
-        self._functions: dict[int, tuple[Callable[..., Any], int | Failure]] = {}
+        self._functions = FunctionTable(self._engine.define, self._engine.forget)
         # Per chunk in flight: its number of tasks; and the time limits of those that
         # have one. (Plain ints: nothing for the garbage collector to track.)
         self._sizes: dict[int, int] = {}
@@ -188,8 +189,13 @@ class ProcessBackend:
     def submit(self, chunk: Chunk) -> None:
         """Pickles ``chunk`` and hands it to the engine; a chunk that cannot be pickled is
         answered at once with the error for each of its tasks."""
-        entry = self._functions.get(id(chunk.fn))
-        func = self._function_id(chunk.fn) if entry is None else entry[1]
+        functions = self._functions
+        entry = functions.entries.get(id(chunk.fn))
+        if entry is None:
+            func = functions.number(chunk.fn)
+            weak = functions.is_held_weakly(chunk.fn)
+        else:
+            func, weak = entry[1], type(entry[0]) is weakref.ref
         if self._broken is not None:
             func = self._broken
         if isinstance(func, Failure):
@@ -219,6 +225,8 @@ class ProcessBackend:
             self._limits[chunk.chunk_id] = chunk.timeout
         if blocks:
             self._arg_blocks[chunk.chunk_id] = blocks
+        if weak:  # (kept alive until the chunk is answered)
+            functions.hold(chunk.chunk_id, chunk.fn)
         self._engine.submit(chunk.chunk_id, func, payload, chunk.retries, chunk.timeout)
 
     def _break(self, error: ShoalError, worker: int) -> None:
@@ -241,6 +249,7 @@ class ProcessBackend:
         back, or lost with its worker): its arguments' blocks are freed. Returns its
         number of tasks and its time limit, when known."""
         self._free_arguments(chunk_id)
+        self._functions.release(chunk_id)
         return self._sizes.pop(chunk_id, None), self._limits.pop(chunk_id, None)
 
     def stats(self) -> dict[str, Any]:
@@ -262,21 +271,6 @@ class ProcessBackend:
         every answer: the sink may not be called from inside ``submit``."""
         self._immediate.append(result)
         self._engine.wake()
-
-    def _function_id(self, fn: Callable[..., Any]) -> int | Failure:
-        entry = self._functions.get(id(fn))
-        if entry is not None:
-            return entry[1]
-        func: int | Failure
-        try:
-            blob = dumps_callable(fn)
-        except Exception as exc:
-            func = Failure.capture(exc)
-        else:
-            func = len(self._functions)
-            self._engine.define(func, blob)
-        self._functions[id(fn)] = (fn, func)
-        return func
 
     def shutdown(self, *, cancel: bool) -> None:
         """Stops the workers: after the queued chunks (``cancel=False``) or at once, killing
@@ -323,6 +317,7 @@ class ProcessBackend:
         """Turns the engine's events into results until every worker has exited."""
         try:
             next_events, sink, sizes = self._engine.next_events, self._sink, self._sizes
+            held = self._functions.held
             limits, arg_blocks, arena = self._limits, self._arg_blocks, self._arena
             while True:
                 events = next_events(None)
@@ -343,6 +338,8 @@ class ProcessBackend:
                         continue
                     if limits:
                         limits.pop(chunk_id, None)
+                    if held:
+                        held.pop(chunk_id, None)
                     try:
                         decoded: Any
                         if payload.startswith(MAGIC):

@@ -72,6 +72,7 @@ class Job:
         "items",
         "iterator",
         "job_id",
+        "limit",
         "pulled",
         "retries",
         "single",
@@ -91,6 +92,7 @@ class Job:
         window: int | None,
         timeout: float | None = None,
         retries: int = 0,
+        limit: int | None = None,
     ) -> None:
         self.job_id = 0
         self.fn = fn
@@ -108,6 +110,9 @@ class Job:
         self.sizer = sizer
         self.target = target
         self.window = window  # chunks of read-ahead allowed; None: no bound
+        # Items of read-ahead allowed, whatever the chunk size (Executor.map's
+        # buffersize); None: only the window bounds it.
+        self.limit = limit
         self.pulled = 0  # items handed out
         self.consumed = 0  # items the consumer has taken (imap only)
         # One task from a list (apply, submit, a map of one): handed over in one piece,
@@ -117,12 +122,17 @@ class Job:
     def has_room(self, unbounded: bool) -> bool:
         if self.window is None or unbounded:
             return True
-        return self.pulled - self.consumed < self.window * self.sizer.next_size()
+        ahead = self.pulled - self.consumed
+        if self.limit is not None and ahead >= self.limit:
+            return False
+        return ahead < self.window * self.sizer.next_size()
 
     def pull(self) -> tuple[Sequence[Any], bool, BaseException | None]:
         """The next chunk's items, whether the input is now exhausted, and the error the
         input raised, if any. Called by the feeder only, without the core's lock."""
         size = self.sizer.next_size()
+        if self.limit is not None:
+            size = max(min(size, self.limit - (self.pulled - self.consumed)), 1)
         if self.items is not None:
             chunk = self.items[self.pulled : self.pulled + size]
             return chunk, self.pulled + len(chunk) >= len(self.items), None

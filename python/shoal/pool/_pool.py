@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -237,7 +236,7 @@ class Pool:
         self._core.add_single(func, call, item, result, timeout, self._retries)
         return result
 
-    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> PoolFuture[R]:
         """Schedules ``fn(*args, **kwargs)`` and returns a ``concurrent.futures.Future``;
         cancelling the future before a worker takes the task skips it.
 
@@ -246,8 +245,18 @@ class Pool:
         ...     pool.submit(sorted, [3, 1, 2], reverse=True).result(timeout=10)
         [3, 2, 1]
         """
+        return self._submit(PoolFuture(self._core), fn, args, kwargs)
+
+    def _submit(
+        self,
+        future: PoolFuture[R],
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> PoolFuture[R]:
+        """``submit``'s work, feeding the given future (``shoal.Executor`` gives one of
+        its own)."""
         _check_callable(fn)
-        future: PoolFuture[R] = PoolFuture(self._core)
         call, item = _single_call(args, kwargs)
         target = FutureTarget(future)
         self._core.add_single(fn, call, item, target, self._task_timeout, self._retries)
@@ -484,13 +493,14 @@ class Pool:
         target: Target,
         window: int | None,
         task_timeout: float | None = None,
+        limit: int | None = None,
     ) -> Job:
         _check_callable(fn)
         _check_timeout(task_timeout)
         timeout = self._task_timeout if task_timeout is None else task_timeout
         # A call with a time limit runs one task per chunk, so the limit is each task's.
         sizer = SINGLE if timeout is not None else ChunkSizer(chunksize)
-        job = Job(fn, call, source, sizer, target, window, timeout, self._retries)
+        job = Job(fn, call, source, sizer, target, window, timeout, self._retries, limit)
         self._core.add(job)
         return job
 
@@ -523,7 +533,13 @@ class Pool:
         chunksize: int | None,
         ordered: bool,
         task_timeout: float | None = None,
+        *,
+        call: CallKind = CallKind.ONE,
+        read_ahead: int | None = None,
     ) -> IMapIterator[R]:
+        """``imap``'s work; ``call`` says how items are passed (``CallKind.STAR`` for
+        ``Executor.map``'s argument tuples) and ``read_ahead`` bounds, in items, how far
+        the input is read ahead of the consumer (``Executor.map``'s ``buffersize``)."""
         self._check_running()
         check_chunksize(chunksize)
         result: IMapIterator[R] = IMapIterator(self, ordered)
@@ -532,12 +548,13 @@ class Pool:
         source = iterable if isinstance(iterable, list | tuple | range) else iter(iterable)
         job = self._add(
             func,
-            CallKind.ONE,
+            call,
             source,
             chunksize or self._chunksize,
             WeakTarget(result),
             READ_AHEAD * self._core.workers,
             task_timeout,
+            read_ahead,
         )
         core = self._core
         result._on_consumed = lambda count: core.consumed(job, count)

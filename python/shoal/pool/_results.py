@@ -13,8 +13,9 @@ import contextlib
 import operator
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures._base import FINISHED as _FINISHED
 from concurrent.futures._base import PENDING as _PENDING
 from concurrent.futures._base import RUNNING as _RUNNING
 from multiprocessing import TimeoutError as MpTimeoutError
@@ -80,6 +81,7 @@ class AsyncResult(Generic[R]):
     # second, and each object less is less for the garbage collector to walk.
     __slots__ = (
         "_callback",
+        "_chunk_id",
         "_error",
         "_error_callback",
         "_finishing",
@@ -87,6 +89,7 @@ class AsyncResult(Generic[R]):
         "_keepalive",
         "_ready",
         "_value",
+        "_wakers",
     )
 
     def __init__(
@@ -108,6 +111,26 @@ class AsyncResult(Generic[R]):
         self._value: Any = None
         self._error: BaseException | None = None
         self._finishing = False
+        self._chunk_id: int | None = None  # the chunk a single call went out as
+        # Called once the outcome is in (an awaiting asyncio task's wake-up); None until
+        # someone awaits, so that a result nobody awaits costs nothing more.
+        self._wakers: list[Callable[[], object]] | None = None
+
+    def __await__(self) -> Generator[Any, None, R]:
+        """``await result`` in a coroutine: the value, or the task's exception. No thread
+        waits for it (the pool's result thread wakes the event loop); cancelling the
+        awaiting task takes back a call no worker has started.
+
+        >>> import asyncio, shoal
+        >>> async def main(pool):
+        ...     return await pool.apply_async(pow, (2, 5))
+        >>> with shoal.Pool(1) as pool:
+        ...     asyncio.run(main(pool))
+        32
+        """
+        from shoal._aio import result_of
+
+        return result_of(self).__await__()
 
     def ready(self) -> bool:
         """Whether the call has completed (successfully or not)."""
@@ -161,17 +184,45 @@ class AsyncResult(Generic[R]):
         self._keepalive = None
         self._ready = True
         self._gate.release()
+        if self._wakers is not None:
+            with _FINISHING:
+                wakers, self._wakers = self._wakers, None
+            for wake in wakers or ():
+                wake()
+
+    def _when_ready(self, wake: Callable[[], object]) -> None:
+        """Calls ``wake()`` once the outcome is in: at once if it is, else from the
+        thread that settles it."""
+        with _FINISHING:
+            if not self._ready:
+                if self._wakers is None:
+                    self._wakers = []
+                self._wakers.append(wake)
+                return
+        wake()
+
+    def _take_back(self) -> None:
+        """Whoever awaited this result gave up (its asyncio task was cancelled): a call
+        no worker has started is taken back and settles as cancelled, as a cancelled
+        ``Future``'s is; one already running finishes, and nobody reads it."""
+        core: Withdrawer | None = getattr(self._keepalive, "_core", None)
+        if core is not None:
+            core.withdraw(self._chunk_id, self._cancelled_by_caller)
+
+    def _cancelled_by_caller(self) -> bool:
+        self._finish(error=CancelledError("the caller stopped waiting for this result"))
+        return True
 
     def _wants_more(self) -> bool:
         return not self._finishing
 
     def _handed_over(self, chunk_id: int) -> None:
-        """Nothing to do: an AsyncResult cannot be cancelled."""
+        self._chunk_id = chunk_id
 
     def _abandon(self) -> None:
         """The caller stopped waiting (Ctrl-C): settle as cancelled, so the Pool drops
         the tasks it has not handed out yet."""
-        self._finish(error=CancelledError("the caller stopped waiting for this result"))
+        self._cancelled_by_caller()
 
     def _set_length(self, length: int) -> None:
         """Nothing to do: the length was known from the start."""
@@ -198,6 +249,11 @@ class MapResult(AsyncResult[list[R]]):
     (after which the rest of the job's input is no longer handed out)."""
 
     __slots__ = ("_left", "_lock", "_values")
+
+    def _take_back(self) -> None:
+        """An awaiting asyncio task was cancelled: the tasks not handed out yet are
+        dropped, as after Ctrl-C in ``get``."""
+        self._abandon()
 
     def __init__(
         self,
@@ -279,6 +335,25 @@ class IMapIterator(Iterator[R]):
         # construction.
         self._unreported = 0
         self._on_consumed: Callable[[int], None] = lambda count: None
+        # Called once when a next value, error or the end arrives (an ``async for``
+        # waiting on the event loop).
+        self._wakers: list[Callable[[], object]] = []
+
+    def __aiter__(self) -> AsyncIterator[R]:
+        """``async for value in pool.imap(...)`` in a coroutine: values as they come,
+        with no thread waiting (the pool's result thread wakes the event loop). A task's
+        error is raised at its place and ends that loop, as in a ``for`` loop.
+
+        >>> import asyncio, shoal
+        >>> async def main(pool):
+        ...     return [x async for x in pool.imap(abs, [-1, -2, -3])]
+        >>> with shoal.Pool(2) as pool:
+        ...     asyncio.run(main(pool))
+        [1, 2, 3]
+        """
+        from shoal._aio import iterate
+
+        return iterate(self)
 
     def __iter__(self) -> Iterator[R]:
         # A generator, not self: per item, a resumed generator costs a fraction of a
@@ -343,6 +418,35 @@ class IMapIterator(Iterator[R]):
             self._report()
         return True
 
+    def _take_rest(self, timeout: float | None) -> list[Any] | None:
+        """The values left in the current chunk (after waiting up to ``timeout`` for the
+        next one), handed over whole: nothing here keeps a reference to them, so a value
+        the consumer drops is freed at once. Raises a task's error at its place; None at
+        the end."""
+        if not operator.length_hint(self._cursor) and not self._advance(timeout):
+            return None
+        with self._cond:
+            rest = list(self._cursor)
+            self._unreported += len(self._current)
+            self._current = []
+            self._cursor = iter(self._current)
+        return rest
+
+    def _wake_when_ready(self, wake: Callable[[], object]) -> bool:
+        """Has ``wake()`` called once a next value, error or the end arrives; False (and
+        no call) if one is here already."""
+        with self._cond:
+            if operator.length_hint(self._cursor) or self._has_next():
+                return False
+            self._wakers.append(wake)
+            return True
+
+    def _wake(self) -> None:
+        # Called with the condition held; the wake-ups only schedule work elsewhere.
+        wakers, self._wakers = self._wakers, []
+        for wake in wakers:
+            wake()
+
     def _report(self) -> None:
         count, self._unreported = self._unreported, 0
         if count:
@@ -382,6 +486,8 @@ class IMapIterator(Iterator[R]):
                 self._early.update(pieces)
                 self._release_in_order()
             self._cond.notify_all()
+            if self._wakers:
+                self._wake()
 
     def _release_in_order(self) -> None:
         while (chunk := self._early.pop(self._next_index, None)) is not None:
@@ -392,6 +498,7 @@ class IMapIterator(Iterator[R]):
         with self._cond:
             self._length = length
             self._cond.notify_all()
+            self._wake()
 
     def _set_source_error(self, index: int, exc: BaseException) -> None:
         with self._cond:
@@ -403,6 +510,7 @@ class IMapIterator(Iterator[R]):
                 self._source_error = (index, exc)
             self._length = index + 1
             self._cond.notify_all()
+            self._wake()
 
     def _cancel(self) -> None:
         with self._cond:
@@ -410,6 +518,7 @@ class IMapIterator(Iterator[R]):
             self._chunks.clear()
             self._current.clear()  # a loop inside this chunk stops at once
             self._cond.notify_all()
+            self._wake()
 
 
 class PoolFuture(Future[R]):
@@ -432,6 +541,22 @@ class PoolFuture(Future[R]):
         self._pool = pool
         self._chunk_id: int | None = None  # set when the task goes out to the backend
 
+    def __await__(self) -> Generator[Any, None, R]:
+        """``await future`` in a coroutine (``asyncio.wrap_future``: no thread waits);
+        cancelling the awaiting task cancels the future, which takes back a task no
+        worker has started.
+
+        >>> import asyncio, shoal
+        >>> async def main(pool):
+        ...     return await pool.submit(divmod, 9, 4)
+        >>> with shoal.Pool(1) as pool:
+        ...     asyncio.run(main(pool))
+        (2, 1)
+        """
+        import asyncio
+
+        return asyncio.wrap_future(self).__await__()
+
     def cancel(self) -> bool:
         """Cancels the task if no worker has started it (it then never runs) and returns
         True; otherwise marks the future running, if it is not done, and returns False."""
@@ -440,11 +565,9 @@ class PoolFuture(Future[R]):
         if self._pool.withdraw(self._chunk_id, super().cancel):
             # Nobody will run it: waiters (concurrent.futures.wait, as_completed) are
             # told now, as an executor tells them when it reaches a cancelled item.
-            with contextlib.suppress(RuntimeError):  # (a late result told them)
-                self.set_running_or_notify_cancel()
+            _mark_running(self)
             return True
-        with contextlib.suppress(RuntimeError):
-            self.set_running_or_notify_cancel()  # pending: now known to be running
+        _mark_running(self)  # pending: now known to be running
         return False
 
     def _stop(self) -> None:
@@ -456,8 +579,18 @@ class PoolFuture(Future[R]):
                 # Future.cancel() refuses a running future; this one's task is gone.
                 self._state = _PENDING
         if super().cancel():
-            with contextlib.suppress(RuntimeError):  # (a late result told them)
-                self.set_running_or_notify_cancel()
+            _mark_running(self)
+
+
+def _mark_running(future: Future[Any]) -> bool:
+    """``future.set_running_or_notify_cancel()`` for a future that may have been marked
+    running or have ended already (a late ``cancel``, a result racing ``terminate``),
+    where that call logs a critical error and raises: False if it is cancelled."""
+    with future._condition:  # (re-entrant)
+        state = future._state
+        if state in (_RUNNING, _FINISHED):
+            return True
+        return future.set_running_or_notify_cancel()
 
 
 class FutureTarget(Generic[R]):
@@ -475,11 +608,8 @@ class FutureTarget(Generic[R]):
     # A result and terminate() can race to settle the future; the first one wins.
     def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
         future = self.future
-        try:
-            if not future.set_running_or_notify_cancel():
-                return  # cancelled (too late to take back, but nobody wants it)
-        except RuntimeError:
-            pass  # already running: a cancel() that came too late said so
+        if not _mark_running(future):
+            return  # cancelled (too late to take back, but nobody wants it)
         with contextlib.suppress(InvalidStateError):
             if failures:
                 future.set_exception(_exception(failures[0]))

@@ -20,7 +20,7 @@ from typing import Any, Final, NamedTuple, cast
 
 from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._pickling import dumps_detached, loads
-from shoal._shoal import MSG_DEFINE, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
+from shoal._shoal import MSG_DEFINE, MSG_FORGET, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
 from shoal.errors import ShoalError
 from shoal.process.identity import Lineage, become_worker, leave
 
@@ -236,6 +236,8 @@ def _serve(fds: Sequence[int], number: int, forked: bool) -> int:
             done += 1
             if config.limit is not None and done >= config.limit:
                 return 0
+        elif kind == MSG_FORGET:
+            functions.pop(ident, None)
         elif kind == MSG_STOP:
             return 0
         else:
