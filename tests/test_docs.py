@@ -47,6 +47,7 @@ MODULES = [
     "shoal.backends.function_table",
     "shoal._executor",
     "shoal._aio",
+    "shoal.joblib",
 ]
 # Modules checked even though they may hold no example of their own.
 OPTIONAL = ["shoal._pickling"]
