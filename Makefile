@@ -54,3 +54,6 @@ bench-startup:      ## a pool in a program that imported pandas first
 
 bench-cluster:      ## shoal.Pool on Ray and Dask against each used directly
 	$(PYTHON) benches/cluster_bench.py
+
+bench-doors:        ## shoal.Executor, asyncio and joblib beside ProcessPoolExecutor, loky, aiomultiprocess
+	$(PYTHON) benches/doors_bench.py

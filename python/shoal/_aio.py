@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from multiprocessing import TimeoutError as MpTimeoutError
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,19 +34,47 @@ __all__ = ["iterate", "result_of"]
 R = TypeVar("R")
 
 
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():  # (the awaiting task may have been cancelled meanwhile)
-        waiter.set_result(None)
+class _LoopWaker:
+    """Wakes parked coroutines of one loop from other threads, many per hop: a settled
+    waiter joins a list, and only the first of a burst schedules the loop to run it
+    (one ``call_soon_threadsafe``, one write to the loop's self-pipe, per burst rather
+    than per result)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ready: deque[asyncio.Future[None]] = deque()
+        self._scheduled = False
+
+    def wake(self, waiter: asyncio.Future[None]) -> None:
+        """From any thread: ``waiter`` is to be settled in its loop."""
+        self._ready.append(waiter)
+        if not self._scheduled:
+            self._scheduled = True
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                self._loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        # In the loop. Cleared before the list is emptied: a waiter added meanwhile
+        # either is taken by this pass or schedules the next.
+        self._scheduled = False
+        ready = self._ready
+        while ready:
+            waiter = ready.popleft()
+            if not waiter.done():  # (its task may have been cancelled meanwhile)
+                waiter.set_result(None)
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _waker(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None]) -> functools.partial[Any]:
     """What another thread calls to wake ``waiter``'s coroutine."""
-    return functools.partial(_wake, loop, waiter)
-
-
-def _wake(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None]) -> None:
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-        loop.call_soon_threadsafe(_settle, waiter)
+    waker = _wakers.get(loop)
+    if waker is None:
+        waker = _wakers.setdefault(loop, _LoopWaker(loop))
+    return functools.partial(waker.wake, waiter)
 
 
 async def result_of(result: AsyncResult[R]) -> R:
