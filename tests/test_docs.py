@@ -74,11 +74,21 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     assert any("[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in out for out in outputs)
     on_each = [line for out in outputs for line in out.splitlines() if line.endswith(" 328350")]
     assert on_each == ["process 328350", "dask 328350", "ray 328350"]
+    assert "[0, 1, 4, 9, 16] [1, 2]\n" in outputs
+    assert "(256, [3, 2, 1], [0, 1, 2])\n" in outputs
+    assert "[1, 2, 3, 4, 5]\n" in outputs
 
 
 def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
     outputs = run_python_blocks(ROOT / "docs" / "backends.md", tmp_path)
     assert "[1, 2, 3] [0, 1, 2]" in outputs[-1]
+
+
+def test_the_doors_doc_examples_run(tmp_path: Path) -> None:
+    outputs = run_python_blocks(ROOT / "docs" / "doors.md", tmp_path)
+    assert outputs[0].startswith("(<class 'shoal.errors.ShoalError'>,")
+    assert outputs[0].rstrip().endswith("load")
+    assert outputs[1] == "[0, 1, 4, 9]\n"
 
 
 def _written_in(cls: type, module: ModuleType) -> bool:
