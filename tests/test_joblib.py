@@ -31,11 +31,6 @@ KNOWN_FAILURES = {
         "nested call finds no 'shoal' backend (import shoal.joblib in the task)"
     ),
     "test_nested_loop[back_compat_backend-shoal]": "as above (a loky backend)",
-    "test_parallel_unordered_generator_returns_fastest_first[shoal-2]": (
-        "a shoal worker holds its next chunk in its ring while it runs one: the task "
-        "queued behind the slow one waits for it"
-    ),
-    "test_parallel_unordered_generator_returns_fastest_first[shoal-4]": "as above",
 }
 
 _INI = """[pytest]

@@ -311,3 +311,20 @@ def test_a_cancelled_future_never_runs_and_a_running_one_cannot_be_cancelled(
     ran = sorted(p.name for p in tmp_path.iterdir())
     assert len(ran) == 98
     assert "ran-98" not in ran and "ran-99" not in ran
+
+
+def test_prefetch_one_keeps_quick_tasks_from_waiting_behind_a_slow_one(
+    pool_start_method: str,
+) -> None:
+    with shoal.Pool(2, start_method=pool_start_method, prefetch=1) as pool:
+        pool.map(square, range(200))  # chunks measured as tiny: an adaptive pool queues deep
+        slow = pool.apply_async(time.sleep, (3.0,))
+        quick = [pool.apply_async(square, (n,)) for n in range(40)]
+        assert [r.get(timeout=2.5) for r in quick] == [n * n for n in range(40)]
+        assert not slow.ready()
+
+
+@pytest.mark.parametrize("prefetch", [0, -1, 1.5, True])
+def test_prefetch_must_be_a_positive_int(prefetch: object) -> None:
+    with pytest.raises(ValueError, match="prefetch must be a positive int or None"):
+        shoal.Pool(1, prefetch=prefetch)

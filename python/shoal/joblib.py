@@ -176,6 +176,10 @@ class ShoalBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc
             if _kept is not None and _kept[0][0] == os.getpid():
                 _kept[1].terminate()
             initializer = None if self._shoal_backend == "thread" else _limit_threads
+            if self._shoal_backend == "process":
+                # A batch never waits behind a slow one on a busy worker (joblib's
+                # batches are long enough that a round trip each costs nothing).
+                options.setdefault("prefetch", 1)
             pool = shoal.Pool(
                 n_jobs,
                 initializer,

@@ -53,14 +53,29 @@ const NAP: Duration = Duration::from_micros(500);
 #[derive(Debug, Clone)]
 pub struct DepthGauge {
     least: usize,
+    most: usize,
     mean_micros: Option<f64>,
 }
 
 impl DepthGauge {
     /// A gauge that never goes below `least` (at least 1).
     pub fn new(least: usize) -> Self {
+        let least = least.max(1);
         DepthGauge {
-            least: least.max(1),
+            least,
+            most: MAX_DEPTH.max(least),
+            mean_micros: None,
+        }
+    }
+
+    /// A gauge that stays at `depth` (at least 1), however long chunks take: with 1, a
+    /// worker is given its next chunk only once it has answered the last, so no chunk
+    /// ever waits behind a slow one.
+    pub fn fixed(depth: usize) -> Self {
+        let depth = depth.max(1);
+        DepthGauge {
+            least: depth,
+            most: depth,
             mean_micros: None,
         }
     }
@@ -87,7 +102,7 @@ impl DepthGauge {
         };
         let fits = BUFFERED_MICROS / (mean + CHUNK_OVERHEAD_MICROS);
         // `as` saturates a float: a huge quotient becomes usize::MAX, then the cap.
-        (fits as usize).clamp(self.least, MAX_DEPTH.max(self.least))
+        (fits as usize).clamp(self.least, self.most)
     }
 }
 
@@ -302,6 +317,11 @@ impl Supervisor {
     /// (at least 1), more while chunks are short (see [`DepthGauge`]); each of its rings
     /// holds `ring_capacity` bytes.
     pub fn start(depth: usize, ring_capacity: usize) -> Result<Self> {
+        Self::start_with(DepthGauge::new(depth), ring_capacity)
+    }
+
+    /// Starts the thread with `gauge` deciding how many chunks each worker owes.
+    pub fn start_with(gauge: DepthGauge, ring_capacity: usize) -> Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 slots: Vec::new(),
@@ -315,7 +335,7 @@ impl Supervisor {
                 caller_seen: None,
                 caller_waiting: false,
                 woken: false,
-                gauge: DepthGauge::new(depth),
+                gauge,
             }),
             pause: Condvar::new(),
             bell: Bell::create()?,
@@ -973,6 +993,13 @@ mod tests {
     fn depth_starts_at_the_pools_own() {
         assert_eq!(DepthGauge::new(2).depth(), 2);
         assert_eq!(DepthGauge::new(0).depth(), 1);
+        let mut fixed = DepthGauge::fixed(1);
+        fixed.observe(1);
+        assert_eq!(
+            fixed.depth(),
+            1,
+            "a fixed gauge ignores how short chunks are"
+        );
     }
 
     #[test]

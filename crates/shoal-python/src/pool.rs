@@ -14,7 +14,7 @@ use shoal_engine::bell::Bell;
 use shoal_engine::link::{Frame, Kind, WorkerEnd};
 use shoal_engine::proc::{spawn, Child, Exit, Pidfd};
 use shoal_engine::ring::Ring;
-use shoal_engine::supervisor::{Event, Process, Supervisor, Task};
+use shoal_engine::supervisor::{DepthGauge, Event, Process, Supervisor, Task};
 use shoal_engine::Error;
 
 use crate::blocking::{blocking, deadline};
@@ -54,12 +54,18 @@ pub struct PoolEngine {
 
 #[pymethods]
 impl PoolEngine {
-    /// A pool whose workers each owe at most `depth` chunks, with rings of
-    /// `ring_capacity` bytes each way.
+    /// A pool whose workers each owe at least `depth` chunks (more while chunks are
+    /// short), or exactly `depth` if `fixed`, with rings of `ring_capacity` bytes each way.
     #[new]
-    fn new(depth: usize, ring_capacity: usize) -> PyResult<Self> {
+    #[pyo3(signature = (depth, ring_capacity, fixed=false))]
+    fn new(depth: usize, ring_capacity: usize, fixed: bool) -> PyResult<Self> {
+        let gauge = if fixed {
+            DepthGauge::fixed(depth)
+        } else {
+            DepthGauge::new(depth)
+        };
         Ok(PoolEngine {
-            sup: to_py(Supervisor::start(depth, ring_capacity))?,
+            sup: to_py(Supervisor::start_with(gauge, ring_capacity))?,
         })
     }
 

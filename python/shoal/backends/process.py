@@ -71,7 +71,7 @@ from shoal.process.zygote import shared_zygote
 
 __all__ = ["OPTIONS", "RING_CAPACITY", "ProcessBackend"]
 
-OPTIONS: Final = ("start_method", "arena_bytes")
+OPTIONS: Final = ("start_method", "arena_bytes", "prefetch")
 """The keyword arguments of ``Pool`` this backend takes (see :class:`ProcessBackend`)."""
 
 RING_CAPACITY: Final = 4 << 20
@@ -106,7 +106,11 @@ class ProcessBackend:
     arrive read-only, built over it (``array.copy()`` makes a private, writable one).
     Past the budget they are copied through the pool's rings, with a warning. ``None``:
     half of this machine's memory; it is used only as buffers travel, and blocks held by
-    results stay valid after the pool ends.
+    results stay valid after the pool ends. ``prefetch``: how many chunks a worker holds
+    at once, the one it runs included; ``None`` (the default) adapts it to how long
+    chunks take (2 while they are slow, up to 64 while they are tiny); ``1`` gives a
+    worker its next chunk only once it has answered the last, so no task ever waits
+    behind a slow one on a busy worker while another is free (a round trip per chunk).
 
     A worker that dies fails only the chunk it was running (``WorkerLostError``) and is
     replaced; the chunks it had not started go to other workers.
@@ -119,7 +123,12 @@ class ProcessBackend:
         *,
         start_method: str | None = None,
         arena_bytes: int | None = None,
+        prefetch: int | None = None,
     ) -> None:
+        if prefetch is not None and (
+            isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1
+        ):
+            raise ValueError(f"prefetch must be a positive int or None, not {prefetch!r}")
         self._spec = spec
         self._count = local_workers(spec)
         self._sink = sink
@@ -138,7 +147,10 @@ class ProcessBackend:
             start_method,
         )
         self._method = self._setup.method
-        self._engine = PoolEngine(_DEPTH, RING_CAPACITY)
+        if prefetch is None:
+            self._engine = PoolEngine(_DEPTH, RING_CAPACITY)
+        else:
+            self._engine = PoolEngine(prefetch, RING_CAPACITY, fixed=True)
         self._functions = FunctionTable(self._engine.define, self._engine.forget)
         # Per chunk in flight: its number of tasks; and the time limits of those that
         # have one. (Plain ints: nothing for the garbage collector to track.)

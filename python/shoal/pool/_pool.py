@@ -64,7 +64,8 @@ class Pool:
             default: forked from a fresh interpreter shoal keeps for the purpose, fast and
             safe in a program with threads; ``"spawn"``, a new interpreter each;
             ``"fork"``, a copy of this process, as multiprocessing's fork) and
-            ``arena_bytes`` (the shared memory large buffers may hold;
+            ``arena_bytes`` (the shared memory large buffers may hold) and ``prefetch``
+            (chunks a worker holds at once; ``1``: none waits behind a slow one;
             :class:`shoal.backends.process.ProcessBackend` says more).
 
     Example:
