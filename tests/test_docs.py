@@ -48,6 +48,7 @@ MODULES = [
     "shoal._executor",
     "shoal._aio",
     "shoal.joblib",
+    "shoal._info",
 ]
 # Modules checked even though they may hold no example of their own.
 OPTIONAL = ["shoal._pickling"]

@@ -1,4 +1,5 @@
-"""``python -m shoal demo``: see ``shoal._demo``."""
+"""``python -m shoal demo`` (see ``shoal._demo``) and ``python -m shoal info`` (see
+``shoal._info``)."""
 
 from shoal._demo import main
 

@@ -90,8 +90,18 @@ def demo() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The command line: ``python -m shoal demo``."""
+    """The command line: ``python -m shoal demo`` or ``python -m shoal info [--json]``."""
     parser = argparse.ArgumentParser(prog="python -m shoal")
-    parser.add_argument("command", choices=["demo"], help="what to run")
-    parser.parse_args(argv)
+    parser.add_argument(
+        "command",
+        choices=["demo", "info"],
+        help="demo: real work across processes; info: facts for a bug report",
+    )
+    parser.add_argument("--json", action="store_true", help="info as JSON")
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        from shoal._info import main as info
+
+        info(as_json=args.json)
+        return
     demo()

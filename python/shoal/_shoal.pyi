@@ -8,6 +8,7 @@ from typing_extensions import Buffer
 __all__ = [
     "ARENA_MIN_BLOCK",
     "DEFAULT_QUEUE_CAPACITY",
+    "ENGINE_BUILD",
     "EVENT_EXITED",
     "EVENT_RESULT",
     "EVENT_STOPPED",
@@ -37,6 +38,7 @@ ARENA_MIN_BLOCK: int
 DEFAULT_QUEUE_CAPACITY: int
 MIN_QUEUE_CAPACITY: int
 MSG_TASK: int
+ENGINE_BUILD: str
 MSG_DEFINE: int
 MSG_FORGET: int
 MSG_STOP: int

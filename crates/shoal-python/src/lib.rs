@@ -38,6 +38,16 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("MIN_QUEUE_CAPACITY", shoal_engine::queue::MIN_CAPACITY)?;
     m.add("ARENA_MIN_BLOCK", shoal_engine::arena::MIN_BLOCK)?;
+    // What `python -m shoal info` reports of the engine it loaded.
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    m.add(
+        "ENGINE_BUILD",
+        format!("{} {profile}", env!("CARGO_PKG_VERSION")),
+    )?;
     m.add(
         "__all__",
         [
@@ -48,6 +58,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "EVENT_RESULT",
             "EVENT_STOPPED",
             "DEFAULT_QUEUE_CAPACITY",
+            "ENGINE_BUILD",
             "MIN_QUEUE_CAPACITY",
             "MSG_DEFINE",
             "MSG_FORGET",
