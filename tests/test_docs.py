@@ -49,6 +49,7 @@ MODULES = [
     "shoal._aio",
     "shoal.joblib",
     "shoal._info",
+    "shoal._progress",
 ]
 # Modules checked even though they may hold no example of their own.
 OPTIONAL = ["shoal._pickling"]

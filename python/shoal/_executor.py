@@ -35,6 +35,7 @@ from concurrent import futures
 from multiprocessing import TimeoutError as MpTimeoutError
 from typing import Any, ParamSpec, TypeVar
 
+from shoal._progress import ProgressSpec, counter_for
 from shoal.backends.base import CallKind
 from shoal.errors import InitializerError
 from shoal.pool import Pool
@@ -183,6 +184,7 @@ class Executor(futures.Executor):
         timeout: float | None = None,
         chunksize: int | None = None,
         buffersize: int | None = None,
+        progress: ProgressSpec = None,
     ) -> Generator[R, None, None]:
         """``map(fn, *iterables)`` across the workers, lazily: the input is read as
         results are taken (at most ``buffersize`` items ahead when given), results come
@@ -190,6 +192,8 @@ class Executor(futures.Executor):
         chunks to task times (one task per chunk while they are slow). ``timeout``
         counts from this call: ``TimeoutError`` if the next result is not there by then.
         Leaving the loop early stops the rest of the input from being started.
+        ``progress`` counts finished tasks, as for :meth:`shoal.Pool.map` (the total is
+        known when every iterable has a ``len()``).
 
         >>> import itertools, shoal
         >>> with shoal.Executor(2) as ex:
@@ -214,6 +218,9 @@ class Executor(futures.Executor):
                 call=CallKind.STAR,
                 read_ahead=buffersize,
             )
+        counter = counter_for(progress, _shortest(iterables))
+        if counter is not None:
+            results._count_progress(counter)
         return self._yield(results, deadline)
 
     def _yield(self, results: Any, deadline: float | None) -> Generator[Any, None, None]:
@@ -298,6 +305,14 @@ class Executor(futures.Executor):
     def __repr__(self) -> str:
         state = "broken" if self._broken else "shut down" if self._shutdown else "running"
         return f"<shoal.Executor {state} pool={self._pool!r}>"
+
+
+def _shortest(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    """How many calls ``map`` makes, if every input has a length."""
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 class ProcessPoolExecutor(Executor):

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from shoal import backends
+from shoal._progress import ProgressSpec, counter_for
 from shoal.backends.base import CallKind, WorkerHandle, WorkerSpec
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
 from shoal.pool._core import (
@@ -272,17 +273,22 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> list[R]:
         """``[func(x) for x in iterable]`` across the workers, in order. The first task to
         raise makes ``map`` raise it (the rest of the input is not started).
-        ``task_timeout`` overrides the pool's for this call.
+        ``task_timeout`` overrides the pool's for this call. ``progress`` counts finished
+        tasks: ``True`` draws a tqdm bar; a tqdm bar, a ``rich.progress.Progress`` or a
+        callable of ``(done, total)`` is given the counts (every map and imap takes it).
 
         >>> import shoal
         >>> with shoal.Pool(2) as pool:
         ...     pool.map(len, ["a", "bb", "ccc"])
         [1, 2, 3]
         """
-        return _wait(self.map_async(func, iterable, chunksize, task_timeout=task_timeout))
+        return _wait(
+            self.map_async(func, iterable, chunksize, task_timeout=task_timeout, progress=progress)
+        )
 
     def map_async(
         self,
@@ -293,6 +299,7 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> AsyncResult[list[R]]:
         """Like :meth:`map` but returns an :class:`AsyncResult` for the list at once;
         ``callback`` gets the whole list, ``error_callback`` the first exception.
@@ -303,7 +310,14 @@ class Pool:
         [1, 2]
         """
         return self._map(
-            func, CallKind.ONE, iterable, chunksize, callback, error_callback, task_timeout
+            func,
+            CallKind.ONE,
+            iterable,
+            chunksize,
+            callback,
+            error_callback,
+            task_timeout,
+            progress,
         )
 
     @overload
@@ -314,6 +328,7 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> list[R]: ...
     @overload
     def starmap(
@@ -323,6 +338,7 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> list[R]: ...
     @overload
     def starmap(
@@ -332,6 +348,7 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> list[R]: ...
     @overload
     def starmap(
@@ -341,6 +358,7 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> list[R]: ...
     def starmap(
         self,
@@ -349,6 +367,7 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> list[R]:
         """Like :meth:`map`, but each item is unpacked into arguments: ``func(*item)``.
 
@@ -357,7 +376,11 @@ class Pool:
         ...     pool.starmap(pow, [(2, 3), (3, 2)])
         [8, 9]
         """
-        return _wait(self.starmap_async(func, iterable, chunksize, task_timeout=task_timeout))
+        return _wait(
+            self.starmap_async(
+                func, iterable, chunksize, task_timeout=task_timeout, progress=progress
+            )
+        )
 
     def starmap_async(
         self,
@@ -368,6 +391,7 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> AsyncResult[list[R]]:
         """Like :meth:`starmap` but returns an :class:`AsyncResult` for the list at once.
 
@@ -377,7 +401,14 @@ class Pool:
         [5, 7]
         """
         return self._map(
-            func, CallKind.STAR, iterable, chunksize, callback, error_callback, task_timeout
+            func,
+            CallKind.STAR,
+            iterable,
+            chunksize,
+            callback,
+            error_callback,
+            task_timeout,
+            progress,
         )
 
     def imap(
@@ -387,6 +418,7 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> IMapIterator[R]:
         """A lazy, ordered ``map``: results stream as soon as they (and those before them)
         exist. The input is read only a bounded distance ahead of the consumer, so an
@@ -397,7 +429,7 @@ class Pool:
         ...     list(itertools.islice(pool.imap(abs, itertools.count(-3)), 5))
         [3, 2, 1, 0, 1]
         """
-        return self._imap(func, iterable, chunksize, True, task_timeout)
+        return self._imap(func, iterable, chunksize, True, task_timeout, progress=progress)
 
     def imap_unordered(
         self,
@@ -406,6 +438,7 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> IMapIterator[R]:
         """Like :meth:`imap`, but results come in the order they finish.
 
@@ -414,7 +447,7 @@ class Pool:
         ...     sorted(pool.imap_unordered(abs, [-1, -2, -3]))
         [1, 2, 3]
         """
-        return self._imap(func, iterable, chunksize, False, task_timeout)
+        return self._imap(func, iterable, chunksize, False, task_timeout, progress=progress)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -514,6 +547,7 @@ class Pool:
         callback: Callable[[list[R]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         task_timeout: float | None = None,
+        progress: ProgressSpec = None,
     ) -> AsyncResult[list[R]]:
         self._check_running()
         check_chunksize(chunksize)
@@ -523,6 +557,11 @@ class Pool:
         if chunksize is None:
             chunksize = self._chunksize or map_chunksize(len(items), self._core.workers)
         result: MapResult[R] = MapResult(self, len(items), callback, error_callback)
+        counter = counter_for(progress, len(items))
+        if counter is not None:
+            result._progress = counter
+            if result.ready():  # an empty input
+                counter.close()
         if items:
             self._add(func, call, items, chunksize, result, None, task_timeout)
         return result
@@ -537,6 +576,7 @@ class Pool:
         *,
         call: CallKind = CallKind.ONE,
         read_ahead: int | None = None,
+        progress: ProgressSpec = None,
     ) -> IMapIterator[R]:
         """``imap``'s work; ``call`` says how items are passed (``CallKind.STAR`` for
         ``Executor.map``'s argument tuples) and ``read_ahead`` bounds, in items, how far
@@ -544,6 +584,9 @@ class Pool:
         self._check_running()
         check_chunksize(chunksize)
         result: IMapIterator[R] = IMapIterator(self, ordered)
+        counter = counter_for(progress, _length_of(iterable))
+        if counter is not None:
+            result._count_progress(counter)
         # A list, tuple or range is sliced (each chunk in one step); anything else is read
         # item by item, as late as the read-ahead bound allows.
         source = iterable if isinstance(iterable, list | tuple | range) else iter(iterable)
@@ -560,6 +603,14 @@ class Pool:
         core = self._core
         result._on_consumed = lambda count: core.consumed(job, count)
         return result
+
+
+def _length_of(iterable: Iterable[Any]) -> int | None:
+    """The input's length if it has one (``len()``), without reading it."""
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def _single_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[CallKind, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import operator
 import threading
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import CancelledError, Future, InvalidStateError
@@ -24,6 +25,7 @@ from multiprocessing import TimeoutError as MpTimeoutError
 from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any, Generic, Protocol, TypeVar
 
+from shoal._progress import ProgressCounter
 from shoal.backends.base import Failure
 
 __all__ = ["AsyncResult", "IMapIterator", "PoolFuture", "RemoteTraceback"]
@@ -248,7 +250,7 @@ class MapResult(AsyncResult[list[R]]):
     """``map_async``'s result: the values in input order, or the first failure to arrive
     (after which the rest of the job's input is no longer handed out)."""
 
-    __slots__ = ("_left", "_lock", "_values")
+    __slots__ = ("_left", "_lock", "_progress", "_values")
 
     def _take_back(self) -> None:
         """An awaiting asyncio task was cancelled: the tasks not handed out yet are
@@ -266,10 +268,18 @@ class MapResult(AsyncResult[list[R]]):
         self._lock = threading.Lock()
         self._values: list[Any] = [None] * length
         self._left = length
+        self._progress: ProgressCounter | None = None  # set by the Pool, if asked for
         if length == 0:
             self._finish([])
 
+    def _finish(self, value: Any = None, error: BaseException | None = None) -> None:
+        super()._finish(value, error)
+        if self._progress is not None:
+            self._progress.close()
+
     def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
+        if self._progress is not None:
+            self._progress.advance(len(values))
         if failures:
             self._finish(error=_exception(failures[min(failures)]))
             return
@@ -338,6 +348,25 @@ class IMapIterator(Iterator[R]):
         # Called once when a next value, error or the end arrives (an ``async for``
         # waiting on the event loop).
         self._wakers: list[Callable[[], object]] = []
+        self._progress: ProgressCounter | None = None  # see _count_progress
+        self._finished = 0  # tasks whose results (or errors) arrived
+        self._tasks: int | None = None  # how many tasks the input held, once known
+
+    def _count_progress(self, counter: ProgressCounter) -> None:
+        """Counts this iterator's finished tasks into ``counter``, closed at the end, at
+        ``terminate()``, or when the iterator is dropped."""
+        self._progress = counter
+        weakref.finalize(self, counter.close)
+
+    def _progressed(self, count: int) -> None:
+        # Called with the condition held.
+        progress = self._progress
+        if progress is None:
+            return
+        self._finished += count
+        progress.advance(count)
+        if self._tasks is not None and self._finished >= self._tasks:
+            progress.close()
 
     def __aiter__(self) -> AsyncIterator[R]:
         """``async for value in pool.imap(...)`` in a coroutine: values as they come,
@@ -480,6 +509,7 @@ class IMapIterator(Iterator[R]):
         with self._cond:
             if self._cancelled:
                 return
+            self._progressed(len(values))
             if not self._ordered:
                 self._chunks.extend(piece for _, piece in pieces)
             else:
@@ -497,6 +527,10 @@ class IMapIterator(Iterator[R]):
     def _set_length(self, length: int) -> None:
         with self._cond:
             self._length = length
+            self._tasks = length
+            if self._progress is not None:
+                self._progress.set_total(length)
+                self._progressed(0)
             self._cond.notify_all()
             self._wake()
 
@@ -509,6 +543,10 @@ class IMapIterator(Iterator[R]):
             else:
                 self._source_error = (index, exc)
             self._length = index + 1
+            self._tasks = index  # the tasks read before the error
+            if self._progress is not None:
+                self._progress.set_total(index)
+                self._progressed(0)
             self._cond.notify_all()
             self._wake()
 
@@ -517,6 +555,8 @@ class IMapIterator(Iterator[R]):
             self._cancelled = True
             self._chunks.clear()
             self._current.clear()  # a loop inside this chunk stops at once
+            if self._progress is not None:
+                self._progress.close()
             self._cond.notify_all()
             self._wake()
 

@@ -1,0 +1,109 @@
+"""Progress of a map: what ``progress=`` accepts, and the counter behind it.
+
+``progress=True`` draws a ``tqdm.auto`` bar (a widget in notebooks); a ``tqdm`` bar or a
+``rich.progress.Progress`` given is used as it is (shoal sets the total if the bar has
+none, and leaves the bar open: it is the caller's); any other callable is called as
+``progress(done, total)`` (``total`` is None until it is known). The counter counts
+finished tasks, not chunks, as each chunk's results arrive (on the thread that delivers
+them), and is closed when the map ends: done, failed, cancelled, terminated, or its
+iterator dropped.
+
+Example:
+    >>> seen = []
+    >>> counter = ProgressCounter(lambda done, total: seen.append((done, total)), 3)
+    >>> counter.advance(2); counter.advance(1); counter.close()
+    >>> seen
+    [(2, 3), (3, 3)]
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+__all__ = ["ProgressCounter", "ProgressSpec", "counter_for"]
+
+ProgressSpec: TypeAlias = "bool | Callable[[int, int | None], object] | Any | None"
+"""What ``progress=`` takes: None/False (no counting), True, a tqdm bar, a rich
+``Progress``, or a callable of ``(done, total)``."""
+
+
+class ProgressCounter:
+    """Counts finished tasks of one map into ``sink``."""
+
+    def __init__(self, sink: Any, total: int | None) -> None:
+        self._lock = threading.Lock()
+        self._done = 0
+        self._total = total
+        self._closed = False
+        self._owned = False  # a bar shoal made, which it closes
+        self._rich_task: Any = None
+        self._bar: Any = None
+        self._call: Callable[[int, int | None], object] | None = None
+        if sink is True:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, unit="task")
+            self._owned = True
+        elif hasattr(sink, "update") and hasattr(sink, "n"):  # a tqdm bar
+            self._bar = sink
+            if total is not None and sink.total is None:
+                sink.total = total
+                sink.refresh()
+        elif hasattr(sink, "add_task") and hasattr(sink, "advance"):  # rich Progress
+            self._rich = sink
+            self._rich_task = sink.add_task("shoal", total=total)
+        elif callable(sink):
+            self._call = sink
+        else:
+            raise TypeError(
+                "progress must be True, a tqdm bar, a rich.progress.Progress or a callable"
+                f" of (done, total), not {type(sink).__name__}"
+            )
+
+    def advance(self, count: int) -> None:
+        """``count`` more tasks finished."""
+        if not count:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._done += count
+            done, total = self._done, self._total
+            if self._bar is not None:
+                self._bar.update(count)
+            elif self._rich_task is not None:
+                self._rich.advance(self._rich_task, count)
+            elif self._call is not None:
+                self._call(done, total)
+
+    def set_total(self, total: int) -> None:
+        """The input turned out to hold ``total`` tasks."""
+        with self._lock:
+            if self._closed or self._total is not None:
+                return
+            self._total = total
+            if self._bar is not None:
+                self._bar.total = total
+                self._bar.refresh()
+            elif self._rich_task is not None:
+                self._rich.update(self._rich_task, total=total)
+            elif self._call is not None:
+                self._call(self._done, total)
+
+    def close(self) -> None:
+        """The map ended (whichever way): a bar shoal made is closed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._owned:
+                self._bar.close()
+
+
+def counter_for(spec: ProgressSpec, total: int | None) -> ProgressCounter | None:
+    """The counter for ``progress=spec``, or None when no progress is wanted."""
+    if spec is None or spec is False:
+        return None
+    return ProgressCounter(spec, total)

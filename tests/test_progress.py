@@ -1,0 +1,153 @@
+"""``progress=`` on maps: counts of finished tasks (not chunks) into a tqdm bar, a rich
+Progress or a callable; totals known from ``len()`` or found at the end; closed on
+errors, Ctrl-C and terminate; the same on every backend."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pool_workers import BACKENDS, fail_on, nap, square
+from rich.progress import Progress
+from tqdm import tqdm
+
+import shoal
+from scripts import run_script
+
+
+class Seen:
+    """A progress callable that records what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        with self._lock:
+            self.calls.append((done, total))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_map_counts_tasks_not_chunks_on_every_backend(backend: str) -> None:
+    with shoal.Pool(2, backend=backend) as pool:
+        counts = {}
+        runs: dict[str, Callable[[Seen], list[int]]] = {
+            "map": lambda p: pool.map(square, range(200), chunksize=50, progress=p),
+            "map_async": lambda p: pool.map_async(square, range(200), 50, progress=p).get(60),
+            "starmap": lambda p: pool.starmap(pow, [(n, 2) for n in range(200)], 50, progress=p),
+            "starmap_async": lambda p: pool.starmap_async(
+                pow, [(n, 2) for n in range(200)], 50, progress=p
+            ).get(60),
+            "imap": lambda p: list(pool.imap(square, range(200), 50, progress=p)),
+            "imap_unordered": lambda p: list(
+                pool.imap_unordered(square, range(200), 50, progress=p)
+            ),
+        }
+        for name, run in runs.items():
+            seen = Seen()
+            assert sorted(run(seen)) == [n * n for n in range(200)]
+            counts[name] = seen.calls
+        for name, calls in counts.items():
+            # Four chunks of 50 tasks: the counts climb by 50 to the total, known from len().
+            assert sorted(calls) == [(50, 200), (100, 200), (150, 200), (200, 200)], name
+
+
+def test_an_endless_input_counts_without_a_total() -> None:
+    seen = Seen()
+    with shoal.Pool(2) as pool:
+        got = list(itertools.islice(pool.imap(square, itertools.count(), progress=seen), 500))
+    assert got == [n * n for n in range(500)]
+    assert seen.calls[-1][0] >= 500
+    assert {total for _, total in seen.calls} == {None}
+    dones = [done for done, _ in seen.calls]
+    assert dones == sorted(dones)
+
+
+def test_an_input_without_len_gets_its_total_at_the_end() -> None:
+    seen = Seen()
+    with shoal.Pool(2) as pool:
+        assert sum(pool.imap_unordered(square, iter(range(300)), progress=seen)) == sum(
+            n * n for n in range(300)
+        )
+    assert seen.calls[-1] == (300, 300)
+    assert seen.calls[0][1] is None
+
+
+def test_a_given_tqdm_bar_and_rich_progress_are_used_and_left_open() -> None:
+    bar = tqdm(disable=False, leave=False)
+    with shoal.Pool(2) as pool:
+        pool.map(square, range(120), progress=bar)
+        assert (bar.n, bar.total) == (120, 120)
+        assert not bar.disable  # still the caller's, open
+        with Progress(transient=True) as rich_bar:
+            list(pool.imap(square, range(80), progress=rich_bar))
+            (task,) = rich_bar.tasks
+            assert (task.completed, task.total) == (80, 80)
+    bar.close()
+
+
+def test_a_map_that_fails_stops_counting() -> None:
+    seen = Seen()
+    with shoal.Pool(2) as pool:
+        with pytest.raises(ValueError, match="bad item 0"):
+            pool.map(fail_on, [0, *range(1, 40)], chunksize=1, progress=seen)
+        time.sleep(0.3)  # the chunks still out finish; nobody counts them
+        settled = list(seen.calls)
+        time.sleep(0.3)
+        assert seen.calls == settled
+
+
+def test_terminate_closes_the_count() -> None:
+    seen = Seen()
+    pool = shoal.Pool(2)
+    results = pool.imap(nap, [0.05] * 100, progress=seen)
+    next(results)
+    pool.terminate()
+    pool.join()
+    settled = list(seen.calls)
+    time.sleep(0.2)
+    assert seen.calls == settled
+    assert settled[-1][0] < 100
+
+
+def test_executor_map_counts_too() -> None:
+    seen = Seen()
+    with shoal.Executor(2) as ex:
+        assert list(ex.map(pow, range(30), [2] * 40, progress=seen)) == [n * n for n in range(30)]
+    assert seen.calls[-1] == (30, 30)
+
+
+def test_bad_progress_values_say_what_is_taken() -> None:
+    with shoal.Pool(1, backend="thread") as pool, pytest.raises(TypeError, match="tqdm bar"):
+        pool.map(square, [1], progress=42)
+
+
+def test_a_bar_in_a_script_survives_ctrl_c(tmp_path: Path, pool_start_method: str) -> None:
+    done = run_script(
+        """
+        import os, signal, threading, time
+        import shoal
+
+        def slow(x):
+            time.sleep(0.1)
+            return x
+
+        pool = shoal.Pool(2, start_method=START)
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            pool.map(slow, range(100), chunksize=1, progress=True)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        print(pool.map(abs, range(-4, 0), progress=True))
+        pool.close()
+        pool.join()
+        """,
+        tmp_path,
+        pool_start_method,
+    )
+    assert done.stdout.splitlines() == ["interrupted", "[4, 3, 2, 1]"]
+    assert "4/4" in done.stderr  # the second bar ran to its end
