@@ -57,3 +57,6 @@ bench-cluster:      ## shoal.Pool on Ray and Dask against each used directly
 
 bench-doors:        ## shoal.Executor, asyncio and joblib beside ProcessPoolExecutor, loky, aiomultiprocess
 	$(PYTHON) benches/doors_bench.py
+
+bench-progress:     ## what a progress bar costs on tiny tasks
+	$(PYTHON) benches/progress_bench.py

@@ -79,6 +79,7 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     assert "[0, 1, 4, 9, 16] [1, 2]\n" in outputs
     assert "(256, [3, 2, 1], [0, 1, 2])\n" in outputs
     assert "[1, 2, 3, 4, 5]\n" in outputs
+    assert "1000/1000 tasks\n" in outputs
 
 
 def test_the_backends_doc_examples_run(tmp_path: Path) -> None:

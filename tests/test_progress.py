@@ -151,3 +151,12 @@ def test_a_bar_in_a_script_survives_ctrl_c(tmp_path: Path, pool_start_method: st
     )
     assert done.stdout.splitlines() == ["interrupted", "[4, 3, 2, 1]"]
     assert "4/4" in done.stderr  # the second bar ran to its end
+
+
+def test_a_map_with_a_bar_moves_in_small_steps() -> None:
+    seen = Seen()
+    with shoal.Pool(2) as pool:
+        pool.map(square, range(1000), progress=seen)
+    # multiprocessing's chunking would give 8 chunks of 125 here; with a bar, 100 of 10.
+    assert len(seen.calls) == 100
+    assert seen.calls[-1] == (1000, 1000)

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from shoal import backends
-from shoal._progress import ProgressSpec, counter_for
+from shoal._progress import PROGRESS_STEPS, ProgressSpec, counter_for
 from shoal.backends.base import CallKind, WorkerHandle, WorkerSpec
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
 from shoal.pool._core import (
@@ -556,6 +556,9 @@ class Pool:
         items = iterable if isinstance(iterable, list | tuple | range) else list(iterable)
         if chunksize is None:
             chunksize = self._chunksize or map_chunksize(len(items), self._core.workers)
+            if progress is not None and progress is not False:
+                # A bar moves as chunks finish: in steps of at most 1% of the map.
+                chunksize = min(chunksize, -(-len(items) // PROGRESS_STEPS))
         result: MapResult[R] = MapResult(self, len(items), callback, error_callback)
         counter = counter_for(progress, len(items))
         if counter is not None:
