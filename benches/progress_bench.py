@@ -18,6 +18,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tqdm import tqdm
 
@@ -36,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     with shoal.Pool(2) as pool, open(os.devnull, "w") as devnull:
 
-        def bar() -> tqdm[int]:
+        def bar() -> tqdm[Any]:
             return tqdm(file=devnull)
 
         cases: dict[str, Callable[[], object]] = {
