@@ -50,6 +50,7 @@ MODULES = [
     "shoal.joblib",
     "shoal._info",
     "shoal._progress",
+    "shoal._worker",
 ]
 # Modules checked even though they may hold no example of their own.
 OPTIONAL = ["shoal._pickling"]
@@ -80,6 +81,7 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     assert "(256, [3, 2, 1], [0, 1, 2])\n" in outputs
     assert "[1, 2, 3, 4, 5]\n" in outputs
     assert "1000/1000 tasks\n" in outputs
+    assert "[0, 10, 20, 30]\n" in outputs
 
 
 def test_the_backends_doc_examples_run(tmp_path: Path) -> None:

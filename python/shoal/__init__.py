@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 _HOMES = {
     "AsyncResult": "shoal.pool",
     "Executor": "shoal._executor",
+    "Worker": "shoal._worker",
+    "current_worker": "shoal._worker",
     "InitializerError": "shoal.errors",
     "ProcessPoolExecutor": "shoal._executor",
     "ThreadPoolExecutor": "shoal._executor",
@@ -124,11 +126,13 @@ __all__ = [
     "ThreadPoolExecutor",
     "TimeoutError",
     "Value",
+    "Worker",
     "WorkerLostError",
     "active_children",
     "allow_connection_pickling",
     "cpu_count",
     "current_process",
+    "current_worker",
     "freeze_support",
     "get_all_start_methods",
     "get_context",
@@ -175,6 +179,7 @@ if TYPE_CHECKING:
     from shoal._shared import Shared, shared
     from shoal._sharedctypes import Array, RawArray, RawValue, Value
     from shoal._sync import BoundedSemaphore, Lock, OwnerDiedWarning, Semaphore
+    from shoal._worker import Worker, current_worker
     from shoal.errors import (
         InitializerError,
         PicklingError,

@@ -51,6 +51,7 @@ from shoal._shoal import (
     PoolEngine,
     describe_exit,
 )
+from shoal._worker import IndexPool
 from shoal.backends.base import (
     CallKind,
     Chunk,
@@ -166,8 +167,10 @@ class ProcessBackend:
         # gets once there were too many (see _on_exit).
         self._stillborn = 0
         self._broken: Failure | None = None
-        # The workers running now, by engine id (Pool._pool).
+        # The workers running now, by engine id (Pool._pool), and their indexes.
         self._handles: dict[int, WorkerHandle] = {}
+        self._indexes = IndexPool()
+        self._index_of: dict[int, int] = {}
         try:
             for _ in range(self._count):
                 self._launch()
@@ -302,11 +305,17 @@ class ProcessBackend:
         return not self._events.is_alive()
 
     def _launch(self) -> None:
-        worker, pid, number = launch(
-            self._engine, self._method, self._setup, self._spec.maxtasksperchild
-        )
+        index = self._indexes.take()
+        try:
+            worker, pid, number = launch(
+                self._engine, self._method, self._setup, self._spec.maxtasksperchild, index
+            )
+        except BaseException:
+            self._indexes.give_back(index)
+            raise
         with self._lock:
             self._handles[worker] = WorkerHandle(f"{NAME_PREFIX}-{number}", pid)
+            self._index_of[worker] = index
 
     def handles(self) -> list[WorkerHandle]:
         """The workers running now: their names (as they call themselves), pids."""
@@ -415,6 +424,9 @@ class ProcessBackend:
             code, signal, how = self._ask_zygote(pid)
         with self._lock:
             handle = self._handles.pop(worker, None)
+            index = self._index_of.pop(worker, None)
+        if index is not None:
+            self._indexes.give_back(index)  # for the replacement
         if handle is not None:
             # multiprocessing's convention: the exit code, or minus the killing signal.
             handle.exitcode = code if code is not None else -signal if signal else 0

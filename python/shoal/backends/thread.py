@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Any
 
+from shoal._worker import IndexPool, become_thread_worker, leave_thread_worker
 from shoal.backends.base import (
     Chunk,
     Failure,
@@ -73,6 +74,7 @@ class ThreadBackend:
         self._stopping = False
         self._cancelled = False
         self._ids = itertools.count()
+        self._indexes = IndexPool()  # shoal.current_worker().index of each thread
         for _ in range(self._count):
             self._start_worker()
 
@@ -141,18 +143,26 @@ class ThreadBackend:
         with self._lock:
             return [WorkerHandle(t.name, None) for t in self._threads if t.is_alive()]
 
-    def _start_worker(self) -> None:
+    def _start_worker(self, index: int | None = None) -> None:
+        """Starts a worker thread as worker ``index`` (a successor takes its
+        predecessor's; otherwise the lowest free one)."""
         worker = next(self._ids)
+        if index is None:
+            index = self._indexes.take()
         thread = threading.Thread(
-            target=self._work, args=(worker,), name=f"shoal-thread-worker-{worker}", daemon=True
+            target=self._work,
+            args=(worker, index),
+            name=f"shoal-thread-worker-{worker}",
+            daemon=True,
         )
         # Started under the lock, so that join() never sees a thread it cannot join yet.
         with self._lock:
             self._threads.add(thread)
             thread.start()
 
-    def _work(self, worker: int) -> None:
+    def _work(self, worker: int, index: int) -> None:
         spec = self._spec
+        become_thread_worker(index)
         broken: Failure | None = None
         if spec.initializer is not None:
             try:
@@ -187,16 +197,22 @@ class ThreadBackend:
                 del chunk, result
                 done += 1
                 if spec.maxtasksperchild is not None and done >= spec.maxtasksperchild:
-                    self._replace()
+                    if self._replace(index):
+                        index = -1  # the successor has it
                     return
         finally:
+            leave_thread_worker()
+            if index >= 0:
+                self._indexes.give_back(index)
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
-    def _replace(self) -> None:
-        """Starts this worker's successor. Also while stopping without cancel: queued
-        chunks must still run even if every worker reaches its limit. The successor is in
-        the set of threads before this one leaves it, so ``join`` waits for it."""
+    def _replace(self, index: int) -> bool:
+        """Starts this worker's successor, as worker ``index``; False if it starts none.
+        Also while stopping without cancel: queued chunks must still run even if every
+        worker reaches its limit. The successor is in the set of threads before this one
+        leaves it, so ``join`` waits for it."""
         if self._cancelled:
-            return
-        self._start_worker()
+            return False
+        self._start_worker(index)
+        return True

@@ -155,17 +155,21 @@ def _fork_instead(obj: object, requested: str | None) -> StartMethod:
 
 
 def launch(
-    engine: PoolEngine, method: StartMethod, setup: WorkerSetup, limit: int | None
+    engine: PoolEngine,
+    method: StartMethod,
+    setup: WorkerSetup,
+    limit: int | None,
+    index: int = 0,
 ) -> tuple[int, int, int]:
-    """Starts one worker for ``engine`` by ``method``: its engine id, pid and number (its
-    name is ``ShoalPoolWorker-<number>``). On failure, the engine gets back what the
-    worker was given and the error propagates."""
+    """Starts one worker for ``engine`` by ``method``, as worker ``index`` of its pool:
+    its engine id, pid and number (its name is ``ShoalPoolWorker-<number>``). On
+    failure, the engine gets back what the worker was given and the error propagates."""
     worker, tasks, results, bell = engine.add_worker(limit)
     fds = [tasks, results, bell, setup.config_fd, setup.arena_fd, *setup.inherited]
     number = next_number()
     try:
         if method == "zygote":
-            pid, pidfd = shared_zygote().fork(fds, number)
+            pid, pidfd = shared_zygote().fork(fds, number, index)
             try:
                 engine.attach_pidfd(worker, pidfd)
             finally:
@@ -174,14 +178,15 @@ def launch(
             count = len(fds)
             source = _bootstrap(
                 "from shoal.process.worker import main; "
-                f"main(range({_FIRST_FD}, {_FIRST_FD + count}), {number}, forked=False)"
+                f"main(range({_FIRST_FD}, {_FIRST_FD + count}), {number}, forked=False,"
+                f" index={index})"
             )
             targets = [(fd, _FIRST_FD + i) for i, fd in enumerate(fds)]
             pid = engine.spawn_worker(worker, sys.executable, ["-c", source], [], targets)
         else:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                main(fds, number, forked=True)
+                main(fds, number, forked=True, index=index)
             engine.attach_child(worker, pid)
     except BaseException:
         engine.abandon(worker)

@@ -21,6 +21,7 @@ from typing import Any, Final, NamedTuple, cast
 from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._pickling import dumps_detached, loads
 from shoal._shoal import MSG_DEFINE, MSG_FORGET, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
+from shoal._worker import become_process_worker
 from shoal.errors import ShoalError
 from shoal.process.identity import Lineage, become_worker, leave
 
@@ -148,14 +149,15 @@ def inherited_fd(index: int) -> int:
         ) from None
 
 
-def main(fds: Sequence[int], number: int, *, forked: bool) -> None:
+def main(fds: Sequence[int], number: int, *, forked: bool, index: int = 0) -> None:
     """Runs worker ``number`` on ``fds`` (task ring, result ring, bell, config, then
     inherited) and exits the process when told to stop, at its task limit, or when the
     pool's process is gone. ``forked``: the process is a copy of another (zygote or fork)
-    and must leave with ``os._exit``."""
+    and must leave with ``os._exit``. ``index``: its place in the pool
+    (``shoal.current_worker().index``)."""
     code = 0
     try:
-        code = _serve(fds, number, forked)
+        code = _serve(fds, number, forked, index)
     except BaseException:
         code = 1
         import traceback
@@ -170,7 +172,7 @@ def main(fds: Sequence[int], number: int, *, forked: bool) -> None:
     sys.exit(code)
 
 
-def _serve(fds: Sequence[int], number: int, forked: bool) -> int:
+def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
     global _serving
     _serving = True
     tasks, results, bell, config_fd, arena_fd, *extra = fds
@@ -194,6 +196,7 @@ def _serve(fds: Sequence[int], number: int, forked: bool) -> int:
     # A copy of the pool's process already has its __main__, argv and the rest.
     copy_of_parent = forked and parent_is_pool
     become_worker(config.lineage, number, config.parent, forked_from_parent=copy_of_parent)
+    become_process_worker(index)
     if parent_is_pool:
         # Spawned or forked by the pool's process itself (not by the zygote, whose death
         # kills its children): leave as soon as that process is gone, even mid-task.

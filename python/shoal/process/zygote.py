@@ -78,15 +78,15 @@ class Zygote:
         """The zygote's process id."""
         return self._process.pid
 
-    def fork(self, fds: list[int], number: int) -> tuple[int, int]:
-        """Forks worker ``number``, which runs on ``fds`` (see
+    def fork(self, fds: list[int], number: int, index: int = 0) -> tuple[int, int]:
+        """Forks worker ``number`` (``index`` in its pool), which runs on ``fds`` (see
         ``shoal.process.worker.main``). Returns its pid and a pidfd for it, which the
         caller must close."""
         if len(fds) > _MAX_FDS:
             raise ShoalError(f"a worker can be given at most {_MAX_FDS} descriptors")
         with self._lock:
             try:
-                socket.send_fds(self._socket, [_FORK + str(number).encode()], fds)
+                socket.send_fds(self._socket, [_FORK + f"{number},{index}".encode()], fds)
                 reply, received, _, _ = socket.recv_fds(self._socket, 64, 1)
             except OSError as exc:
                 raise ShoalError(f"the zygote (pid {self.pid}) stopped answering: {exc}") from exc
@@ -312,11 +312,16 @@ def serve(parent: int) -> None:
             except (OSError, ValueError):
                 return
             continue
-        if not message.startswith(_FORK) or not message[len(_FORK) :].isdigit():
+        fields = message[len(_FORK) :].split(b",")
+        if (
+            not message.startswith(_FORK)
+            or len(fields) != 2
+            or not all(f.isdigit() for f in fields)
+        ):
             for fd in fds:
                 os.close(fd)
             continue
-        number = int(message[len(_FORK) :])
+        number, index = int(fields[0]), int(fields[1])
         # SIGCHLD waits until the pidfd is open: a child that exits at once stays a
         # zombie until then, so its pid cannot be reaped and reused in between.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
@@ -327,7 +332,7 @@ def serve(parent: int) -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             if not die_with_parent(os.getppid()):
                 os._exit(1)
-            worker.main(fds, number, forked=True)
+            worker.main(fds, number, forked=True, index=index)
         for fd in fds:
             os.close(fd)
         try:
