@@ -149,3 +149,39 @@ def test_the_figures_the_readme_quotes_are_the_codes() -> None:
         f"one where nothing answers fails within {RAY_CONNECT_TIMEOUT:g} s",
     ):
         assert quoted in readme
+
+
+def _rust_constant(path: str, pattern: str) -> int:
+    """A number from the engine's source (the figure is a Rust constant, not exported)."""
+    found = re.search(pattern, (ROOT / path).read_text())
+    assert found, f"{pattern} not in {path}"
+    return int(found.group(1))
+
+
+def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
+    from shoal._progress import PROGRESS_STEPS
+    from shoal.backends.process import _DEPTH, _IN_FLIGHT_PER_WORKER
+    from shoal.pool._chunks import MAX_ADAPTIVE
+
+    spin = _rust_constant(
+        "crates/shoal-engine/src/wait.rs", r"const SPIN: Duration = Duration::from_micros\((\d+)\)"
+    )
+    deepest = _rust_constant(
+        "crates/shoal-engine/src/supervisor.rs", r"const MAX_DEPTH: usize = (\d+);"
+    )
+    design = " ".join((ROOT / "docs" / "design.md").read_text().split())
+    shift = _IN_FLIGHT_PER_WORKER.bit_length() - 1
+    assert 1 << shift == _IN_FLIGHT_PER_WORKER
+    for quoted in (
+        f"A waiter spins for {spin} us",
+        f"({_DEPTH} to {deepest} owed per worker;",
+        f"two for slow chunks, so that none is stranded behind a busy worker, up to {deepest}",
+        f"The Pool may keep 1 << {shift} chunks per worker in flight",
+    ):
+        assert quoted in design, quoted
+    assert _DEPTH == 2  # the design doc says "two for slow chunks"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"cuts its work into at least {PROGRESS_STEPS} chunks" in readme
+    backends = " ".join((ROOT / "docs" / "backends.md").read_text().split())
+    assert f"at most doubling per step, at most {MAX_ADAPTIVE}" in backends
+    assert f"process: 1 << {shift} per worker" in backends
