@@ -126,8 +126,10 @@ class _EmbeddedCluster:
 
         # A task fails at its worker's first death: the Pool's retries decide the rest.
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            # The scheduler always serves HTTP (metrics at least): on a free port, never
+            # on the dashboard's 8787, which another program or cluster may hold.
             self.scheduler = distributed.LocalCluster(
-                n_workers=0, dashboard_address=None, silence_logs=logging.CRITICAL
+                n_workers=0, dashboard_address=":0", silence_logs=logging.CRITICAL
             )
         self.client = distributed.Client(self.scheduler, set_as_default=False)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
