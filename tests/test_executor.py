@@ -208,3 +208,15 @@ def test_a_program_whose_import_changed_from_concurrent_futures(
     assert "finished after shutdown(wait=False)" in lines
     assert "at exit: cannot schedule new futures after interpreter shutdown" in lines
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_shutdown_stops_reading_a_lazy_map_left_unread(backend: str) -> None:
+    # The standard map submits its whole input at once; this one reads it as results
+    # are taken, so what was not read yet was never submitted: shutdown does not read it.
+    with shoal.Executor(2, backend=backend) as ex:
+        results = ex.map(square, itertools.count(), buffersize=8)
+        assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+    rest = list(results)  # what was read still arrives, then the iterator ends
+    assert rest == [n * n for n in range(5, 5 + len(rest))]
+    assert len(rest) <= 8

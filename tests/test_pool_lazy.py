@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 
@@ -194,3 +195,19 @@ def test_a_fixed_chunksize_never_changes() -> None:
     sizer.observe(7, 100.0)
     sizer.observe(7, 1e-9)
     assert sizer.next_size() == 7 and not sizer.adaptive
+
+
+def _fast_then_slow(x: int) -> int:
+    if x >= 6000:
+        time.sleep(0.001)
+    return x
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_imap_goes_on_when_its_chunks_shrink_after_large_ones(backend: str) -> None:
+    # Tiny tasks grow the chunks to their largest; slower ones then shrink the read-ahead
+    # window below one such chunk. A consumer that caught up must have reported that
+    # chunk before it waits, or the Pool waits for room it already has: both wait for
+    # ever (this test's timeout fails it).
+    with shoal.Pool(1, backend=backend) as pool:
+        assert list(pool.imap(_fast_then_slow, range(9000))) == list(range(9000))

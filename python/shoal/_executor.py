@@ -148,6 +148,8 @@ class Executor(futures.Executor):
         self._breaking = False
         # Unfinished futures (for cancel_futures and for breaking); each leaves as it ends.
         self._pending: set[futures.Future[Any]] = set()
+        # The iterators of maps still running, to stop reading their input at shutdown.
+        self._maps: weakref.WeakSet[Any] = weakref.WeakSet()
         _OPEN.add(self)
         # An executor dropped with nothing pending lets its workers go, quietly.
         weakref.finalize(self, Pool.close, self._pool)
@@ -221,6 +223,7 @@ class Executor(futures.Executor):
         counter = counter_for(progress, _shortest(iterables))
         if counter is not None:
             results._count_progress(counter)
+        self._maps.add(results)
         return self._yield(results, deadline)
 
     def _yield(self, results: Any, deadline: float | None) -> Generator[Any, None, None]:
@@ -259,6 +262,11 @@ class Executor(futures.Executor):
         with self._lock:
             self._shutdown = True
             pending = list(self._pending) if cancel_futures else []
+            unread = list(self._maps)
+        # A lazy map's input not read yet was never submitted: it is not read now (what
+        # was read still runs, and its iterator ends after it).
+        for results in unread:
+            results._stop_reading()
         for future in pending:
             future.cancel()
         if self._broken:

@@ -77,6 +77,7 @@ class Job:
         "retries",
         "single",
         "sizer",
+        "stopped",
         "target",
         "timeout",
         "window",
@@ -113,6 +114,7 @@ class Job:
         # Items of read-ahead allowed, whatever the chunk size (Executor.map's
         # buffersize); None: only the window bounds it.
         self.limit = limit
+        self.stopped = False  # no more of the input is to be read (stop_reading)
         self.pulled = 0  # items handed out
         self.consumed = 0  # items the consumer has taken (imap only)
         # One task from a list (apply, submit, a map of one): handed over in one piece,
@@ -257,6 +259,20 @@ class PoolCore:
             Chunk(job.job_id, chunk_id, job.fn, job.items, job.call, job.timeout, job.retries)
         )
 
+    def stop_reading(self, job: Job) -> None:
+        """Reads no more of ``job``'s input: what was handed out still runs, and its
+        target learns that the input ends there (``Executor.shutdown`` with a lazy map
+        left unread)."""
+        with self.cond:
+            job.stopped = True
+            if self.pulling is job:
+                return  # the feeder ends it once the chunk it is reading is out
+            if job not in self.jobs:
+                return  # its input was read to the end already
+            self.jobs.remove(job)
+            pulled = job.pulled
+        job.target._set_length(pulled)
+
     def consumed(self, job: Job, count: int = 1) -> None:
         """The consumer of ``job`` took ``count`` more items: its read-ahead may have room
         again."""
@@ -304,11 +320,12 @@ class PoolCore:
                             job.job_id, chunk_id, job.fn, items, job.call, job.timeout, job.retries
                         )
                     )
-                if not exhausted:
+                stopped = job.stopped and not exhausted
+                if not exhausted and not stopped:
                     self.jobs.append(job)
             if error is not None:
                 job.target._set_source_error(job.pulled, error)
-            elif exhausted:
+            elif exhausted or stopped:
                 job.target._set_length(job.pulled)
             # Holds nothing while it waits for the next job: the last one's function,
             # arguments and error would otherwise outlive the caller's use of them.

@@ -605,6 +605,7 @@ class Pool:
         )
         core = self._core
         result._on_consumed = lambda count: core.consumed(job, count)
+        result._stop_reading = lambda: core.stop_reading(job)
         return result
 
 

@@ -345,6 +345,8 @@ class IMapIterator(Iterator[R]):
         # construction.
         self._unreported = 0
         self._on_consumed: Callable[[int], None] = lambda count: None
+        # Reads no more of the input (set by the Pool, as _on_consumed is).
+        self._stop_reading: Callable[[], None] = lambda: None
         # Called once when a next value, error or the end arrives (an ``async for``
         # waiting on the event loop).
         self._wakers: list[Callable[[], object]] = []
@@ -412,14 +414,21 @@ class IMapIterator(Iterator[R]):
     def _advance(self, timeout: float | None) -> bool:
         """After the cursor ran out: moves it to the next chunk, waiting up to ``timeout``
         for one; raises the task's error that comes next; False at the end."""
-        if not self._chunks:
-            self._report()  # about to wait: the Pool may be waiting for room
         with self._cond:
             if operator.length_hint(self._cursor):
                 return True  # another thread moved it meanwhile
             self._unreported += len(self._current)
             self._current = []
             self._cursor = iter(self._current)
+            about_to_wait = not self._chunks
+        if about_to_wait:
+            # The Pool may be waiting for room, and what this consumer took (the chunk
+            # just finished included) is what makes it: told before the wait, or the
+            # wait could be for a chunk the Pool will not read until it is told.
+            self._report()
+        with self._cond:
+            if operator.length_hint(self._cursor):
+                return True  # another consumer moved it meanwhile
             if not self._chunks:
                 if not self._cond.wait_for(self._has_next, timeout):
                     raise MpTimeoutError(f"no result within {timeout} seconds")
