@@ -195,7 +195,9 @@ class Executor(futures.Executor):
         counts from this call: ``TimeoutError`` if the next result is not there by then.
         Leaving the loop early stops the rest of the input from being started.
         ``progress`` counts finished tasks, as for :meth:`shoal.Pool.map` (the total is
-        known when every iterable has a ``len()``).
+        known when every iterable has a ``len()``). A ``submit`` replaced on this
+        executor (tqdm's ``process_map`` does it to count calls) is honoured: each call
+        then goes through it, as with the standard map.
 
         >>> import itertools, shoal
         >>> with shoal.Executor(2) as ex:
@@ -209,6 +211,11 @@ class Executor(futures.Executor):
                 raise ValueError("buffersize must be None or > 0")
         if chunksize is not None:
             check_chunksize(chunksize)
+        if "submit" in vars(self):
+            # Someone replaced submit on this executor to see each call (tqdm's
+            # process_map and thread_map do, to move their bar): honoured, as the
+            # standard map honours it, by submitting each call through it.
+            return (value for value in futures.Executor.map(self, fn, *iterables, timeout=timeout))
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._check_open()
