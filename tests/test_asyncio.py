@@ -18,6 +18,7 @@ import uvloop
 from pool_workers import BACKENDS, add, fail_on, nap, square
 
 import shoal
+from scripts import run_script
 
 T = TypeVar("T")
 
@@ -139,3 +140,29 @@ def test_cancelling_the_awaiting_task_takes_back_an_unstarted_call(
     # A worker may hold the next call or two ready behind the running one (those run,
     # and nobody reads them); the calls still queued are taken back and never run.
     assert not any(marker.exists() for marker in markers[2:])
+
+
+def test_a_script_awaits_its_own_functions(tmp_path: Path, pool_start_method: str) -> None:
+    done = run_script(
+        """
+        import asyncio
+        import shoal
+
+        scale = 3
+
+        def triple(x):
+            return x * scale
+
+        async def main(pool):
+            one = await pool.apply_async(triple, (2,))
+            many = await asyncio.gather(*(pool.submit(lambda v: v + 1, n) for n in range(3)))
+            streamed = [x async for x in pool.imap(triple, range(4))]
+            return one, many, streamed
+
+        with shoal.Pool(2, start_method=START) as pool:
+            print(asyncio.run(main(pool)))
+        """,
+        tmp_path,
+        pool_start_method,
+    )
+    assert done.stdout.splitlines() == ["(6, [1, 2, 3], [0, 3, 6, 9])"]
