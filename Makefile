@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= target
 export CARGO_TARGET_DIR
 
 .PHONY: help install dev demo lint test test-rust test-python bench bench-queue bench-pool \
-	bench-buffers bench-sync bench-startup bench-cluster
+	bench-buffers bench-sync bench-startup bench-cluster bench-doors bench-progress bench-stats
 
 help:               ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -60,3 +60,6 @@ bench-doors:        ## shoal.Executor, asyncio and joblib beside ProcessPoolExec
 
 bench-progress:     ## what a progress bar costs on tiny tasks
 	$(PYTHON) benches/progress_bench.py
+
+bench-stats:        ## what Pool.stats()'s counting costs on tiny tasks
+	$(PYTHON) benches/stats_bench.py

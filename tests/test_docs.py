@@ -3,6 +3,7 @@ the demo, so the docs cannot drift from the code."""
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import importlib
 import re
@@ -51,9 +52,12 @@ MODULES = [
     "shoal._info",
     "shoal._progress",
     "shoal._worker",
+    "shoal.backends.lives",
+    "shoal.backends.labels",
+    "shoal.pool._stats_text",
 ]
 # Modules checked even though they may hold no example of their own.
-OPTIONAL = ["shoal._pickling"]
+OPTIONAL = ["shoal._pickling", "shoal.pool._stats"]
 
 
 def run_python_blocks(doc: Path, tmp_path: Path) -> list[str]:
@@ -82,11 +86,36 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     assert "[1, 2, 3, 4, 5]\n" in outputs
     assert "1000/1000 tasks\n" in outputs
     assert "[0, 10, 20, 30]\n" in outputs
+    assert "40 40 7\n[0, 1] 40\n" in outputs
 
 
 def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
     outputs = run_python_blocks(ROOT / "docs" / "backends.md", tmp_path)
-    assert "[1, 2, 3] [0, 1, 2]" in outputs[-1]
+    assert "[1, 2, 3] [0, 1, 2]\n6 tasks done\n" in outputs[-1]
+
+
+def test_the_protocol_stub_names_every_member_of_the_protocol() -> None:
+    """docs/backends.md's stub of shoal.backends.base lists every field of the types a
+    backend sees and every member of Backend, so that it cannot fall behind the code."""
+    from shoal.backends import base, lives
+
+    stub = _first_block(ROOT / "docs" / "backends.md", "pyi")
+    for cls in (base.WorkerSpec, base.Chunk, base.ChunkResult, base.BackendStats, lives.WorkerLife):
+        assert f"class {cls.__name__}:" in stub, cls
+        for field in dataclasses.fields(cls):
+            assert f"    {field.name}: " in stub, f"{cls.__name__}.{field.name}"
+    members = [n for n in vars(base.Backend) if not n.startswith("_")]
+    assert len(members) >= 10
+    for name in members:
+        assert f"def {name}(" in stub, f"Backend.{name}"
+    for name in ("run_chunk", "local_workers", "all_failed", "describe_arguments"):
+        assert f"def {name}(" in stub, name
+
+
+def _first_block(path: Path, language: str) -> str:
+    text = path.read_text()
+    start = text.index(f"```{language}\n") + len(language) + 4
+    return text[start : text.index("```", start)]
 
 
 def test_the_doors_doc_examples_run(tmp_path: Path) -> None:

@@ -26,6 +26,9 @@ _HOMES = {
     "Executor": "shoal._executor",
     "Worker": "shoal._worker",
     "current_worker": "shoal._worker",
+    "PoolStats": "shoal.pool._stats",
+    "WorkerStats": "shoal.pool._stats",
+    "SlowTask": "shoal.pool._stats",
     "InitializerError": "shoal.errors",
     "ProcessPoolExecutor": "shoal._executor",
     "ThreadPoolExecutor": "shoal._executor",
@@ -109,6 +112,7 @@ __all__ = [
     "PicklingError",
     "Pipe",
     "Pool",
+    "PoolStats",
     "Process",
     "ProcessError",
     "ProcessPoolExecutor",
@@ -122,12 +126,14 @@ __all__ = [
     "Shared",
     "ShoalError",
     "SimpleQueue",
+    "SlowTask",
     "TaskTimeoutError",
     "ThreadPoolExecutor",
     "TimeoutError",
     "Value",
     "Worker",
     "WorkerLostError",
+    "WorkerStats",
     "active_children",
     "allow_connection_pickling",
     "cpu_count",
@@ -189,6 +195,7 @@ if TYPE_CHECKING:
         WorkerLostError,
     )
     from shoal.pool import AsyncResult, Pool, RemoteTraceback, TimeoutError, cpu_count, map
+    from shoal.pool._stats import PoolStats, SlowTask, WorkerStats
 
 
 def __getattr__(name: str) -> Any:

@@ -25,17 +25,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shoal.backends.labels import LABEL_AFTER, describe_arguments
+from shoal.backends.lives import WorkerLife
+
 __all__ = [
+    "LABEL_AFTER",
     "Backend",
     "BackendFactory",
+    "BackendStats",
     "CallKind",
     "Chunk",
     "ChunkResult",
     "Failure",
     "ResultSink",
     "WorkerHandle",
+    "WorkerLife",
     "WorkerSpec",
     "all_failed",
+    "describe_arguments",
     "local_workers",
     "run_chunk",
 ]
@@ -167,14 +174,37 @@ class ChunkResult:
         failures: the failed tasks, by their index in the chunk. A failure does not stop
             the rest of the chunk, so results never depend on how items were chunked.
         elapsed: seconds the worker spent on the chunk; the Pool sizes later chunks from it.
-        worker: which worker ran it (any id stable for the worker's life), for stats.
+        worker: which worker ran it, for ``Pool.stats()``: any id stable for the
+            worker's life (the :attr:`WorkerLife.workers` a backend reports name their
+            indexes; a cluster backend's are its worker processes' pids); -1 when no
+            worker ran it.
+        label: :func:`describe_arguments` of its first task, when it ran for
+            :data:`LABEL_AFTER` seconds or more; otherwise ``None``.
     """
 
     chunk_id: int
     values: list[Any]
     failures: dict[int, Failure] = field(default_factory=dict)
     elapsed: float = 0.0
-    worker: int = 0
+    worker: int = -1
+    label: str | None = None
+
+
+@dataclass(slots=True)
+class BackendStats:
+    """What a backend reports for ``Pool.stats()``; the Pool adds what it counts itself
+    (tasks, chunks and busy time per worker, the slowest tasks).
+
+    Attributes:
+        workers: the life of each worker index (start, start-up time, restarts and
+            why), for a backend that starts and replaces its own workers; ``None`` for
+            one that does not (a cluster's workers are the cluster's), whose workers the
+            Pool then knows only from the results they send.
+        arena: the shared-memory arena's counters, for a backend that has one.
+    """
+
+    workers: list[WorkerLife] | None = None
+    arena: dict[str, int] | None = None
 
 
 ResultSink = Callable[[ChunkResult], None]
@@ -231,10 +261,11 @@ class Backend(Protocol):
         holding its own lock) and must not run the chunk in the calling thread."""
         ...
 
-    def stats(self) -> dict[str, Any]:
-        """What the backend wants to report about itself (``Pool.stats``), by name. The
-        default (for a backend class that subclasses this protocol): nothing."""
-        return {}
+    def stats(self) -> BackendStats:
+        """What the backend knows of its workers and memory (``Pool.stats``). The
+        default (for a backend class that subclasses this protocol): nothing more than
+        what the Pool counts from results."""
+        return BackendStats()
 
     def handles(self) -> list[WorkerHandle]:
         """The workers running now (``Pool._pool``). Default: none listed."""
@@ -272,7 +303,7 @@ given none, so a factory that takes no options needs no ``**options``); one it d
 take is a ``TypeError`` that names it. Registered by name in ``shoal.backends``."""
 
 
-def all_failed(chunk_id: int, count: int, failure: Failure, worker: int = 0) -> ChunkResult:
+def all_failed(chunk_id: int, count: int, failure: Failure, worker: int = -1) -> ChunkResult:
     """The answer for a chunk of ``count`` tasks none of which could produce a value.
 
     >>> all_failed(7, 2, Failure(ValueError("no"), "")).failures.keys()
@@ -317,4 +348,7 @@ def run_chunk(chunk: Chunk, worker: int) -> ChunkResult:
             values.append(None)
             failures[index] = Failure.capture(exc)
     elapsed = time.perf_counter() - started
-    return ChunkResult(chunk.chunk_id, values, failures, elapsed, worker)
+    label = None
+    if elapsed >= LABEL_AFTER and chunk.items:
+        label = describe_arguments(chunk.items[0], call.value)
+    return ChunkResult(chunk.chunk_id, values, failures, elapsed, worker, label)

@@ -27,7 +27,7 @@ from shoal.backends.shipping import KEEP
 
 __all__ = ["Wire", "from_wire", "run_remote"]
 
-Wire = tuple[int, list[Any], dict[int, Failure], float, int]
+Wire = tuple[int, list[Any], dict[int, Failure], float, int, str | None]
 """A :class:`ChunkResult` as its fields: what a cluster task returns, because engines
 send a plain tuple of arrays as they are (Dask pickles a dataclass holding 16 MiB arrays
 five times slower)."""
@@ -36,7 +36,7 @@ five times slower)."""
 def from_wire(wire: Wire) -> ChunkResult:
     """The :class:`ChunkResult` a cluster task returned as its fields.
 
-    >>> from_wire((7, [1], {}, 0.5, 42)).values
+    >>> from_wire((7, [1], {}, 0.5, 42, None)).values
     [1]
     """
     return ChunkResult(*wire)
@@ -125,4 +125,11 @@ def run_remote(
 
 
 def _wire(result: ChunkResult) -> Wire:
-    return result.chunk_id, result.values, result.failures, result.elapsed, result.worker
+    return (
+        result.chunk_id,
+        result.values,
+        result.failures,
+        result.elapsed,
+        result.worker,
+        result.label,
+    )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import traceback
 import weakref
 from collections import deque
@@ -53,6 +54,7 @@ from shoal._shoal import (
 )
 from shoal._worker import IndexPool
 from shoal.backends.base import (
+    BackendStats,
     CallKind,
     Chunk,
     ChunkResult,
@@ -64,6 +66,7 @@ from shoal.backends.base import (
     local_workers,
 )
 from shoal.backends.function_table import FunctionTable
+from shoal.backends.lives import RestartReason, WorkerLives
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 from shoal.process.identity import NAME_PREFIX
 from shoal.process.launch import WorkerSetup, check_start_method, launch
@@ -171,6 +174,7 @@ class ProcessBackend:
         self._handles: dict[int, WorkerHandle] = {}
         self._indexes = IndexPool()
         self._index_of: dict[int, int] = {}
+        self._lives = WorkerLives()
         try:
             for _ in range(self._count):
                 self._launch()
@@ -244,13 +248,13 @@ class ProcessBackend:
             functions.hold(chunk.chunk_id, chunk.fn)
         self._engine.submit(chunk.chunk_id, func, payload, chunk.retries, chunk.timeout)
 
-    def _break(self, error: ShoalError, worker: int) -> None:
+    def _break(self, error: ShoalError) -> None:
         """Stops starting workers and fails every chunk not answered yet, and every later
         one, with ``error``: the pool cannot run anything any more."""
         self._broken = Failure(error, "")
         for chunk_id, count in list(self._sizes.items()):
             if self.withdraw(chunk_id):
-                self._sink(all_failed(chunk_id, count, self._broken, worker))
+                self._sink(all_failed(chunk_id, count, self._broken))
 
     def withdraw(self, chunk_id: int) -> bool:
         """Takes back a chunk still waiting in the engine's queue (no worker owes it)."""
@@ -267,10 +271,10 @@ class ProcessBackend:
         self._functions.release(chunk_id)
         return self._sizes.pop(chunk_id, None), self._limits.pop(chunk_id, None)
 
-    def stats(self) -> dict[str, Any]:
-        """``{"arena": {...}}``: the shared-memory arena's counters, in bytes and blocks
-        (capacity, in_use, peak, blocks, allocations, frees, refused)."""
-        return {"arena": self._arena.stats()}
+    def stats(self) -> BackendStats:
+        """Each worker index's life, and the shared-memory arena's counters, in bytes and
+        blocks (capacity, in_use, peak, blocks, allocations, frees, refused)."""
+        return BackendStats(self._lives.snapshot(), self._arena.stats())
 
     def _free_arguments(self, chunk_id: int, kept: Iterable[int] = ()) -> None:
         """Frees the blocks of a chunk's large arguments, but those a worker kept."""
@@ -306,6 +310,7 @@ class ProcessBackend:
 
     def _launch(self) -> None:
         index = self._indexes.take()
+        launched = time.monotonic()
         try:
             worker, pid, number = launch(
                 self._engine, self._method, self._setup, self._spec.maxtasksperchild, index
@@ -316,6 +321,7 @@ class ProcessBackend:
         with self._lock:
             self._handles[worker] = WorkerHandle(f"{NAME_PREFIX}-{number}", pid)
             self._index_of[worker] = index
+        self._lives.started(index, pid, worker, launched)
 
     def handles(self) -> list[WorkerHandle]:
         """The workers running now: their names (as they call themselves), pids."""
@@ -367,18 +373,20 @@ class ProcessBackend:
                             decoded = unpack(payload, arena, own=True)[0]
                         else:
                             decoded = loads(payload)
-                        values, wire, elapsed, kept = decoded
+                        values, wire, elapsed, kept, ready, label = decoded
                     except Exception as exc:
                         kept = ()
-                        self._on_result(chunk_id, count, worker, exc, None, 0.0)
+                        self._on_result(chunk_id, count, worker, exc, None, 0.0, None)
                         continue
                     finally:
                         if arg_blocks:
                             self._free_arguments(chunk_id, kept)
+                    if ready is not None:
+                        self._ready(worker, ready)
                     if wire or len(values) != count:
-                        self._on_result(chunk_id, count, worker, values, wire, elapsed)
+                        self._on_result(chunk_id, count, worker, values, wire, elapsed, label)
                     else:
-                        sink(ChunkResult(chunk_id, values, {}, elapsed, worker))
+                        sink(ChunkResult(chunk_id, values, {}, elapsed, worker, label))
                 # Holds nothing while it waits: a result kept alive here would keep its
                 # shared-memory blocks from the arena after the caller dropped it.
                 events = []
@@ -386,8 +394,21 @@ class ProcessBackend:
         finally:
             self._setup.close()
 
+    def _ready(self, worker: int, when: float) -> None:
+        with self._lock:
+            index = self._index_of.get(worker)
+        if index is not None:
+            self._lives.ready(index, when)
+
     def _on_result(
-        self, chunk_id: int, count: int, worker: int, values: Any, wire: Any, elapsed: float
+        self,
+        chunk_id: int,
+        count: int,
+        worker: int,
+        values: Any,
+        wire: Any,
+        elapsed: float,
+        label: str | None,
     ) -> None:
         """A chunk whose result could not be read (``values`` is then the error) or in
         which some task failed."""
@@ -400,7 +421,7 @@ class ProcessBackend:
             failure = failures.get(0) or Failure.capture(ShoalError("a malformed result"))
             self._sink(all_failed(chunk_id, count, failure, worker))
             return
-        self._sink(ChunkResult(chunk_id, values, failures, elapsed, worker))
+        self._sink(ChunkResult(chunk_id, values, failures, elapsed, worker, label))
 
     def _on_exit(
         self,
@@ -426,6 +447,10 @@ class ProcessBackend:
             handle = self._handles.pop(worker, None)
             index = self._index_of.pop(worker, None)
         if index is not None:
+            reason: RestartReason = (
+                "timeout" if timed_out else "maxtasksperchild" if expected else "died"
+            )
+            self._lives.ended(index, reason if replace else None)
             self._indexes.give_back(index)  # for the replacement
         if handle is not None:
             # multiprocessing's convention: the exit code, or minus the killing signal.
@@ -443,7 +468,9 @@ class ProcessBackend:
                     error = TaskTimeoutError(limit, pid)
                 else:
                     error = WorkerLostError(pid, code, signal, how)
-                self._sink(all_failed(lost, count, Failure(error, ""), worker))
+                self._sink(
+                    all_failed(lost, count, Failure(error, ""), -1 if index is None else index)
+                )
         if not replace:
             return
         if expected or answered or lost is not None:
@@ -459,8 +486,7 @@ class ProcessBackend:
                         f" (the last one: {how or 'it exited'}); the pool stopped starting"
                         " new ones. If the pool has an initializer, it may be crashing its"
                         " process."
-                    ),
-                    worker,
+                    )
                 )
                 return
         with self._lock:

@@ -28,10 +28,10 @@ import itertools
 import queue
 import threading
 import time
-from typing import Any
 
 from shoal._worker import IndexPool, become_thread_worker, leave_thread_worker
 from shoal.backends.base import (
+    BackendStats,
     Chunk,
     Failure,
     ResultSink,
@@ -41,6 +41,7 @@ from shoal.backends.base import (
     local_workers,
     run_chunk,
 )
+from shoal.backends.lives import WorkerLives
 
 __all__ = ["ThreadBackend"]
 
@@ -75,6 +76,7 @@ class ThreadBackend:
         self._cancelled = False
         self._ids = itertools.count()
         self._indexes = IndexPool()  # shoal.current_worker().index of each thread
+        self._lives = WorkerLives()
         for _ in range(self._count):
             self._start_worker()
 
@@ -102,9 +104,9 @@ class ThreadBackend:
         """Queues ``chunk`` for the next free thread."""
         self._tasks.put(chunk)
 
-    def stats(self) -> dict[str, Any]:
-        """Nothing yet: threads share this process's memory, with no arena."""
-        return {}
+    def stats(self) -> BackendStats:
+        """Each worker index's life (threads share this process's memory: no arena)."""
+        return BackendStats(self._lives.snapshot())
 
     def withdraw(self, chunk_id: int) -> bool:
         """False: a chunk handed over may already be running (at most two per thread
@@ -149,6 +151,7 @@ class ThreadBackend:
         worker = next(self._ids)
         if index is None:
             index = self._indexes.take()
+        self._lives.started(index, None, index)
         thread = threading.Thread(
             target=self._work,
             args=(worker, index),
@@ -169,6 +172,7 @@ class ThreadBackend:
                 spec.initializer(*spec.initargs)
             except Exception as exc:
                 broken = Failure.capture(exc)
+        self._lives.ready(index)
         done = 0
         try:
             while True:
@@ -180,16 +184,16 @@ class ThreadBackend:
                 if self._cancelled:
                     continue
                 if broken is not None:
-                    result = all_failed(chunk.chunk_id, len(chunk.items), broken, worker)
+                    result = all_failed(chunk.chunk_id, len(chunk.items), broken, index)
                 else:
                     try:
-                        result = run_chunk(chunk, worker)
+                        result = run_chunk(chunk, index)
                     except BaseException as exc:
                         # SystemExit or KeyboardInterrupt raised by a task itself: it must
                         # not end this thread with the chunk unanswered (its caller would
                         # wait forever), so the chunk fails with it.
                         result = all_failed(
-                            chunk.chunk_id, len(chunk.items), Failure.capture(exc), worker
+                            chunk.chunk_id, len(chunk.items), Failure.capture(exc), index
                         )
                 self._sink(result)
                 # Holds nothing of this chunk while it waits for the next: its arguments
@@ -203,6 +207,7 @@ class ThreadBackend:
         finally:
             leave_thread_worker()
             if index >= 0:
+                self._lives.ended(index, None)
                 self._indexes.give_back(index)
             with self._lock:
                 self._threads.discard(threading.current_thread())
@@ -214,5 +219,6 @@ class ThreadBackend:
         leaves it, so ``join`` waits for it."""
         if self._cancelled:
             return False
+        self._lives.ended(index, "maxtasksperchild")
         self._start_worker(index)
         return True

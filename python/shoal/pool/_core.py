@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 
 from shoal.backends.base import BackendFactory, CallKind, Chunk, ChunkResult, Failure, WorkerSpec
 from shoal.pool._chunks import ChunkSizer
+from shoal.pool._stats import PoolStats, Tally
 
 __all__ = [
     "CLOSE",
@@ -173,6 +174,9 @@ class PoolCore:
         self._chunk_ids = itertools.count()
         self._results: queue.SimpleQueue[ChunkResult | None] = queue.SimpleQueue()
         self._inline = False
+        # What Pool.stats() counts: kept on the result path (see _handle).
+        self._tally = Tally() if Tally.wanted() else None
+        self._untallied = self._tally or Tally()  # (for stats() with the tally left out)
         self.backend = factory(spec, self._sink, **options)
         # A backend that answers from one thread of its own gets results delivered right
         # there; otherwise (threads answering at once) they go through our result thread,
@@ -356,7 +360,22 @@ class PoolCore:
             for job in started:
                 job.target._set_length(1)
         target, sizer, start, count = entry
-        sizer.observe(count, result.elapsed)
+        elapsed = result.elapsed
+        sizer.observe(count, elapsed)
+        if (tally := self._tally) is not None:
+            # Tally.add, inline: the call alone would cost a third more, on a path taken
+            # tens of thousands of times a second (benches/stats_bench.py).
+            counts = tally.by_worker.get(result.worker)
+            if counts is None:
+                counts = tally.by_worker[result.worker] = [0, 0, 0.0]
+            counts[0] += count
+            counts[1] += 1
+            counts[2] += elapsed
+            if result.failures:
+                tally.failed += len(result.failures)
+            tally.sizer = sizer
+            if elapsed > tally.floor:
+                tally.note_slow(result, count)
         target._deliver(start, result.values, result.failures)
 
     def _use_room(self) -> list[Job]:
@@ -376,6 +395,10 @@ class PoolCore:
         if self.state != RUN or (jobs and len(self.in_flight) < self.max_in_flight):
             self.cond.notify_all()
         return started
+
+    def stats(self, backend: str) -> PoolStats:
+        """The pool's counts joined with the backend's report (``Pool.stats``)."""
+        return self._untallied.report(backend, self.backend.stats(), len(self.in_flight))
 
     def close(self) -> None:
         with self.cond:

@@ -22,6 +22,7 @@ from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._pickling import dumps_detached, loads
 from shoal._shoal import MSG_DEFINE, MSG_FORGET, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
 from shoal._worker import become_process_worker
+from shoal.backends.labels import LABEL_AFTER, describe_arguments
 from shoal.errors import ShoalError
 from shoal.process.identity import Lineage, become_worker, leave
 
@@ -44,6 +45,7 @@ __all__ = [
 CALL_ONE: Final = 0
 CALL_STAR: Final = 1
 CALL_APPLY: Final = 2
+_CALL_NAMES: Final = ("one", "star", "apply")  # (CallKind's values, by code)
 
 # How often an idle worker checks that the process that started it is still there.
 _PARENT_CHECK: Final = 0.25
@@ -217,6 +219,9 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
         except Exception as exc:
             broken = Failure.capture(exc)
 
+    # Sent with the first answer: the parent's stats know the start-up time from it
+    # (the monotonic clock is the machine's, the same in every process).
+    ready: float | None = time.monotonic()
     functions: dict[int, Callable[..., Any] | Failure] = {}
     done = 0
     while True:
@@ -233,7 +238,8 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
                 functions[ident] = Failure.capture(exc)
         elif kind == MSG_TASK:
             fn = functions.get(func)
-            outcome = _run(fn, payload, broken)
+            outcome = _run(fn, payload, broken, ready)
+            ready = None
             link.send_result(ident, outcome)
             _flush()
             done += 1
@@ -270,8 +276,14 @@ def _parent_alive(pid: int) -> bool:
     return True
 
 
-def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failure | None) -> bytes:
-    """Runs one chunk and returns its pickled outcome ``(values, failures, elapsed)``."""
+def _run(
+    fn: Callable[..., Any] | Failure | None,
+    payload: bytes,
+    broken: Failure | None,
+    ready: float | None,
+) -> bytes:
+    """Runs one chunk and returns its pickled outcome ``(values, failures, elapsed, kept,
+    ready, label)`` (see :func:`_encode`)."""
     started = time.perf_counter()
     views: list[ShmBuffer] = []
     try:
@@ -286,7 +298,7 @@ def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failur
         del decoded
     except Exception as exc:
         # The parent fails every task of the chunk with it.
-        return _encode([None], {0: Failure.capture(exc)}, 0.0, _keep(views))
+        return _encode([None], {0: Failure.capture(exc)}, 0.0, _keep(views), ready)
     count = len(items)
     problem: Failure | None = broken
     if problem is None and isinstance(fn, Failure):
@@ -296,7 +308,8 @@ def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failur
     if problem is not None or not callable(fn):
         problem = problem or Failure.capture(ShoalError("the task's function is not callable"))
         del items
-        return _encode([None] * count, dict.fromkeys(range(count), problem), 0.0, _keep(views))
+        every = dict.fromkeys(range(count), problem)
+        return _encode([None] * count, every, 0.0, _keep(views), ready)
     values: list[Any] = []
     failures: dict[int, Failure] = {}
     append = values.append
@@ -320,8 +333,12 @@ def _run(fn: Callable[..., Any] | Failure | None, payload: bytes, broken: Failur
             # the next item.
             failures[len(values)] = Failure.capture(exc, from_task=True)
             append(None)
+    elapsed = time.perf_counter() - started
+    label = None
+    if elapsed >= LABEL_AFTER and count:
+        label = describe_arguments(items[0], _CALL_NAMES[call])
     del items, remaining
-    return _encode(values, failures, time.perf_counter() - started, _keep(views))
+    return _encode(values, failures, elapsed, _keep(views), ready, label)
 
 
 def _keep(views: list[ShmBuffer]) -> list[int]:
@@ -340,20 +357,27 @@ def _keep(views: list[ShmBuffer]) -> list[int]:
 
 
 def _encode(
-    values: list[Any], failures: dict[int, Failure], elapsed: float, kept: list[int]
+    values: list[Any],
+    failures: dict[int, Failure],
+    elapsed: float,
+    kept: list[int],
+    ready: float | None,
+    label: str | None = None,
 ) -> bytes:
-    """Pickles a chunk's outcome; a value or exception that cannot be pickled becomes that
-    task's error, saying so, so that one bad result never loses the others."""
+    """Pickles a chunk's outcome: its values, failures, seconds, the argument blocks it
+    kept, when this worker was ready (first answer only) and a description of its
+    arguments (slow chunks only). A value or exception that cannot be pickled becomes
+    that task's error, saying so, so that one bad result never loses the others."""
     wire = _wire(failures)
     try:
-        return pack((values, wire, elapsed, kept), _out_of_band)[0]
+        return pack((values, wire, elapsed, kept, ready, label), _out_of_band)[0]
     except Exception:
         pass
     from shoal.backends.sendable import make_sendable  # (rarely needed: loaded then)
 
     make_sendable(values, failures, dumps_detached, Failure)
     wire = _wire(failures)
-    return pack((values, wire, elapsed, kept), _out_of_band)[0]
+    return pack((values, wire, elapsed, kept, ready, label), _out_of_band)[0]
 
 
 def _wire(failures: dict[int, Failure]) -> dict[int, tuple[BaseException, str, Any]]:
