@@ -87,6 +87,8 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     assert "1000/1000 tasks\n" in outputs
     assert "[0, 10, 20, 30]\n" in outputs
     assert "40 40 7\n[0, 1] 40\n" in outputs
+    words = "[('and', 1), ('bird', 1), ('cat', 1), ('dog', 1), ('saw', 1), ('the', 3)]\n"
+    assert words in outputs
 
 
 def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
@@ -100,7 +102,14 @@ def test_the_protocol_stub_names_every_member_of_the_protocol() -> None:
     from shoal.backends import base, lives
 
     stub = _first_block(ROOT / "docs" / "backends.md", "pyi")
-    for cls in (base.WorkerSpec, base.Chunk, base.ChunkResult, base.BackendStats, lives.WorkerLife):
+    for cls in (
+        base.WorkerSpec,
+        base.WorkerExit,
+        base.Chunk,
+        base.ChunkResult,
+        base.BackendStats,
+        lives.WorkerLife,
+    ):
         assert f"class {cls.__name__}:" in stub, cls
         for field in dataclasses.fields(cls):
             assert f"    {field.name}: " in stub, f"{cls.__name__}.{field.name}"

@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_QUEUE_CAPACITY",
     "ENGINE_BUILD",
     "EVENT_EXITED",
+    "EVENT_FAREWELL",
     "EVENT_RESULT",
     "EVENT_STOPPED",
     "MIN_QUEUE_CAPACITY",
@@ -30,8 +31,8 @@ __all__ = [
 
 _Path: TypeAlias = str | PathLike[str]
 # (0, chunk, worker, payload) | (1, worker, pid, code, signal, how, lost, expected,
-# replace, timed_out, answered) | (2,): told apart by the first field, which a union of
-# tuples cannot express.
+# replace, timed_out, answered) | (2,) | (3, worker, payload): told apart by the first
+# field, which a union of tuples cannot express.
 _Event: TypeAlias = tuple[Any, ...]
 
 ARENA_MIN_BLOCK: int
@@ -45,6 +46,7 @@ MSG_STOP: int
 EVENT_RESULT: int
 EVENT_EXITED: int
 EVENT_STOPPED: int
+EVENT_FAREWELL: int
 
 @final
 class QueueCore:
@@ -108,6 +110,7 @@ class WorkerLink:
     def __new__(cls, tasks: int, results: int, bell: int) -> WorkerLink: ...
     def recv(self, timeout: float | None = None) -> tuple[int, int, int, bytes] | None: ...
     def send_result(self, chunk: int, payload: bytes) -> None: ...
+    def send_farewell(self, payload: bytes) -> None: ...
 
 @final
 class ChildProcess:

@@ -67,6 +67,9 @@ pub enum Kind {
     Result = 4,
     /// Parent to worker: function `id` will not be used again; drop it.
     Forget = 5,
+    /// Worker to parent, last: what the pool's exit hook returned as the worker leaves
+    /// (opaque here). `id` and `aux` are 0.
+    Farewell = 6,
 }
 
 impl Kind {
@@ -77,6 +80,7 @@ impl Kind {
             3 => Kind::Stop,
             4 => Kind::Result,
             5 => Kind::Forget,
+            6 => Kind::Farewell,
             other => return Err(Error::Corrupt(format!("unknown message kind {other}"))),
         })
     }

@@ -176,6 +176,14 @@ pub enum Event {
         /// The worker's message, opaque here.
         payload: Vec<u8>,
     },
+    /// A worker sent its farewell (what the pool's exit hook returned) as it leaves;
+    /// its `Exited` follows.
+    Farewell {
+        /// The worker.
+        worker: u64,
+        /// The worker's message, opaque here.
+        payload: Vec<u8>,
+    },
     /// A worker's process ended. Unless the pool is stopping, start another.
     Exited {
         /// The worker.
@@ -798,6 +806,13 @@ fn collect(state: &mut State, at: usize) {
                 Ok(fed) => {
                     let done = fed.complete(|frame, body| (frame, body.to_vec()));
                     if let Some((frame, payload)) = done {
+                        if frame.kind == Kind::Farewell {
+                            events.push_back(Event::Farewell {
+                                worker: *id,
+                                payload,
+                            });
+                            return;
+                        }
                         if frame.kind != Kind::Result {
                             *broken = true;
                             return;

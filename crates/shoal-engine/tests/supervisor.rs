@@ -73,7 +73,18 @@ fn start_worker(sup: &Supervisor, mode: Mode) -> Result<JoinHandle<Result<usize>
                     )?;
                     answered += 1;
                 }
-                Kind::Stop | Kind::Result => {
+                Kind::Stop => {
+                    end.send(
+                        Frame::new(Kind::Farewell, 0, 0),
+                        b"bye",
+                        None,
+                        &mut NoInterrupt,
+                    )?;
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                    return Ok(answered);
+                }
+                Kind::Result | Kind::Farewell => {
                     // SAFETY: as above.
                     unsafe { libc::kill(pid, libc::SIGTERM) };
                     return Ok(answered);
@@ -125,6 +136,7 @@ fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Resul
     let events = all_events(&sup)?;
     let mut seen = HashSet::new();
     let mut exits = 0;
+    let mut said_farewell = HashSet::new();
     for event in &events {
         match event {
             Event::Result {
@@ -136,7 +148,12 @@ fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Resul
                 let want: Vec<u8> = payload(*chunk).into_iter().rev().collect();
                 assert_eq!(got, &want, "chunk {chunk}");
             }
+            Event::Farewell { worker, payload } => {
+                assert_eq!(payload, b"bye");
+                assert!(said_farewell.insert(*worker), "two farewells from {worker}");
+            }
             Event::Exited {
+                worker,
                 expected,
                 lost,
                 exit,
@@ -144,6 +161,11 @@ fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Resul
             } => {
                 assert!(*expected && lost.is_none());
                 assert_eq!(*exit, Some(Exit::Signal(libc::SIGTERM)));
+                // What it sent before it died comes first.
+                assert!(
+                    said_farewell.contains(worker),
+                    "exit of {worker} before its farewell"
+                );
                 exits += 1;
             }
             Event::Stopped => {}
@@ -151,6 +173,7 @@ fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Resul
     }
     assert_eq!(seen.len(), 300);
     assert_eq!(exits, 2);
+    assert_eq!(said_farewell.len(), 2);
     assert!(matches!(events.last(), Some(Event::Stopped)));
     let answered: usize = workers
         .into_iter()

@@ -32,6 +32,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EVENT_RESULT", pool::EVENT_RESULT)?;
     m.add("EVENT_EXITED", pool::EVENT_EXITED)?;
     m.add("EVENT_STOPPED", pool::EVENT_STOPPED)?;
+    m.add("EVENT_FAREWELL", pool::EVENT_FAREWELL)?;
     m.add(
         "DEFAULT_QUEUE_CAPACITY",
         shoal_engine::queue::DEFAULT_CAPACITY,
@@ -55,6 +56,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "Arena",
             "ChildProcess",
             "EVENT_EXITED",
+            "EVENT_FAREWELL",
             "EVENT_RESULT",
             "EVENT_STOPPED",
             "DEFAULT_QUEUE_CAPACITY",

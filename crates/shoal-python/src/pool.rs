@@ -25,6 +25,7 @@ use crate::fds::dup_borrowed;
 pub const EVENT_RESULT: u8 = 0;
 pub const EVENT_EXITED: u8 = 1;
 pub const EVENT_STOPPED: u8 = 2;
+pub const EVENT_FAREWELL: u8 = 3;
 
 /// Starts `program` with each `(fd, target)` of `fds` (lent by the caller) placed at
 /// `target` in the child.
@@ -182,8 +183,8 @@ impl PoolEngine {
     /// Waits up to `timeout` seconds (None: forever) for events and returns them all:
     /// `(0, chunk, worker, payload)` for a result, `(1, worker, pid, exit_code,
     /// exit_signal, description, lost_chunk, expected, replace, timed_out, answered)` for an exited
-    /// worker, `(2,)` once
-    /// everything has stopped. Empty when the time ran out, after `wake`, or after `(2,)`
+    /// worker, `(3, worker, payload)` for a worker's farewell (before its exit), `(2,)`
+    /// once everything has stopped. Empty when the time ran out, after `wake`, or after `(2,)`
     /// was returned.
     #[pyo3(signature = (timeout=None))]
     fn next_events<'py>(
@@ -236,6 +237,11 @@ impl PoolEngine {
                         answered,
                     );
                     fields.into_pyobject(py)?.into_any()
+                }
+                Event::Farewell { worker, payload } => {
+                    (EVENT_FAREWELL, worker, PyBytes::new(py, &payload))
+                        .into_pyobject(py)?
+                        .into_any()
                 }
                 Event::Stopped => PyTuple::new(py, [EVENT_STOPPED])?.into_any(),
             };
@@ -311,6 +317,16 @@ impl WorkerLink {
         let end: &mut WorkerEnd = &mut guard;
         blocking(py, |interrupt| {
             end.send(Frame::new(Kind::Result, chunk, 0), payload, None, interrupt)
+        })
+    }
+
+    /// Sends the worker's farewell (what the pool's exit hook returned), its last
+    /// message before it exits.
+    fn send_farewell(&self, py: Python<'_>, payload: &[u8]) -> PyResult<()> {
+        let mut guard = self.end()?;
+        let end: &mut WorkerEnd = &mut guard;
+        blocking(py, |interrupt| {
+            end.send(Frame::new(Kind::Farewell, 0, 0), payload, None, interrupt)
         })
     }
 }

@@ -38,6 +38,7 @@ __all__ = [
     "ChunkResult",
     "Failure",
     "ResultSink",
+    "WorkerExit",
     "WorkerHandle",
     "WorkerLife",
     "WorkerSpec",
@@ -73,6 +74,11 @@ class WorkerSpec:
         maxtasksperchild: after this many chunks a worker exits and a fresh one (initializer
             included) takes its place; ``None`` keeps workers for the pool's life. As in
             ``multiprocessing``, a chunk counts as one task.
+        worker_exit: called as ``worker_exit()`` in each worker as it leaves (the pool
+            closes, or ``maxtasksperchild`` is reached; a worker that is killed cannot),
+            unless its initializer raised; what it returns or raises is reported as a
+            :class:`WorkerExit` (:meth:`Backend.exit_results`). A backend that cannot run
+            it refuses it.
 
     What only one backend understands (the process backend's ``start_method``, a cluster's
     address) is not here: the Pool passes its extra keyword arguments to the backend's
@@ -83,6 +89,22 @@ class WorkerSpec:
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
     maxtasksperchild: int | None = None
+    worker_exit: Callable[[], object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExit:
+    """What :attr:`WorkerSpec.worker_exit` gave in one worker as it left.
+
+    Attributes:
+        worker: the worker's index (``shoal.current_worker().index``).
+        value: what it returned (``None`` when it raised).
+        failure: what it raised, else ``None``.
+    """
+
+    worker: int
+    value: Any
+    failure: Failure | None = None
 
 
 @dataclass(slots=True)
@@ -269,6 +291,12 @@ class Backend(Protocol):
 
     def handles(self) -> list[WorkerHandle]:
         """The workers running now (``Pool._pool``). Default: none listed."""
+        return []
+
+    def exit_results(self) -> list[WorkerExit]:
+        """What ``spec.worker_exit`` gave in each worker that has left so far, in the
+        order they left (``Pool.exit_results``). Default: none (a backend that does not
+        run ``worker_exit`` refuses a spec that has one)."""
         return []
 
     def withdraw(self, chunk_id: int) -> bool:

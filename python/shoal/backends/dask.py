@@ -183,6 +183,12 @@ class DaskBackend(Backend):
                 'backend="dask" cannot replace a cluster\'s workers: maxtasksperchild is not '
                 "supported there"
             )
+        if spec.worker_exit is not None:
+            raise ValueError(
+                'backend="dask" cannot run worker_exit: a cluster\'s workers are the '
+                "cluster's and do not leave with the pool; return what you need from tasks, "
+                'or use backend="process"'
+            )
         if address is not None and client is not None:
             raise ValueError("give the dask backend an address or a client, not both")
         self._sink = sink

@@ -33,7 +33,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from shoal._buffers import (
     MAGIC,
@@ -46,6 +46,7 @@ from shoal._buffers import (
 from shoal._pickling import loads
 from shoal._shoal import (
     EVENT_EXITED,
+    EVENT_FAREWELL,
     EVENT_RESULT,
     EVENT_STOPPED,
     Arena,
@@ -60,6 +61,7 @@ from shoal.backends.base import (
     ChunkResult,
     Failure,
     ResultSink,
+    WorkerExit,
     WorkerHandle,
     WorkerSpec,
     all_failed,
@@ -149,6 +151,7 @@ class ProcessBackend:
             spec.maxtasksperchild,
             self._arena.fileno(),
             start_method,
+            spec.worker_exit,
         )
         self._method = self._setup.method
         if prefetch is None:
@@ -175,6 +178,7 @@ class ProcessBackend:
         self._indexes = IndexPool()
         self._index_of: dict[int, int] = {}
         self._lives = WorkerLives()
+        self._exits: list[WorkerExit] = []  # what worker_exit gave, as workers left
         try:
             for _ in range(self._count):
                 self._launch()
@@ -354,6 +358,8 @@ class ProcessBackend:
                     if event[0] != EVENT_RESULT:
                         if event[0] == EVENT_EXITED:
                             self._on_exit(*event[1:])
+                        elif event[0] == EVENT_FAREWELL:
+                            self._on_farewell(*event[1:])
                         elif event[0] == EVENT_STOPPED:
                             return
                         continue
@@ -393,6 +399,23 @@ class ProcessBackend:
                 decoded = values = wire = None
         finally:
             self._setup.close()
+
+    def exit_results(self) -> list[WorkerExit]:
+        """What ``worker_exit`` gave in each worker that has left, in the order they left
+        (a killed worker, by ``terminate`` or otherwise, gives nothing)."""
+        with self._lock:
+            return list(self._exits)
+
+    def _on_farewell(self, worker: int, payload: bytes) -> None:
+        with self._lock:
+            index = self._index_of.get(worker, -1)
+        try:
+            value, failed = cast("tuple[Any, Any]", loads(payload))
+            failure = None if failed is None else _failure(*failed)
+        except Exception as exc:
+            value, failure = None, Failure.capture(exc)
+        with self._lock:
+            self._exits.append(WorkerExit(index, value, failure))
 
     def _ready(self, worker: int, when: float) -> None:
         with self._lock:

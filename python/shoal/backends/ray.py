@@ -108,6 +108,12 @@ class RayBackend(Backend):
     """Runs chunks as Ray tasks (see the module's docstring)."""
 
     def __init__(self, spec: WorkerSpec, sink: ResultSink, *, address: str | None = None) -> None:
+        if spec.worker_exit is not None:
+            raise ValueError(
+                "backend=\"ray\" cannot run worker_exit: Ray's worker processes are Ray's "
+                "and do not leave with the pool; return what you need from tasks, or use "
+                'backend="process"'
+            )
         self._ray = ray = connect(address, spec)
         self._sink = sink
         self._lost: tuple[type[BaseException], ...] = (

@@ -35,6 +35,7 @@ from shoal.backends.base import (
     Chunk,
     Failure,
     ResultSink,
+    WorkerExit,
     WorkerHandle,
     WorkerSpec,
     all_failed,
@@ -77,6 +78,7 @@ class ThreadBackend:
         self._ids = itertools.count()
         self._indexes = IndexPool()  # shoal.current_worker().index of each thread
         self._lives = WorkerLives()
+        self._exits: list[WorkerExit] = []  # what worker_exit gave, as threads left
         for _ in range(self._count):
             self._start_worker()
 
@@ -180,6 +182,7 @@ class ThreadBackend:
                 if chunk is None:
                     # Every chunk was ahead of the sentinel and has been taken.
                     self._tasks.put(None)
+                    self._say_farewell(index, broken)
                     return
                 if self._cancelled:
                     continue
@@ -201,6 +204,7 @@ class ThreadBackend:
                 del chunk, result
                 done += 1
                 if spec.maxtasksperchild is not None and done >= spec.maxtasksperchild:
+                    self._say_farewell(index, broken)
                     if self._replace(index):
                         index = -1  # the successor has it
                     return
@@ -211,6 +215,24 @@ class ThreadBackend:
                 self._indexes.give_back(index)
             with self._lock:
                 self._threads.discard(threading.current_thread())
+
+    def _say_farewell(self, index: int, broken: Failure | None) -> None:
+        """Runs ``worker_exit`` in this thread as it leaves (not after a failed
+        initializer) and keeps what it gave."""
+        hook = self._spec.worker_exit
+        if hook is None or broken is not None:
+            return
+        try:
+            outcome = WorkerExit(index, hook())
+        except Exception as exc:
+            outcome = WorkerExit(index, None, Failure.capture(exc))
+        with self._lock:
+            self._exits.append(outcome)
+
+    def exit_results(self) -> list[WorkerExit]:
+        """What ``worker_exit`` gave in each thread that has left, in the order they left."""
+        with self._lock:
+            return list(self._exits)
 
     def _replace(self, index: int) -> bool:
         """Starts this worker's successor, as worker ``index``; False if it starts none.

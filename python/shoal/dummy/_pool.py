@@ -29,6 +29,7 @@ class Pool(_Pool):
         maxtasksperchild: int | None = None,
         *,
         chunksize: int | None = None,
+        worker_exit: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(
             processes,
@@ -37,4 +38,5 @@ class Pool(_Pool):
             maxtasksperchild,
             backend="thread",
             chunksize=chunksize,
+            worker_exit=worker_exit,
         )

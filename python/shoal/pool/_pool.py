@@ -22,7 +22,14 @@ from shoal.pool._core import (
     Target,
     WeakTarget,
 )
-from shoal.pool._results import AsyncResult, FutureTarget, IMapIterator, MapResult, PoolFuture
+from shoal.pool._results import (
+    AsyncResult,
+    FutureTarget,
+    IMapIterator,
+    MapResult,
+    PoolFuture,
+    remote_exception,
+)
 from shoal.pool._stats import PoolStats
 
 __all__ = ["Pool"]
@@ -61,6 +68,13 @@ class Pool:
             one task per chunk. ``None``: no limit.
         retries: how many times a task runs again when its worker dies under it (killed,
             crashed, out of memory) before it fails with :class:`shoal.WorkerLostError`.
+        worker_exit: if given, each worker calls ``worker_exit()`` as it leaves: when the
+            pool closes, and when ``maxtasksperchild`` retires it (not when it is killed:
+            ``terminate()`` kills process workers; threads still run it). It runs with
+            :func:`shoal.current_worker` still set, so it can report the worker's
+            ``state``; what it returns is collected by :meth:`exit_results`. Process and
+            thread backends (the cluster backends refuse it: their workers are the
+            cluster's).
         backend_options: the backend's own keyword arguments; one it does not take is a
             ``TypeError``. The process backend takes ``start_method`` (``"zygote"``, the
             default: forked from a fresh interpreter shoal keeps for the purpose, fast and
@@ -88,6 +102,7 @@ class Pool:
         chunksize: int | None = None,
         task_timeout: float | None = None,
         retries: int = 0,
+        worker_exit: Callable[[], object] | None = None,
         **backend_options: Any,
     ) -> None:
         if processes is not None and processes < 1:
@@ -100,13 +115,15 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        if worker_exit is not None and not callable(worker_exit):
+            raise TypeError(f"worker_exit must be a callable, not {type(worker_exit).__name__}")
         check_chunksize(chunksize)
         _check_timeout(task_timeout)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
         name = backends.DEFAULT_BACKEND if backend is None else backend
         factory = backends.get_factory(name)
-        spec = WorkerSpec(processes, initializer, tuple(initargs), maxtasksperchild)
+        spec = WorkerSpec(processes, initializer, tuple(initargs), maxtasksperchild, worker_exit)
         self._backend_name = name
         self._chunksize = chunksize
         self._task_timeout = task_timeout
@@ -194,6 +211,33 @@ class Pool:
         ([0, 1], ['allocations', 'blocks'])
         """
         return self._core.stats(self._backend_name)
+
+    def exit_results(self) -> list[Any]:
+        """What ``worker_exit`` returned in each worker that has left so far, in the order
+        they left: after ``close()`` and ``join()``, one value per worker the pool ever
+        had (a worker retired by ``maxtasksperchild`` included), but for killed ones.
+
+        Raises:
+            Exception: the first error ``worker_exit`` raised in a worker, with that
+                worker's traceback as its ``__cause__`` (as a task's error).
+
+        >>> import shoal
+        >>> def count(x):
+        ...     state = shoal.current_worker().state
+        ...     state["done"] = state.get("done", 0) + 1
+        >>> def report():
+        ...     return shoal.current_worker().state.get("done", 0)
+        >>> pool = shoal.Pool(2, worker_exit=report)
+        >>> _ = pool.map(count, range(10), chunksize=1)
+        >>> pool.close(); pool.join()
+        >>> sum(pool.exit_results()), len(pool.exit_results())
+        (10, 2)
+        """
+        exits = self._core.backend.exit_results()
+        for left in exits:
+            if left.failure is not None:
+                raise remote_exception(left.failure)
+        return [left.value for left in exits]
 
     # -- single calls ----------------------------------------------------------------
 

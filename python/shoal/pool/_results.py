@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from shoal._progress import ProgressCounter
 from shoal.backends.base import Failure
 
-__all__ = ["AsyncResult", "IMapIterator", "PoolFuture", "RemoteTraceback"]
+__all__ = ["AsyncResult", "IMapIterator", "PoolFuture", "RemoteTraceback", "remote_exception"]
 
 R = TypeVar("R")
 
@@ -47,7 +47,7 @@ class Withdrawer(Protocol):
 _FINISHING = threading.Lock()
 
 
-def _exception(failure: Failure) -> BaseException:
+def remote_exception(failure: Failure) -> BaseException:
     """The exception to raise in the caller, with the worker's traceback as its cause: a
     ``multiprocessing.pool.RemoteTraceback`` spelled as multiprocessing spells it, so
     code written to catch or read one works unchanged.
@@ -237,7 +237,7 @@ class AsyncResult(Generic[R]):
 
     def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
         if failures:
-            self._finish(error=_exception(failures[min(failures)]))
+            self._finish(error=remote_exception(failures[min(failures)]))
         else:
             self._finish(values[0])
 
@@ -281,7 +281,7 @@ class MapResult(AsyncResult[list[R]]):
         if self._progress is not None:
             self._progress.advance(len(values))
         if failures:
-            self._finish(error=_exception(failures[min(failures)]))
+            self._finish(error=remote_exception(failures[min(failures)]))
             return
         with self._lock:
             self._values[start : start + len(values)] = values
@@ -511,7 +511,7 @@ class IMapIterator(Iterator[R]):
             for i in sorted(failures):
                 if at < i:
                     pieces.append((start + at, values[at:i]))
-                pieces.append((start + i, _Raised(_exception(failures[i]))))
+                pieces.append((start + i, _Raised(remote_exception(failures[i]))))
                 at = i + 1
             if at < len(values):
                 pieces.append((start + at, values[at:]))
@@ -661,7 +661,7 @@ class FutureTarget(Generic[R]):
             return  # cancelled (too late to take back, but nobody wants it)
         with contextlib.suppress(InvalidStateError):
             if failures:
-                future.set_exception(_exception(failures[0]))
+                future.set_exception(remote_exception(failures[0]))
             else:
                 future.set_result(values[0])
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
+from shoal._pickling import dumps_callable
 from shoal._shoal import PoolEngine
 from shoal.errors import ShoalError
 from shoal.process.handover import FdCollector, ForkOnly, dumps_for_workers
@@ -75,8 +76,11 @@ class WorkerSetup:
         limit: int | None,
         arena_fd: int,
         requested: str | None = None,
+        worker_exit: Callable[[], object] | None = None,
     ) -> None:
         self.method = check_start_method(requested)
+        # Raises PicklingError here, in Pool(), if it cannot be sent.
+        farewell = None if worker_exit is None else dumps_callable(worker_exit)
         collector = FdCollector()
         init = None
         self.kept_init = False
@@ -95,6 +99,7 @@ class WorkerSetup:
             init=init,
             init_kept=self.kept_init,
             limit=limit,
+            farewell=farewell,
             sys_path=list(sys.path),
             cwd=os.getcwd(),
             authkey=bytes(multiprocessing.current_process().authkey),

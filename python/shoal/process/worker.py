@@ -71,6 +71,7 @@ class WorkerConfig(NamedTuple):
         init_kept: ``(initializer, initargs)`` was not pickled: the pool kept it in its own
             process (:func:`keep_init`) and forks its workers from there.
         limit: chunks to run before exiting (``maxtasksperchild``), or ``None``.
+        farewell: the pickled ``worker_exit`` hook, run as the worker leaves, or ``None``.
         sys_path: the parent's ``sys.path``, so modules import as they do there.
         cwd: the parent's working directory.
         authkey: the parent's ``multiprocessing`` authkey, so objects it passes through
@@ -82,6 +83,7 @@ class WorkerConfig(NamedTuple):
     init: bytes | None
     init_kept: bool
     limit: int | None
+    farewell: bytes | None
     sys_path: list[str]
     cwd: str
     authkey: bytes
@@ -244,13 +246,39 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
             _flush()
             done += 1
             if config.limit is not None and done >= config.limit:
+                _say_farewell(link, config.farewell, broken)
                 return 0
         elif kind == MSG_FORGET:
             functions.pop(ident, None)
         elif kind == MSG_STOP:
+            _say_farewell(link, config.farewell, broken)
             return 0
         else:
             raise ShoalError(f"unknown message kind {kind} from the pool")
+
+
+def _say_farewell(link: WorkerLink, hook: bytes | None, broken: Failure | None) -> None:
+    """Runs the pool's ``worker_exit`` hook (unless the initializer failed: the worker
+    never started) and sends the parent what it returned or raised."""
+    if hook is None or broken is not None:
+        return
+    outcome: tuple[Any, Any]
+    try:
+        fn = cast("Callable[[], object]", loads(hook))
+        outcome = (fn(), None)
+    except Exception as exc:
+        failure = Failure.capture(exc, from_task=True)
+        outcome = (None, (failure.exception, failure.traceback, exc.__cause__))
+    try:
+        payload = dumps_detached(outcome)
+    except Exception as exc:
+        error = ShoalError(
+            f"worker_exit returned a value that cannot be pickled ({type(exc).__name__}: "
+            f"{exc}); return something picklable"
+        )
+        payload = dumps_detached((None, (error, "", None)))
+    link.send_farewell(payload)
+    _flush()
 
 
 def _watch_parent(parent: int) -> None:
