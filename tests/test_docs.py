@@ -198,6 +198,7 @@ def _rust_constant(path: str, pattern: str) -> int:
 
 def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
     from shoal._progress import PROGRESS_STEPS
+    from shoal.backends.labels import PROGRESS_EVERY
     from shoal.backends.process import _DEPTH, _IN_FLIGHT_PER_WORKER
     from shoal.pool._chunks import MAX_ADAPTIVE
 
@@ -220,6 +221,7 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
     assert _DEPTH == 2  # the design doc says "two for slow chunks"
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"cuts its work into at least {PROGRESS_STEPS} chunks" in readme
+    assert f"are done every {PROGRESS_EVERY} s" in readme
     backends = " ".join((ROOT / "docs" / "backends.md").read_text().split())
     assert f"at most doubling per step, at most {MAX_ADAPTIVE}" in backends
     assert f"process: 1 << {shift} per worker" in backends

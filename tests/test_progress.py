@@ -160,3 +160,41 @@ def test_a_map_with_a_bar_moves_in_small_steps() -> None:
     # multiprocessing's chunking would give 8 chunks of 125 here; with a bar, 100 of 10.
     assert len(seen.calls) == 100
     assert seen.calls[-1] == (1000, 1000)
+
+
+@pytest.mark.parametrize("backend", ["process", "thread"])
+@pytest.mark.parametrize("kind", ["map", "imap"])
+def test_a_bar_moves_while_long_chunks_run(backend: str, kind: str) -> None:
+    # Two chunks of 100 tasks of 10 ms: each runs a second, and its worker reports how
+    # far it has got about every 0.2 s, so the bar moves inside the chunks.
+    seen = Seen()
+    with shoal.Pool(2, backend=backend) as pool:
+        if kind == "map":
+            out = pool.map(nap, [0.01] * 200, chunksize=100, progress=seen)
+        else:
+            out = list(pool.imap(nap, [0.01] * 200, chunksize=100, progress=seen))
+    assert out == [0.01] * 200
+    done = [d for d, _ in seen.calls]
+    assert done == sorted(done) and done[-1] == 200  # it only climbs, to the total
+    assert len(done) == len(set(done))  # no task counted twice
+    inside = [d for d in done if d not in (100, 200)]
+    assert len(inside) >= 2, seen.calls
+    assert seen.calls[-1] == (200, 200)
+
+
+def test_a_script_bar_moves_inside_its_chunks(tmp_path: Path, pool_start_method: str) -> None:
+    done = run_script(
+        """
+        import time
+        import shoal
+
+        seen = []
+        with shoal.Pool(1, start_method=START) as pool:
+            pool.map(lambda x: time.sleep(0.01), range(100), chunksize=100,
+                     progress=lambda done, total: seen.append(done))
+        print(seen[-1], len(seen) > 2, seen == sorted(set(seen)))
+        """,
+        tmp_path,
+        pool_start_method,
+    )
+    assert done.stdout == "100 True True\n"

@@ -4,16 +4,19 @@
 ``rich.progress.Progress`` given is used as it is (shoal sets the total if the bar has
 none, and leaves the bar open: it is the caller's); any other callable is called as
 ``progress(done, total)`` (``total`` is None until it is known). The counter counts
-finished tasks, not chunks, as each chunk's results arrive (on the thread that delivers
-them; a ``map`` with a bar keeps its chunks small, see :data:`PROGRESS_STEPS`), and is
-closed when the map ends: done, failed, cancelled, terminated, or its iterator dropped.
+finished tasks, not chunks: as each chunk's results arrive (on the thread that delivers
+them; a ``map`` with a bar keeps its chunks small, see :data:`PROGRESS_STEPS`), and
+while a long chunk runs, from the worker's reports (:meth:`ProgressCounter.partly`;
+the process and thread backends send them). It is closed when the map ends: done,
+failed, cancelled, terminated, or its iterator dropped.
 
 Example:
     >>> seen = []
     >>> counter = ProgressCounter(lambda done, total: seen.append((done, total)), 3)
-    >>> counter.advance(2); counter.advance(1); counter.close()
+    >>> counter.partly(0, 1)  # the chunk from item 0 is one task in
+    >>> counter.finished(0, 2); counter.finished(2, 1); counter.close()
     >>> seen
-    [(2, 3), (3, 3)]
+    [(1, 3), (2, 3), (3, 3)]
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class ProgressCounter:
         self._rich_task: Any = None
         self._bar: Any = None
         self._call: Callable[[int, int | None], object] | None = None
+        # Per running chunk (by its first item's index): the tasks counted from reports.
+        self._partly: dict[int, int] = {}
         if sink is True:
             from tqdm.auto import tqdm
 
@@ -83,6 +88,23 @@ class ProgressCounter:
                 self._rich.advance(self._rich_task, count)
             elif self._call is not None:
                 self._call(done, total)
+
+    def partly(self, start: int, done: int) -> None:
+        """A worker says ``done`` tasks of the chunk beginning at item ``start`` are
+        finished (the chunk is still running)."""
+        with self._lock:
+            before = self._partly.get(start, 0)
+            if done <= before or self._closed:
+                return
+            self._partly[start] = done
+        self.advance(done - before)
+
+    def finished(self, start: int, count: int) -> None:
+        """The chunk beginning at item ``start``, of ``count`` tasks, is answered."""
+        if self._partly:
+            with self._lock:
+                count -= self._partly.pop(start, 0)
+        self.advance(count)
 
     def set_total(self, total: int) -> None:
         """The input turned out to hold ``total`` tasks."""

@@ -11,6 +11,7 @@ __all__ = [
     "ENGINE_BUILD",
     "EVENT_EXITED",
     "EVENT_FAREWELL",
+    "EVENT_PROGRESS",
     "EVENT_RESULT",
     "EVENT_STOPPED",
     "MIN_QUEUE_CAPACITY",
@@ -31,8 +32,8 @@ __all__ = [
 
 _Path: TypeAlias = str | PathLike[str]
 # (0, chunk, worker, payload) | (1, worker, pid, code, signal, how, lost, expected,
-# replace, timed_out, answered) | (2,) | (3, worker, payload): told apart by the first
-# field, which a union of tuples cannot express.
+# replace, timed_out, answered) | (2,) | (3, worker, payload) | (4, chunk, done): told
+# apart by the first field, which a union of tuples cannot express.
 _Event: TypeAlias = tuple[Any, ...]
 
 ARENA_MIN_BLOCK: int
@@ -47,6 +48,7 @@ EVENT_RESULT: int
 EVENT_EXITED: int
 EVENT_STOPPED: int
 EVENT_FAREWELL: int
+EVENT_PROGRESS: int
 
 @final
 class QueueCore:
@@ -111,6 +113,7 @@ class WorkerLink:
     def recv(self, timeout: float | None = None) -> tuple[int, int, int, bytes] | None: ...
     def send_result(self, chunk: int, payload: bytes) -> None: ...
     def send_farewell(self, payload: bytes) -> None: ...
+    def send_progress(self, chunk: int, done: int) -> bool: ...
 
 @final
 class ChildProcess:

@@ -70,6 +70,9 @@ pub enum Kind {
     /// Worker to parent, last: what the pool's exit hook returned as the worker leaves
     /// (opaque here). `id` and `aux` are 0.
     Farewell = 6,
+    /// Worker to parent, while chunk `id` runs: `aux` of its tasks are done (for a
+    /// progress bar). No payload; it changes nothing the supervisor keeps.
+    Progress = 7,
 }
 
 impl Kind {
@@ -81,6 +84,7 @@ impl Kind {
             4 => Kind::Result,
             5 => Kind::Forget,
             6 => Kind::Farewell,
+            7 => Kind::Progress,
             other => return Err(Error::Corrupt(format!("unknown message kind {other}"))),
         })
     }

@@ -184,6 +184,13 @@ pub enum Event {
         /// The worker's message, opaque here.
         payload: Vec<u8>,
     },
+    /// A worker running chunk `chunk` has finished `done` of its tasks.
+    Progress {
+        /// The chunk.
+        chunk: u64,
+        /// How many of its tasks are done.
+        done: u64,
+    },
     /// A worker's process ended. Unless the pool is stopping, start another.
     Exited {
         /// The worker.
@@ -811,6 +818,15 @@ fn collect(state: &mut State, at: usize) {
                                 worker: *id,
                                 payload,
                             });
+                            return;
+                        }
+                        if frame.kind == Kind::Progress {
+                            if owed.iter().any(|o| o.chunk == frame.id) {
+                                events.push_back(Event::Progress {
+                                    chunk: frame.id,
+                                    done: frame.aux,
+                                });
+                            }
                             return;
                         }
                         if frame.kind != Kind::Result {

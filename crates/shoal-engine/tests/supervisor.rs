@@ -65,6 +65,13 @@ fn start_worker(sup: &Supervisor, mode: Mode) -> Result<JoinHandle<Result<usize>
                         return Ok(answered);
                     }
                     let reply: Vec<u8> = body.iter().rev().copied().collect();
+                    // Halfway there, as a worker running a long chunk tells.
+                    end.send(
+                        Frame::new(Kind::Progress, frame.id, reply.len() as u64 / 2),
+                        &[],
+                        None,
+                        &mut NoInterrupt,
+                    )?;
                     end.send(
                         Frame::new(Kind::Result, frame.id, 0),
                         &reply,
@@ -84,7 +91,7 @@ fn start_worker(sup: &Supervisor, mode: Mode) -> Result<JoinHandle<Result<usize>
                     unsafe { libc::kill(pid, libc::SIGTERM) };
                     return Ok(answered);
                 }
-                Kind::Result | Kind::Farewell => {
+                Kind::Result | Kind::Farewell | Kind::Progress => {
                     // SAFETY: as above.
                     unsafe { libc::kill(pid, libc::SIGTERM) };
                     return Ok(answered);
@@ -137,6 +144,7 @@ fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Resul
     let mut seen = HashSet::new();
     let mut exits = 0;
     let mut said_farewell = HashSet::new();
+    let mut progressed = HashSet::new();
     for event in &events {
         match event {
             Event::Result {
@@ -147,6 +155,15 @@ fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Resul
                 assert!(seen.insert(*chunk), "chunk {chunk} answered twice");
                 let want: Vec<u8> = payload(*chunk).into_iter().rev().collect();
                 assert_eq!(got, &want, "chunk {chunk}");
+            }
+            Event::Progress { chunk, done } => {
+                // Told before the chunk's answer, never after it.
+                assert!(
+                    !seen.contains(chunk),
+                    "progress of {chunk} after its answer"
+                );
+                assert_eq!(*done, payload(*chunk).len() as u64 / 2);
+                progressed.insert(*chunk);
             }
             Event::Farewell { worker, payload } => {
                 assert_eq!(payload, b"bye");
@@ -174,6 +191,7 @@ fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Resul
     assert_eq!(seen.len(), 300);
     assert_eq!(exits, 2);
     assert_eq!(said_farewell.len(), 2);
+    assert_eq!(progressed.len(), 300);
     assert!(matches!(events.last(), Some(Event::Stopped)));
     let answered: usize = workers
         .into_iter()

@@ -33,6 +33,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EVENT_EXITED", pool::EVENT_EXITED)?;
     m.add("EVENT_STOPPED", pool::EVENT_STOPPED)?;
     m.add("EVENT_FAREWELL", pool::EVENT_FAREWELL)?;
+    m.add("EVENT_PROGRESS", pool::EVENT_PROGRESS)?;
     m.add(
         "DEFAULT_QUEUE_CAPACITY",
         shoal_engine::queue::DEFAULT_CAPACITY,
@@ -57,6 +58,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "ChildProcess",
             "EVENT_EXITED",
             "EVENT_FAREWELL",
+            "EVENT_PROGRESS",
             "EVENT_RESULT",
             "EVENT_STOPPED",
             "DEFAULT_QUEUE_CAPACITY",

@@ -15,6 +15,7 @@ use shoal_engine::link::{Frame, Kind, WorkerEnd};
 use shoal_engine::proc::{spawn, Child, Exit, Pidfd};
 use shoal_engine::ring::Ring;
 use shoal_engine::supervisor::{DepthGauge, Event, Process, Supervisor, Task};
+use shoal_engine::wait::NoInterrupt;
 use shoal_engine::Error;
 
 use crate::blocking::{blocking, deadline};
@@ -26,6 +27,7 @@ pub const EVENT_RESULT: u8 = 0;
 pub const EVENT_EXITED: u8 = 1;
 pub const EVENT_STOPPED: u8 = 2;
 pub const EVENT_FAREWELL: u8 = 3;
+pub const EVENT_PROGRESS: u8 = 4;
 
 /// Starts `program` with each `(fd, target)` of `fds` (lent by the caller) placed at
 /// `target` in the child.
@@ -183,7 +185,8 @@ impl PoolEngine {
     /// Waits up to `timeout` seconds (None: forever) for events and returns them all:
     /// `(0, chunk, worker, payload)` for a result, `(1, worker, pid, exit_code,
     /// exit_signal, description, lost_chunk, expected, replace, timed_out, answered)` for an exited
-    /// worker, `(3, worker, payload)` for a worker's farewell (before its exit), `(2,)`
+    /// worker, `(3, worker, payload)` for a worker's farewell (before its exit), `(4,
+    /// chunk, done)` when a worker tells how far a chunk it runs has got, `(2,)`
     /// once everything has stopped. Empty when the time ran out, after `wake`, or after `(2,)`
     /// was returned.
     #[pyo3(signature = (timeout=None))]
@@ -242,6 +245,9 @@ impl PoolEngine {
                     (EVENT_FAREWELL, worker, PyBytes::new(py, &payload))
                         .into_pyobject(py)?
                         .into_any()
+                }
+                Event::Progress { chunk, done } => {
+                    (EVENT_PROGRESS, chunk, done).into_pyobject(py)?.into_any()
                 }
                 Event::Stopped => PyTuple::new(py, [EVENT_STOPPED])?.into_any(),
             };
@@ -318,6 +324,18 @@ impl WorkerLink {
         blocking(py, |interrupt| {
             end.send(Frame::new(Kind::Result, chunk, 0), payload, None, interrupt)
         })
+    }
+
+    /// Tells the pool that `done` tasks of chunk `chunk` are finished, if that can be
+    /// done at once: false when another thread is using the link or the ring is full
+    /// (a progress report is worth no wait; the next one says more). Never blocks.
+    fn send_progress(&self, chunk: u64, done: u64) -> bool {
+        let Ok(mut end) = self.end.try_lock() else {
+            return false;
+        };
+        let now = Some(std::time::Instant::now());
+        let frame = Frame::new(Kind::Progress, chunk, done);
+        end.send(frame, &[], now, &mut NoInterrupt).is_ok()
     }
 
     /// Sends the worker's farewell (what the pool's exit hook returned), its last

@@ -25,11 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shoal.backends.labels import LABEL_AFTER, describe_arguments
+from shoal.backends.labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
 from shoal.backends.lives import WorkerLife
 
 __all__ = [
     "LABEL_AFTER",
+    "PROGRESS_EVERY",
     "Backend",
     "BackendFactory",
     "BackendStats",
@@ -144,6 +145,10 @@ class Chunk:
             long); ``None``: no limit. Backends that cannot stop a task ignore it.
         retries: how many times to run the chunk again if its worker dies while running
             it, before it fails with :class:`shoal.errors.WorkerLostError`.
+        on_progress: set when someone watches a progress bar: call it (from any thread)
+            with how many of the chunk's tasks are done while it runs, every
+            :data:`PROGRESS_EVERY` seconds or so, so that the bar moves inside a long
+            chunk. Backends that cannot report leave it; the bar then moves per chunk.
     """
 
     job_id: int
@@ -153,6 +158,7 @@ class Chunk:
     call: CallKind
     timeout: float | None = None
     retries: int = 0
+    on_progress: Callable[[int], None] | None = None
 
 
 @dataclass(slots=True)
@@ -357,13 +363,46 @@ def run_chunk(chunk: Chunk, worker: int) -> ChunkResult:
     """Runs every task of ``chunk`` in this thread and collects values and failures.
 
     ``Exception`` subclasses are captured as failures; ``KeyboardInterrupt`` and
-    ``SystemExit`` propagate, so a worker can still be stopped.
+    ``SystemExit`` propagate, so a worker can still be stopped. A watched chunk
+    (:attr:`Chunk.on_progress`) runs in growing slices, with a report between slices
+    every :data:`PROGRESS_EVERY` seconds: no task pays for the watching.
     """
-    fn, call = chunk.fn, chunk.call
     values: list[Any] = []
     failures: dict[int, Failure] = {}
     started = time.perf_counter()
-    for index, item in enumerate(chunk.items):
+    items, report = chunk.items, chunk.on_progress
+    if report is None:
+        _run_items(chunk, items, 0, values, failures)
+    else:
+        done, step, reported = 0, 1, started
+        while done < len(items):
+            sliced = time.perf_counter()
+            _run_items(chunk, items[done : done + step], done, values, failures)
+            done = len(values)
+            now = time.perf_counter()
+            if now - sliced < PROGRESS_EVERY / 20:
+                step *= 2
+            if now - reported >= PROGRESS_EVERY and done < len(items):
+                report(done)
+                reported = now
+    elapsed = time.perf_counter() - started
+    label = None
+    if elapsed >= LABEL_AFTER and chunk.items:
+        label = describe_arguments(chunk.items[0], chunk.call.value)
+    return ChunkResult(chunk.chunk_id, values, failures, elapsed, worker, label)
+
+
+def _run_items(
+    chunk: Chunk,
+    items: Sequence[Any],
+    offset: int,
+    values: list[Any],
+    failures: dict[int, Failure],
+) -> None:
+    """Runs ``items`` (the chunk's, from index ``offset``), appending to ``values`` and
+    ``failures``."""
+    fn, call = chunk.fn, chunk.call
+    for index, item in enumerate(items, offset):
         try:
             if call is CallKind.ONE:
                 values.append(fn(item))
@@ -375,8 +414,3 @@ def run_chunk(chunk: Chunk, worker: int) -> ChunkResult:
         except Exception as exc:
             values.append(None)
             failures[index] = Failure.capture(exc)
-    elapsed = time.perf_counter() - started
-    label = None
-    if elapsed >= LABEL_AFTER and chunk.items:
-        label = describe_arguments(chunk.items[0], call.value)
-    return ChunkResult(chunk.chunk_id, values, failures, elapsed, worker, label)

@@ -1,4 +1,5 @@
-"""Short descriptions of a task's arguments, for ``Pool.stats()``'s slowest tasks.
+"""What a worker tells about a chunk besides its results: a short description of its
+arguments for ``Pool.stats()``'s slowest tasks, and how far it has got, for a bar.
 
 A worker describes the first task of a chunk that ran for :data:`LABEL_AFTER` seconds or
 more (``ChunkResult.label``): describing costs a few microseconds, nothing next to such a
@@ -10,10 +11,14 @@ from __future__ import annotations
 import reprlib
 from typing import Any, Final
 
-__all__ = ["LABEL_AFTER", "describe_arguments"]
+__all__ = ["LABEL_AFTER", "PROGRESS_EVERY", "describe_arguments"]
 
 LABEL_AFTER: Final = 0.001
 """Seconds a chunk must run before its worker describes its first task's arguments."""
+
+PROGRESS_EVERY: Final = 0.2
+"""Seconds between a worker's reports of how many tasks of a watched chunk are done (a
+chunk that ends sooner sends none: its answer says it all)."""
 
 
 _SHORT = reprlib.Repr()  # (keyword arguments only from Python 3.12)

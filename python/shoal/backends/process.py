@@ -32,7 +32,7 @@ import time
 import traceback
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
 from shoal._buffers import (
@@ -47,6 +47,7 @@ from shoal._pickling import loads
 from shoal._shoal import (
     EVENT_EXITED,
     EVENT_FAREWELL,
+    EVENT_PROGRESS,
     EVENT_RESULT,
     EVENT_STOPPED,
     Arena,
@@ -72,7 +73,7 @@ from shoal.backends.lives import RestartReason, WorkerLives
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 from shoal.process.identity import NAME_PREFIX
 from shoal.process.launch import WorkerSetup, check_start_method, launch
-from shoal.process.worker import CALL_APPLY, CALL_ONE, CALL_STAR
+from shoal.process.worker import CALL_APPLY, CALL_ONE, CALL_STAR, CALL_WATCHED
 from shoal.process.zygote import shared_zygote
 
 __all__ = ["OPTIONS", "RING_CAPACITY", "ProcessBackend"]
@@ -166,6 +167,8 @@ class ProcessBackend:
         # The arena blocks holding each chunk's large arguments: freed when it is answered
         # (but for those a worker kept, which it then frees itself).
         self._arg_blocks: dict[int, list[int]] = {}
+        # The progress hooks of chunks a bar watches (Chunk.on_progress).
+        self._watchers: dict[int, Callable[[int], None]] = {}
         self._immediate: deque[ChunkResult] = deque()
         self._lock = threading.Lock()
         self._stopping = False
@@ -238,6 +241,8 @@ class ProcessBackend:
                 if call is CallKind.ONE
                 else CALL_STAR
             )
+            if chunk.on_progress is not None:
+                code |= CALL_WATCHED
             payload, blocks = pack((code, items), self._out_of_band)
         except Exception as exc:
             self._answer_now(all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
@@ -250,6 +255,8 @@ class ProcessBackend:
             self._arg_blocks[chunk.chunk_id] = blocks
         if weak:  # (kept alive until the chunk is answered)
             functions.hold(chunk.chunk_id, chunk.fn)
+        if chunk.on_progress is not None:
+            self._watchers[chunk.chunk_id] = chunk.on_progress
         self._engine.submit(chunk.chunk_id, func, payload, chunk.retries, chunk.timeout)
 
     def _break(self, error: ShoalError) -> None:
@@ -273,6 +280,7 @@ class ProcessBackend:
         number of tasks and its time limit, when known."""
         self._free_arguments(chunk_id)
         self._functions.release(chunk_id)
+        self._watchers.pop(chunk_id, None)
         return self._sizes.pop(chunk_id, None), self._limits.pop(chunk_id, None)
 
     def stats(self) -> BackendStats:
@@ -350,6 +358,7 @@ class ProcessBackend:
             next_events, sink, sizes = self._engine.next_events, self._sink, self._sizes
             held = self._functions.held
             limits, arg_blocks, arena = self._limits, self._arg_blocks, self._arena
+            watchers = self._watchers
             while True:
                 events = next_events(None)
                 while self._immediate:
@@ -358,6 +367,9 @@ class ProcessBackend:
                     if event[0] != EVENT_RESULT:
                         if event[0] == EVENT_EXITED:
                             self._on_exit(*event[1:])
+                        elif event[0] == EVENT_PROGRESS:
+                            if (watcher := watchers.get(event[1])) is not None:
+                                watcher(event[2])
                         elif event[0] == EVENT_FAREWELL:
                             self._on_farewell(*event[1:])
                         elif event[0] == EVENT_STOPPED:
@@ -373,6 +385,8 @@ class ProcessBackend:
                         limits.pop(chunk_id, None)
                     if held:
                         held.pop(chunk_id, None)
+                    if watchers:
+                        watchers.pop(chunk_id, None)
                     try:
                         decoded: Any
                         if payload.startswith(MAGIC):

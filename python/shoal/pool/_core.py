@@ -14,6 +14,7 @@ collected and its finalizer can shut the core down.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import queue
 import threading
@@ -22,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
+from shoal._progress import ProgressCounter
 from shoal.backends.base import BackendFactory, CallKind, Chunk, ChunkResult, Failure, WorkerSpec
 from shoal.pool._chunks import ChunkSizer
 from shoal.pool._stats import PoolStats, Tally
@@ -74,6 +76,7 @@ class Job:
         "iterator",
         "job_id",
         "limit",
+        "progress",
         "pulled",
         "retries",
         "single",
@@ -95,8 +98,11 @@ class Job:
         timeout: float | None = None,
         retries: int = 0,
         limit: int | None = None,
+        progress: ProgressCounter | None = None,
     ) -> None:
         self.job_id = 0
+        # A bar is watching: chunks carry a hook for their workers' reports.
+        self.progress = progress
         self.fn = fn
         self.call = call
         self.timeout = timeout  # seconds a task may run; None: no limit
@@ -319,11 +325,13 @@ class PoolCore:
                 if items:
                     chunk_id = next(self._chunk_ids)
                     self.in_flight[chunk_id] = (job.target, job.sizer, start, len(items))
-                    self.backend.submit(
-                        Chunk(
-                            job.job_id, chunk_id, job.fn, items, job.call, job.timeout, job.retries
-                        )
+                    chunk = Chunk(
+                        job.job_id, chunk_id, job.fn, items, job.call, job.timeout, job.retries
                     )
+                    if job.progress is not None:
+                        chunk.on_progress = functools.partial(job.progress.partly, start)
+                    self.backend.submit(chunk)
+                    del chunk
                 stopped = job.stopped and not exhausted
                 if not exhausted and not stopped:
                     self.jobs.append(job)

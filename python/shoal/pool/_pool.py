@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from shoal import backends
-from shoal._progress import PROGRESS_STEPS, ProgressSpec, counter_for
+from shoal._progress import PROGRESS_STEPS, ProgressCounter, ProgressSpec, counter_for
 from shoal.backends.base import CallKind, WorkerHandle, WorkerSpec
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
 from shoal.pool._core import (
@@ -579,13 +579,16 @@ class Pool:
         window: int | None,
         task_timeout: float | None = None,
         limit: int | None = None,
+        progress: ProgressCounter | None = None,
     ) -> Job:
         _check_callable(fn)
         _check_timeout(task_timeout)
         timeout = self._task_timeout if task_timeout is None else task_timeout
         # A call with a time limit runs one task per chunk, so the limit is each task's.
         sizer = SINGLE if timeout is not None else ChunkSizer(chunksize)
-        job = Job(fn, call, source, sizer, target, window, timeout, self._retries, limit)
+        job = Job(
+            fn, call, source, sizer, target, window, timeout, self._retries, limit, progress
+        )
         self._core.add(job)
         return job
 
@@ -617,7 +620,7 @@ class Pool:
             if result.ready():  # an empty input
                 counter.close()
         if items:
-            self._add(func, call, items, chunksize, result, None, task_timeout)
+            self._add(func, call, items, chunksize, result, None, task_timeout, None, counter)
         return result
 
     def _imap(
@@ -653,6 +656,7 @@ class Pool:
             READ_AHEAD * self._core.workers,
             task_timeout,
             read_ahead,
+            counter,
         )
         core = self._core
         result._on_consumed = lambda count: core.consumed(job, count)

@@ -279,7 +279,7 @@ class MapResult(AsyncResult[list[R]]):
 
     def _deliver(self, start: int, values: list[Any], failures: dict[int, Failure]) -> None:
         if self._progress is not None:
-            self._progress.advance(len(values))
+            self._progress.finished(start, len(values))
         if failures:
             self._finish(error=remote_exception(failures[min(failures)]))
             return
@@ -360,13 +360,13 @@ class IMapIterator(Iterator[R]):
         self._progress = counter
         weakref.finalize(self, counter.close)
 
-    def _progressed(self, count: int) -> None:
+    def _progressed(self, start: int, count: int) -> None:
         # Called with the condition held.
         progress = self._progress
         if progress is None:
             return
         self._finished += count
-        progress.advance(count)
+        progress.finished(start, count)
         if self._tasks is not None and self._finished >= self._tasks:
             progress.close()
 
@@ -518,7 +518,7 @@ class IMapIterator(Iterator[R]):
         with self._cond:
             if self._cancelled:
                 return
-            self._progressed(len(values))
+            self._progressed(start, len(values))
             if not self._ordered:
                 self._chunks.extend(piece for _, piece in pieces)
             else:
@@ -539,7 +539,7 @@ class IMapIterator(Iterator[R]):
             self._tasks = length
             if self._progress is not None:
                 self._progress.set_total(length)
-                self._progressed(0)
+                self._progressed(-1, 0)  # (no chunk: closes the bar if all are done)
             self._cond.notify_all()
             self._wake()
 
@@ -555,7 +555,7 @@ class IMapIterator(Iterator[R]):
             self._tasks = index  # the tasks read before the error
             if self._progress is not None:
                 self._progress.set_total(index)
-                self._progressed(0)
+                self._progressed(-1, 0)
             self._cond.notify_all()
             self._wake()
 

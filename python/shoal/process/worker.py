@@ -22,7 +22,7 @@ from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._pickling import dumps_detached, loads
 from shoal._shoal import MSG_DEFINE, MSG_FORGET, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
 from shoal._worker import become_process_worker
-from shoal.backends.labels import LABEL_AFTER, describe_arguments
+from shoal.backends.labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
 from shoal.errors import ShoalError
 from shoal.process.identity import Lineage, become_worker, leave
 
@@ -30,6 +30,7 @@ __all__ = [
     "CALL_APPLY",
     "CALL_ONE",
     "CALL_STAR",
+    "CALL_WATCHED",
     "Failure",
     "InheritedFd",
     "WorkerConfig",
@@ -45,6 +46,9 @@ __all__ = [
 CALL_ONE: Final = 0
 CALL_STAR: Final = 1
 CALL_APPLY: Final = 2
+CALL_WATCHED: Final = 4
+"""Added to the call code of a chunk a progress bar watches: the worker reports how far
+it has got while the chunk runs (:class:`_Reporter`)."""
 _CALL_NAMES: Final = ("one", "star", "apply")  # (CallKind's values, by code)
 
 # How often an idle worker checks that the process that started it is still there.
@@ -240,7 +244,7 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
                 functions[ident] = Failure.capture(exc)
         elif kind == MSG_TASK:
             fn = functions.get(func)
-            outcome = _run(fn, payload, broken, ready)
+            outcome = _run(fn, payload, broken, ready, ident, link)
             ready = None
             link.send_result(ident, outcome)
             _flush()
@@ -309,6 +313,8 @@ def _run(
     payload: bytes,
     broken: Failure | None,
     ready: float | None,
+    chunk: int,
+    link: WorkerLink,
 ) -> bytes:
     """Runs one chunk and returns its pickled outcome ``(values, failures, elapsed, kept,
     ready, label)`` (see :func:`_encode`)."""
@@ -342,6 +348,10 @@ def _run(
     failures: dict[int, Failure] = {}
     append = values.append
     remaining = iter(items)
+    watched = call & CALL_WATCHED
+    if watched:
+        call ^= CALL_WATCHED
+        _reporter(link).watch(chunk, values)
     while True:
         # Tight loops, one per call convention: a chunk of tiny tasks spends its time here.
         try:
@@ -361,12 +371,54 @@ def _run(
             # the next item.
             failures[len(values)] = Failure.capture(exc, from_task=True)
             append(None)
+    if watched:
+        _reporter(link).watch(None, values)
     elapsed = time.perf_counter() - started
     label = None
     if elapsed >= LABEL_AFTER and count:
         label = describe_arguments(items[0], _CALL_NAMES[call])
     del items, remaining
     return _encode(values, failures, elapsed, _keep(views), ready, label)
+
+
+class _Reporter:
+    """Tells the pool how far the watched chunk running now has got, every
+    :data:`PROGRESS_EVERY` seconds, from a thread of its own: the task loop pays nothing
+    for it (it reads the length of the values list the loop appends to)."""
+
+    def __init__(self, link: WorkerLink) -> None:
+        self._link = link
+        self._watched: tuple[int, list[Any]] | None = None
+        import threading
+
+        threading.Thread(target=self._report, name="shoal-progress", daemon=True).start()
+
+    def watch(self, chunk: int | None, values: list[Any]) -> None:
+        """Watches ``values`` of ``chunk`` from now on (``None``: nothing)."""
+        self._watched = None if chunk is None else (chunk, values)
+
+    def _report(self) -> None:
+        told: tuple[int, int] | None = None
+        while True:
+            time.sleep(PROGRESS_EVERY)
+            watched = self._watched
+            if watched is None:
+                continue
+            chunk, values = watched
+            now = (chunk, len(values))
+            # (A report that cannot go at once is skipped: the next one says more.)
+            if now[1] and now != told and self._link.send_progress(*now):
+                told = now
+
+
+_the_reporter: _Reporter | None = None
+
+
+def _reporter(link: WorkerLink) -> _Reporter:
+    global _the_reporter
+    if _the_reporter is None:
+        _the_reporter = _Reporter(link)
+    return _the_reporter
 
 
 def _keep(views: list[ShmBuffer]) -> list[int]:
