@@ -56,8 +56,27 @@ MODULES = [
     "shoal.backends.labels",
     "shoal.pool._stats_text",
 ]
-# Modules checked even though they may hold no example of their own.
-OPTIONAL = ["shoal._pickling", "shoal.pool._stats"]
+# Modules checked even though they may hold no example of their own: internals whose
+# behaviour the tests drive through the public API.
+OPTIONAL = [
+    "shoal._pickling",
+    "shoal.pool._stats",
+    "shoal.pool._core",
+    "shoal.process",
+    "shoal.process.handover",
+    "shoal.process.identity",
+    "shoal.process.launch",
+    "shoal.process.worker",
+    "shoal.process.zygote",
+    "shoal.backends.dask",
+    "shoal.backends.ray",
+]
+# Modules whose docstrings are not run, and why.
+NOT_RUN = {
+    "shoal.__main__": "importing it runs the command line (test_info, test_demo_runs)",
+    "shoal._demo": "the demo itself; test_demo_runs runs it",
+    "shoal._shoal": "the compiled engine: stubtest checks it against _shoal.pyi",
+}
 
 
 def run_python_blocks(doc: Path, tmp_path: Path) -> list[str]:
@@ -165,6 +184,17 @@ def test_docstring_examples_run(name: str) -> None:
     assert attempted > 0 or name in OPTIONAL
 
 
+def test_every_module_of_shoal_is_doc_tested_or_says_why_not() -> None:
+    import pkgutil
+
+    import shoal
+
+    names = {"shoal"} | {m.name for m in pkgutil.walk_packages(shoal.__path__, "shoal.")}
+    listed = set(MODULES) | set(OPTIONAL) | set(NOT_RUN)
+    assert names - listed == set(), "add them to MODULES (or OPTIONAL) in tests/test_docs.py"
+    assert listed - names == set(), "modules listed here that do not exist"
+
+
 def test_demo_runs() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "shoal", "demo"], capture_output=True, text=True, timeout=120
@@ -219,6 +249,11 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
     ):
         assert quoted in design, quoted
     assert _DEPTH == 2  # the design doc says "two for slow chunks"
+    patience = _rust_constant(
+        "crates/shoal-engine/src/arena.rs",
+        r"LOCK_PATIENCE: Duration = Duration::from_secs\((\d+)\)",
+    )
+    assert f"it waits at most {patience} s (`LOCK_PATIENCE`)" in design
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"cuts its work into at least {PROGRESS_STEPS} chunks" in readme
     assert f"are done every {PROGRESS_EVERY} s" in readme

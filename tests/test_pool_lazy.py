@@ -37,9 +37,12 @@ class Counted:
 
 
 def _read_ahead_bound(pool: shoal.Pool, chunksize: int | None) -> int:
-    """The most items imap may read past what its consumer took."""
+    """The most items imap may read past what its consumer took: its window of
+    ``READ_AHEAD`` chunks per worker, plus the chunk being read when the window filled,
+    each at most the largest chunk. (Not the backend's in-flight bound, which for the
+    process backend is 1 << 20 chunks per worker and could never be reached here.)"""
     largest = chunksize or MAX_ADAPTIVE
-    return (READ_AHEAD * pool._core.max_in_flight + 1) * largest
+    return (READ_AHEAD * pool._core.workers + 1) * largest
 
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["imap", "imap_unordered"])

@@ -287,14 +287,27 @@ def _touch(path: str) -> str:
     return path
 
 
+def _touch_then_sleep(path: str, seconds: float) -> None:
+    Path(path).touch()
+    time.sleep(seconds)
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_a_cancelled_future_never_runs_and_a_running_one_cannot_be_cancelled(
     tmp_path: Path,
 ) -> None:
     from concurrent.futures import CancelledError, as_completed, wait
 
     with shoal.Pool(1) as pool:
-        running = pool.submit(time.sleep, 1.0)
-        time.sleep(0.3)  # the worker has started it
+        started = tmp_path / "started"
+        running = pool.submit(_touch_then_sleep, str(started), 1.0)
+        _wait_for(started.exists)  # the worker has started it
         # Queued behind it: in the engine's queue, given to no worker yet.
         queued = [pool.submit(_touch, str(tmp_path / f"ran-{i}")) for i in range(100)]
         assert queued[-1].cancel() and queued[-2].cancel()
@@ -308,7 +321,7 @@ def test_a_cancelled_future_never_runs_and_a_running_one_cannot_be_cancelled(
         assert len(list(as_completed(queued[:-2], timeout=60))) == 98
         assert running.result(timeout=30) is None
         assert not queued[0].cancel(), "a finished task cannot be cancelled"
-    ran = sorted(p.name for p in tmp_path.iterdir())
+    ran = sorted(p.name for p in tmp_path.glob("ran-*"))
     assert len(ran) == 98
     assert "ran-98" not in ran and "ran-99" not in ran
 

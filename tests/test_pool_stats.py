@@ -183,3 +183,14 @@ def _wait_until(condition: object, timeout: float = 30) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("backend", OWN_WORKERS)
+def test_map_cuts_its_input_as_multiprocessing_does(backend: str) -> None:
+    # multiprocessing.Pool(2).map over 1001 items: chunksize ceil(1001 / 8) = 126, so 8
+    # chunks (7 of 126 and one of 119); over 1000: 125, so 8 again; over 7: 1, so 7.
+    for length, chunks in ((1001, 8), (1000, 8), (7, 7)):
+        with shoal.Pool(2, backend=backend) as pool:
+            assert pool.map(square, range(length)) == [x * x for x in range(length)]
+            stats = pool.stats()
+        assert (stats.tasks_done, stats.chunks_done) == (length, chunks), length

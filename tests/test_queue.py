@@ -146,14 +146,19 @@ def test_two_producers_two_consumers_deliver_every_message_exactly_once() -> Non
         proc.join(120)
         assert proc.exitcode == 0
     q.put_many([None, None])
-    got = out.get(timeout=120) + out.get(timeout=120)
+    each_got = [out.get(timeout=120), out.get(timeout=120)]  # one list per consumer
     for proc in consumers:
         proc.join(30)
         assert proc.exitcode == 0
+    got = each_got[0] + each_got[1]
     counts = Counter(map(tuple, got))
     assert len(got) == 2 * per_producer
     assert set(counts) == {(p, i) for p in range(2) for i in range(per_producer)}
     # Each producer's messages arrive in order at each consumer.
+    for seen in each_got:
+        for p in range(2):
+            numbers = [i for producer, i in seen if producer == p]
+            assert numbers == sorted(numbers), f"producer {p} out of order"
     assert q.empty()
 
 

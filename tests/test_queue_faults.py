@@ -27,12 +27,13 @@ def _produce_forever(q: shoal.Queue[Any], producer: int, body: int) -> None:
 
 
 def _consume_forever(q: shoal.Queue[Any], out: shoal.Queue[Any]) -> None:
+    me = os.getpid()  # (order is checked per consumer: consumers race each other)
     while True:
         producer, n, size, payload = q.get()
         if len(payload) != size or payload != payload[:1] * size:
-            out.put((-1, n))  # damaged: reported, never silently dropped
+            out.put((-1, n, me))  # damaged: reported, never silently dropped
         else:
-            out.put((producer, n))
+            out.put((producer, n, me))
 
 
 def _block_in_put(q: shoal.Queue[Any], ready: shoal.Queue[str]) -> None:
@@ -93,12 +94,13 @@ def test_random_kills_of_python_producers_and_consumers() -> None:
     for proc in [*producers.values(), *consumers]:
         os.kill(proc.pid or 0, signal.SIGKILL)
         proc.join(10)
-    got: list[tuple[int, int]] = []
+    received: list[tuple[int, int, int]] = []
     while True:
         try:
-            got.extend(out.get_many(10_000, timeout=0.5))
+            received.extend(out.get_many(10_000, timeout=0.5))
         except shoal.Empty:
             break
+    got = [(producer, n) for producer, n, _ in received]
     counts = Counter(got)
     duplicated = [key for key, times in counts.items() if times > 1]
     print(f"\n{kills} kills, {len(got)} messages delivered, {len(duplicated)} duplicated")
@@ -106,9 +108,11 @@ def test_random_kills_of_python_producers_and_consumers() -> None:
     assert len(got) > 100, "the queue wedged"
     assert not duplicated
     assert not [key for key in counts if key[0] == -1], "a damaged message was delivered"
-    # Each producer's messages arrive in order, with gaps only where a death fell.
-    by_producer: dict[int, list[int]] = {}
-    for producer, n in got:
-        by_producer.setdefault(producer, []).append(n)
-    for numbers in by_producer.values():
+    # Each consumer gets each producer's messages in order, with gaps only where a death
+    # fell (a message a consumer died holding, or one a producer died before putting).
+    by_pair: dict[tuple[int, int], list[int]] = {}
+    for producer, n, consumer in received:
+        by_pair.setdefault((consumer, producer), []).append(n)
+    for (consumer, producer), numbers in by_pair.items():
+        assert numbers == sorted(numbers), f"producer {producer} out of order at {consumer}"
         assert len(set(numbers)) == len(numbers)

@@ -31,10 +31,13 @@ import os
 import pickle
 import struct
 import warnings
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from shoal._pickling import REFUSALS, dumps, dumps_detached
 from shoal._shoal import ARENA_MIN_BLOCK, Arena, ShmBuffer
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = [
     "MAGIC",
@@ -229,7 +232,7 @@ class _BuffersPickler(pickle.Pickler):
 class _BuffersUnpickler(pickle.Unpickler):
     """Reads what :class:`_BuffersPickler` wrote: its persistent ids name stored blocks."""
 
-    def __init__(self, data: memoryview, buffers: list[ShmBuffer], stored: list[ShmBuffer]):
+    def __init__(self, data: memoryview, buffers: list[memoryview], stored: list[ShmBuffer]):
         super().__init__(io.BytesIO(data), buffers=buffers)
         self._stored = stored
 
@@ -307,8 +310,14 @@ def unpack(payload: bytes, arena: Arena | None, *, own: bool) -> tuple[Any, list
         lists.append(views)
     buffers, stored = lists
     body = memoryview(payload)[at:]
+    # Objects are rebuilt over memoryviews of the blocks, never over the blocks' own
+    # objects: whatever keeps a buffer then keeps an export of its block, which is how
+    # ShmBuffer.exports tells a block still in use (the views nobody kept are gone when
+    # this returns).
+    # (ShmBuffer has the buffer protocol; its stub cannot say so on Python 3.11.)
+    handed = [memoryview(cast("Buffer", b)) for b in buffers]
     if stored:
-        obj = _BuffersUnpickler(body, buffers, stored).load()
+        obj = _BuffersUnpickler(body, handed, stored).load()
     else:
-        obj = pickle.loads(body, buffers=buffers)
+        obj = pickle.loads(body, buffers=handed)
     return obj, [*buffers, *stored]

@@ -89,6 +89,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::lock::{Guard, RobustMutex};
@@ -106,6 +107,10 @@ const RELEASING: u8 = 0x80;
 /// The largest capacity accepted: 128 TiB (`MIN_BLOCK << 31`).
 pub const MAX_CAPACITY: usize = MIN_BLOCK << MAX_ORDER;
 
+/// The longest a process waits for the arena's lock before it fails (see `Arena::lock`).
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(30);
+// The error `Arena::lock` gives names the figure.
+const _: () = assert!(LOCK_PATIENCE.as_secs() == 30);
 const MAGIC: u64 = u64::from_le_bytes(*b"shoalAR1");
 const LAYOUT_VERSION: u64 = 1;
 const MAX_ORDER: u32 = 31;
@@ -399,17 +404,26 @@ impl Arena {
         }
     }
 
-    /// Takes the lock, waiting as long as it takes. A critical section walks a path of the
-    /// tree (or, rarely, all blocks or the whole table) and never copies or punches, so a
-    /// waiter waits microseconds and needs neither a deadline nor an interrupt check.
-    /// Repairs the tree first if the previous holder died holding the lock.
+    /// Takes the lock, waiting at most [`LOCK_PATIENCE`]. A critical section walks a path
+    /// of the tree (or, rarely, all blocks or the whole table) and never copies or
+    /// punches, so a waiter waits microseconds; a holder that died is noticed at once (the
+    /// mutex is robust). Only a live holder that stopped inside (SIGSTOP, a debugger) can
+    /// make a waiter wait long, and then it gets an error that says so instead of waiting
+    /// for ever. (No interrupt check: the callers hold no interpreter lock while here, and
+    /// the wait is bounded.) Repairs the tree first if the previous holder died holding
+    /// the lock.
     fn lock(&self) -> Result<Guard<'_>> {
+        let deadline = Instant::now() + LOCK_PATIENCE;
         let guard = self
             .header()
             .lock
             .0
-            .lock(None, &mut NoInterrupt)?
-            .ok_or_else(|| Error::Invalid("the arena's lock gave up without a deadline".into()))?;
+            .lock(Some(deadline), &mut NoInterrupt)?
+            .ok_or(Error::Os {
+                what: "taking the arena's lock (a live process has held it for 30 s; is one \
+                       of the pool's processes stopped, by SIGSTOP or a debugger?)",
+                source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
+            })?;
         if guard.owner_died() {
             self.repair(&guard);
         }

@@ -672,6 +672,19 @@ fn check(rc: libc::c_int, what: &'static str) -> Result<()> {
     }
 }
 
+/// Makes the kernel kill this process (SIGKILL) when its parent exits: a worker the
+/// zygote just forked calls it. False if the parent is already gone (it is not
+/// `expected_parent` any more).
+pub fn die_with_parent(expected_parent: i32) -> Result<bool> {
+    // SAFETY: plain prctl with integer arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    if rc != 0 {
+        return Err(Error::last_os("prctl(PR_SET_PDEATHSIG)"));
+    }
+    // SAFETY: getppid cannot fail.
+    Ok(unsafe { libc::getppid() } == expected_parent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

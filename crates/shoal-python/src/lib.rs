@@ -1,28 +1,33 @@
 //! `shoal._shoal`: thin bindings over shoal-engine. This file only declares the module;
-//! each exposed class has its own file, and `errors.rs` holds the whole error mapping.
+//! each exposed class has its own file (`arena.rs`, `shm_buffer.rs`, `queue.rs`,
+//! `pool.rs`, `worker_link.rs`, `child_process.rs`, `sync.rs`), `blocking.rs` is the one
+//! way to wait, and `errors.rs` holds the whole error mapping.
 
 use pyo3::prelude::*;
 use shoal_engine::link::Kind;
 
 mod arena;
 mod blocking;
+mod child_process;
 mod errors;
 mod fds;
 mod pool;
 mod queue;
+mod shm_buffer;
 mod sink;
 mod sync;
+mod worker_link;
 
 #[pymodule(gil_used = false)]
 fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<arena::Arena>()?;
-    m.add_class::<arena::ShmBuffer>()?;
+    m.add_class::<shm_buffer::ShmBuffer>()?;
     m.add_class::<queue::QueueCore>()?;
     m.add_class::<pool::PoolEngine>()?;
     m.add_class::<sync::SyncCore>()?;
-    m.add_class::<pool::WorkerLink>()?;
-    m.add_class::<pool::ChildProcess>()?;
-    m.add_function(wrap_pyfunction!(pool::die_with_parent, m)?)?;
+    m.add_class::<worker_link::WorkerLink>()?;
+    m.add_class::<child_process::ChildProcess>()?;
+    m.add_function(wrap_pyfunction!(child_process::die_with_parent, m)?)?;
     m.add_function(wrap_pyfunction!(pool::describe_exit, m)?)?;
     // The wire's numbers, defined once here for both sides.
     m.add("MSG_TASK", Kind::Task as u8)?;

@@ -1,22 +1,18 @@
-//! The process pool's two ends: `PoolEngine` (the parent: the supervisor thread) and
-//! `WorkerLink` (a worker: its rings). Python pickles; these move bytes and watch processes.
+//! The parent's end of the process pool: `PoolEngine`, over the supervisor thread (a
+//! worker's end is `WorkerLink`, in `worker_link.rs`). Python pickles; this moves bytes
+//! and watches processes.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
-use shoal_engine::bell::Bell;
-use shoal_engine::link::{Frame, Kind, WorkerEnd};
 use shoal_engine::proc::{spawn, Child, Exit, Pidfd};
-use shoal_engine::ring::Ring;
 use shoal_engine::supervisor::{DepthGauge, Event, Process, Supervisor, Task};
-use shoal_engine::wait::NoInterrupt;
-use shoal_engine::Error;
 
 use crate::blocking::{blocking, deadline};
 use crate::errors::to_py;
@@ -31,7 +27,7 @@ pub const EVENT_PROGRESS: u8 = 4;
 
 /// Starts `program` with each `(fd, target)` of `fds` (lent by the caller) placed at
 /// `target` in the child.
-fn spawn_placing(
+pub(crate) fn spawn_placing(
     program: &Path,
     args: &[OsString],
     env: &[(OsString, OsString)],
@@ -255,177 +251,6 @@ impl PoolEngine {
         }
         Ok(out)
     }
-}
-
-/// A message as `WorkerLink.recv` returns it: (kind, id, aux, payload).
-type Received<'py> = (u8, u64, u64, Bound<'py, PyBytes>);
-
-/// A worker's end of its link to the pool: tasks in, results out.
-#[pyclass(frozen, module = "shoal._shoal")]
-pub struct WorkerLink {
-    // Why a lock: the worker loop is one thread, but a task may start threads of its own;
-    // the link must never be used by two at once.
-    end: Mutex<WorkerEnd>,
-}
-
-impl WorkerLink {
-    fn end(&self) -> PyResult<std::sync::MutexGuard<'_, WorkerEnd>> {
-        // try_lock: waiting here would hold the GIL that the holder needs to finish.
-        self.end
-            .try_lock()
-            .map_err(|_| PyRuntimeError::new_err("the worker link is in use by another thread"))
-    }
-}
-
-#[pymethods]
-impl WorkerLink {
-    /// Attaches to the rings and bell behind `tasks`, `results` and `bell` (duplicated; the
-    /// caller closes its own).
-    #[new]
-    fn new(tasks: i32, results: i32, bell: i32) -> PyResult<Self> {
-        let end = WorkerEnd::new(
-            to_py(Ring::open(dup_borrowed(tasks)?))?,
-            to_py(Ring::open(dup_borrowed(results)?))?,
-            to_py(Bell::open(dup_borrowed(bell)?))?,
-        );
-        Ok(WorkerLink {
-            end: Mutex::new(end),
-        })
-    }
-
-    /// The next message `(kind, id, aux, payload)`, waiting up to `timeout` seconds (None:
-    /// forever); None when the time ran out. Kinds: 1 task, 2 function, 3 stop.
-    #[pyo3(signature = (timeout=None))]
-    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Received<'py>>> {
-        let until = deadline(timeout);
-        let mut guard = self.end()?;
-        let end: &mut WorkerEnd = &mut guard;
-        let got = blocking(py, |interrupt| {
-            match end.recv(until, interrupt, |frame, body| (frame, body.to_vec())) {
-                Ok(message) => Ok(Some(message)),
-                Err(Error::Empty) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })?;
-        Ok(got.map(|(frame, body)| {
-            (
-                frame.kind as u8,
-                frame.id,
-                frame.aux,
-                PyBytes::new(py, &body),
-            )
-        }))
-    }
-
-    /// Sends the outcome of chunk `chunk`, waiting for room in the ring as needed.
-    fn send_result(&self, py: Python<'_>, chunk: u64, payload: &[u8]) -> PyResult<()> {
-        let mut guard = self.end()?;
-        let end: &mut WorkerEnd = &mut guard;
-        blocking(py, |interrupt| {
-            end.send(Frame::new(Kind::Result, chunk, 0), payload, None, interrupt)
-        })
-    }
-
-    /// Tells the pool that `done` tasks of chunk `chunk` are finished, if that can be
-    /// done at once: false when another thread is using the link or the ring is full
-    /// (a progress report is worth no wait; the next one says more). Never blocks.
-    fn send_progress(&self, chunk: u64, done: u64) -> bool {
-        let Ok(mut end) = self.end.try_lock() else {
-            return false;
-        };
-        let now = Some(std::time::Instant::now());
-        let frame = Frame::new(Kind::Progress, chunk, done);
-        end.send(frame, &[], now, &mut NoInterrupt).is_ok()
-    }
-
-    /// Sends the worker's farewell (what the pool's exit hook returned), its last
-    /// message before it exits.
-    fn send_farewell(&self, py: Python<'_>, payload: &[u8]) -> PyResult<()> {
-        let mut guard = self.end()?;
-        let end: &mut WorkerEnd = &mut guard;
-        blocking(py, |interrupt| {
-            end.send(Frame::new(Kind::Farewell, 0, 0), payload, None, interrupt)
-        })
-    }
-}
-
-/// A process started with `posix_spawn` and held by its pidfd: the zygote.
-#[pyclass(frozen, module = "shoal._shoal")]
-pub struct ChildProcess {
-    child: Mutex<Child>,
-    pid: i32,
-}
-
-#[pymethods]
-impl ChildProcess {
-    /// Starts `program` with `args`, `env` added to the environment and each `(fd,
-    /// target)` of `fds` placed at `target`; every other descriptor is closed in the child.
-    #[new]
-    fn new(
-        program: PathBuf,
-        args: Vec<OsString>,
-        env: Vec<(OsString, OsString)>,
-        fds: Vec<(i32, i32)>,
-    ) -> PyResult<Self> {
-        let child = spawn_placing(&program, &args, &env, &fds)?;
-        let pid = child.pid();
-        Ok(ChildProcess {
-            child: Mutex::new(child),
-            pid,
-        })
-    }
-
-    /// The process id.
-    #[getter]
-    fn pid(&self) -> i32 {
-        self.pid
-    }
-
-    /// The pidfd (owned by this object), readable once the process has exited.
-    fn fileno(&self) -> PyResult<i32> {
-        let child = self
-            .child
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("process handle poisoned"))?;
-        Ok(child.pidfd().as_raw_fd())
-    }
-
-    /// Sends `signal`; nothing if the process has exited.
-    fn kill(&self, signal: i32) -> PyResult<()> {
-        let child = self
-            .child
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("process handle poisoned"))?;
-        to_py(child.kill(signal))
-    }
-
-    /// Waits up to `timeout` seconds (None: forever) for the exit and reaps the process.
-    /// Returns a description of how it ended ("exited with code 0"), or None if it is
-    /// still running.
-    #[pyo3(signature = (timeout=None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<String>> {
-        let until = deadline(timeout);
-        let mut guard = self
-            .child
-            .try_lock()
-            .map_err(|_| PyRuntimeError::new_err("another thread is waiting for the process"))?;
-        let child: &mut Child = &mut guard;
-        let exit = blocking(py, |interrupt| child.wait(until, interrupt))?;
-        Ok(exit.map(|e| e.to_string()))
-    }
-}
-
-/// Makes the kernel kill this process (SIGKILL) when its parent exits; called by a worker
-/// that the zygote just forked. Returns false if the parent is already gone.
-#[pyfunction]
-pub fn die_with_parent(expected_parent: i32) -> PyResult<bool> {
-    // SAFETY: plain prctl with integer arguments.
-    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-    if rc != 0 {
-        return to_py(Err(Error::last_os("prctl(PR_SET_PDEATHSIG)")));
-    }
-    // SAFETY: getppid cannot fail.
-    Ok(unsafe { libc::getppid() } == expected_parent)
 }
 
 /// A `waitpid` status (as the zygote reports its children's) as `(exit_code, signal,

@@ -586,9 +586,7 @@ class Pool:
         timeout = self._task_timeout if task_timeout is None else task_timeout
         # A call with a time limit runs one task per chunk, so the limit is each task's.
         sizer = SINGLE if timeout is not None else ChunkSizer(chunksize)
-        job = Job(
-            fn, call, source, sizer, target, window, timeout, self._retries, limit, progress
-        )
+        job = Job(fn, call, source, sizer, target, window, timeout, self._retries, limit, progress)
         self._core.add(job)
         return job
 

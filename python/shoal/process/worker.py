@@ -428,9 +428,9 @@ def _keep(views: list[ShmBuffer]) -> list[int]:
     they are no longer used. Returns their offsets, for the parent."""
     kept = []
     for view in views:
-        # References: the list, the loop variable and getrefcount's argument. Anything
-        # more, or a live export (an array over it), means it is still in use.
-        if view.exports or sys.getrefcount(view) > 3:
+        # Every object rebuilt over a block holds an export of it (unpack hands out
+        # memoryviews only), so a live export is exactly "still in use".
+        if view.exports:
             view.adopt()
             kept.append(view.offset)
     return kept
