@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO_TARGET_DIR ?= target
 export CARGO_TARGET_DIR
 
-.PHONY: help install dev demo lint test test-rust test-python bench bench-queue bench-pool \
+.PHONY: help install dev demo lint test test-rust test-python test-other-pythons bench bench-queue bench-pool \
 	bench-buffers bench-sync bench-startup bench-cluster bench-doors bench-progress bench-stats
 
 help:               ## this list
@@ -13,8 +13,9 @@ help:               ## this list
 install:            ## build and install shoal with the test tools
 	$(PYTHON) -m pip install ".[test]"
 
-dev:                ## editable install for working on shoal, with the benchmarks' peers
-	$(PYTHON) -m pip install -e ".[test,bench]"
+dev:                ## editable install for working on shoal, the benchmarks' peers, pre-commit
+	$(PYTHON) -m pip install -e ".[test,bench,dev]"
+	$(PYTHON) -m pre_commit install
 
 demo:               ## the demo: real work across processes, with timings
 	$(PYTHON) -m shoal demo
@@ -33,9 +34,13 @@ test-rust:          ## the engine's own tests, without Python
 test-python:        ## the Python suite (processes, a Dask cluster, CPython's Pool tests)
 	$(PYTHON) -m pytest
 
-test: lint test-rust test-python  ## everything CI runs
+OTHER_PYTHONS ?= 3.12 3.13
+test-other-pythons: ## the portable part of the suite on CPython 3.12 and 3.13, where present
+	$(PYTHON) tests/other_pythons.py $(OTHER_PYTHONS)
 
-bench: bench-queue  ## the queue beside its peers (each bench-* needs ".[bench]")
+test: lint test-rust test-python test-other-pythons  ## everything CI runs
+
+bench: bench-queue ## the queue beside its peers (each bench-* needs ".[bench]")
 
 bench-queue:        ## shoal.Queue beside multiprocessing's queues and faster-fifo
 	$(PYTHON) benches/queue_bench.py

@@ -64,9 +64,13 @@ def test_errors_arrive_where_they_were_raised(loop_kind: str) -> None:
         with pytest.raises(ValueError, match="bad item 0"):
             await pool.submit(fail_on, 0)
         seen: list[int] = []
-        with pytest.raises(ValueError, match="bad item 3"):
+
+        async def read_all() -> None:
             async for value in pool.imap(functools.partial(fail_on, bad=3), range(1, 6)):
                 seen.append(value)
+
+        with pytest.raises(ValueError, match="bad item 3"):
+            await read_all()
         return seen
 
     with shoal.Pool(2) as pool:

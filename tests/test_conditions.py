@@ -133,7 +133,8 @@ def test_a_waiter_killed_inside_wait_delays_notify_but_never_hangs_it() -> None:
 
 def test_recursion_and_ownership_in_one_process() -> None:
     lock = RLock()
-    assert lock.acquire() and lock.acquire(timeout=0)
+    assert lock.acquire()
+    assert lock.acquire(timeout=0)
     errors: list[BaseException] = []
 
     def other() -> None:
@@ -192,7 +193,8 @@ def test_barrier_breaks_on_timeout_and_abort() -> None:
         barrier.wait()
     assert barrier.broken
     barrier.reset()
-    assert not barrier.broken and barrier.n_waiting == 0
+    assert not barrier.broken
+    assert barrier.n_waiting == 0
     barrier.abort()
     with pytest.raises(threading.BrokenBarrierError):
         barrier.wait()

@@ -200,7 +200,8 @@ def test_demo_runs() -> None:
         [sys.executable, "-m", "shoal", "demo"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert "primes" in done.stdout and "msg/s" in done.stdout
+    assert "primes" in done.stdout
+    assert "msg/s" in done.stdout
 
 
 def test_the_figures_the_readme_quotes_are_the_codes() -> None:

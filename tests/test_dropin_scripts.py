@@ -86,7 +86,8 @@ def test_workers_know_they_are_workers(tmp_path: Path, pool_start_method: str) -
     )
     out = json.loads(done.stdout)
     names = {fact["name"] for fact in out["seen"]}
-    assert names <= {"ShoalPoolWorker-1", "ShoalPoolWorker-2"} and names
+    assert names <= {"ShoalPoolWorker-1", "ShoalPoolWorker-2"}
+    assert names
     for fact in out["seen"]:
         number = int(fact["name"].rsplit("-", 1)[1])
         assert fact["identity"] == [number]

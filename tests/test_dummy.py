@@ -67,7 +67,7 @@ def test_threads_deliver_everything_once() -> None:
 
 def test_close_semantics_match_shoal_queue() -> None:
     q: Queue[int] = Queue()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="only be called after close"):
         q.join_thread()
     q.close()
     with pytest.raises(ValueError, match="closed"):

@@ -1,10 +1,13 @@
 """The package's surface: every public name resolves, and ``import shoal`` stays light
-(names load on first use; the process pool's zygote starts only with the Pool)."""
+(names load on first use; the process pool's zygote starts only with the Pool); and the
+house's: every make target says what it does, every benchmark has one."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import shoal
 
@@ -47,3 +50,19 @@ def test_a_backend_option_the_backend_does_not_take_is_a_type_error() -> None:
         shoal.Pool(1, backend="thread", start_method="spawn")
     with pytest.raises(TypeError, match="'start_method', 'arena_bytes'"):
         shoal.Pool(1, start_methd="spawn")
+
+
+def test_every_benchmark_has_a_make_target_and_every_target_a_help_line() -> None:
+    root = Path(__file__).resolve().parent.parent
+    makefile = (root / "Makefile").read_text()
+    targets = re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.MULTILINE)
+    helped = re.findall(r"^([a-z][a-z-]*):.*## ", makefile, flags=re.MULTILINE)
+    assert targets == helped, set(targets) - set(helped)
+    declared = re.search(r"\.PHONY:(.*?)\n\n", makefile, flags=re.DOTALL)
+    assert declared is not None
+    phony = set(declared.group(1).replace("\\", " ").split())
+    assert set(targets) <= phony, set(targets) - phony
+    for bench in sorted((root / "benches").glob("*_bench.py")):
+        target = "bench-" + bench.stem.removesuffix("_bench")
+        assert f"{target}:" in makefile, target
+        assert f"benches/{bench.name}" in makefile, bench.name

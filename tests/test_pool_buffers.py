@@ -69,11 +69,13 @@ def test_arrays_round_trip_both_ways(pool: shoal.Pool, kind: str) -> None:
     original = ARRAYS[kind]
     back = pool.apply(_same, (original,))
     assert isinstance(back, np.ndarray)
-    assert back.dtype == original.dtype and back.shape == original.shape
+    assert back.dtype == original.dtype
+    assert back.shape == original.shape
     assert np.array_equal(back, original)
     if kind in OUT_OF_BAND:
         # It crossed through the arena: read-only, over shared memory; a copy is private.
-        assert not back.flags.writeable and not back.flags.owndata
+        assert not back.flags.writeable
+        assert not back.flags.owndata
         assert back.copy().flags.writeable
     # What numpy pickles in band (objects, datetimes, small arrays) arrives as a private
     # copy, as without an arena; whatever is read-only is a view of shared memory.
@@ -82,12 +84,14 @@ def test_arrays_round_trip_both_ways(pool: shoal.Pool, kind: str) -> None:
 
 def test_a_large_result_is_read_only_and_built_over_shared_memory(pool: shoal.Pool) -> None:
     result = pool.apply(_fresh, (BIG * 4,))
-    assert not result.flags.writeable and not result.flags.owndata
+    assert not result.flags.writeable
+    assert not result.flags.owndata
     with pytest.raises(ValueError, match="read-only"):
         result[0] = 1.0
     mine = result.copy()
     mine[0] = 1.0
-    assert mine[0] == 1.0 and result[0] == 0.0
+    assert mine[0] == 1.0
+    assert result[0] == 0.0
 
 
 def test_a_worker_sees_a_large_argument_read_only(pool: shoal.Pool) -> None:
@@ -105,7 +109,8 @@ def test_bytes_like_objects_round_trip(pool: shoal.Pool) -> None:
     # A memoryview (which multiprocessing cannot send at all) crosses out of band and
     # comes back as a read-only view of shared memory; a strided one is copied.
     view = pool.apply(_same, (memoryview(data),))
-    assert type(view) is memoryview and view.readonly
+    assert type(view) is memoryview
+    assert view.readonly
     strided = memoryview(bytearray(data))[::3]
     assert pool.apply(_same, (strided,)).tobytes() == strided.tobytes()
     # Large bytes and bytearray objects, alone or inside other objects, cross through the
@@ -203,7 +208,8 @@ def test_past_the_budget_buffers_are_copied_with_a_warning(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             big = pool.apply(_describe, (np.ones(budget // 8 * 2),))
-        assert big[1] == (budget // 8 * 2,) and big[3] == budget // 8 * 2
+        assert big[1] == (budget // 8 * 2,)
+        assert big[3] == budget // 8 * 2
         assert _arena(pool)["refused"] >= 1
         # Still right, only copied; the warning says what to do.
         assert [w.category for w in caught if "arena_bytes" in str(w.message)] == [ResourceWarning]

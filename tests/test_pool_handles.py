@@ -19,7 +19,8 @@ def _own_pid(_: object) -> int:
 def test_handles_name_the_worker_processes(pool_start_method: str) -> None:
     with shoal.Pool(2, start_method=pool_start_method) as pool:
         handles = pool._pool
-        assert len(handles) == 2 and all(h.is_alive() for h in handles)
+        assert len(handles) == 2
+        assert all(h.is_alive() for h in handles)
         pids = set(pool.map(_own_pid, range(20), chunksize=1))
         assert pids <= {h.pid for h in handles}
         assert all(h.name.startswith("ShoalPoolWorker-") for h in handles)
@@ -51,7 +52,7 @@ def test_a_running_pool_collected_warns_and_is_stopped() -> None:
 
     pool = shoal.Pool(1)
     pids = [h.pid for h in pool._pool if h.pid is not None]
-    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):  # noqa: PT031 (the del makes the collection warn)
         del pool
         gc.collect()
     deadline = time.monotonic() + 30

@@ -197,7 +197,8 @@ def test_a_fixed_chunksize_never_changes() -> None:
     sizer = ChunkSizer(7)
     sizer.observe(7, 100.0)
     sizer.observe(7, 1e-9)
-    assert sizer.next_size() == 7 and not sizer.adaptive
+    assert sizer.next_size() == 7
+    assert not sizer.adaptive
 
 
 def _fast_then_slow(x: int) -> int:

@@ -110,15 +110,15 @@ def test_a_dropped_pool_is_collected_and_shut_down(backend: str) -> None:
     # Each pool dropped while running warns, as multiprocessing's do.
     with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
         assert shoal.Pool(2, backend=backend).map(square, [3]) == [9]
-    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
-        result: Any = shoal.Pool(1, backend=backend).apply_async(square, (4,))
-        assert result.get(30) == 16  # a pending result kept its pool alive
+    result: Any = shoal.Pool(1, backend=backend).apply_async(square, (4,))
+    assert result.get(30) == 16  # a pending result kept its pool alive
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):  # noqa: PT031 (the del makes the collection warn)
         del result
         gc.collect()
     pool = shoal.Pool(2, backend=backend)
     assert pool.apply(square, (5,)) == 25
     ref, core = weakref.ref(pool), pool._core
-    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):  # noqa: PT031 (the del makes the collection warn)
         del pool
         gc.collect()
     assert ref() is None
@@ -187,7 +187,9 @@ def test_futures_of_a_terminated_pool_end_cancelled(backend: str) -> None:
     _, not_done = concurrent.futures.wait(futures, timeout=10)
     assert not not_done
     for future in futures:
-        assert future.cancelled() and future.done() and not future.running()
+        assert future.cancelled()
+        assert future.done()
+        assert not future.running()
         with pytest.raises(CancelledError):
             future.result(0)
         with pytest.raises(CancelledError):

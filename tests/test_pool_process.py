@@ -154,7 +154,8 @@ def test_an_unpicklable_result_or_exception_becomes_an_error(pool: shoal.Pool) -
 
     with pytest.raises(shoal.ResultNotSentError, match="could not be sent back") as caught:
         pool.apply(lambda: __import__("threading").Lock())
-    assert isinstance(caught.value, MaybeEncodingError) and "_thread.lock" in caught.value.value
+    assert isinstance(caught.value, MaybeEncodingError)
+    assert "_thread.lock" in caught.value.value
 
     def raise_unpicklable() -> None:
         error = ValueError("bad")
@@ -310,20 +311,24 @@ def test_a_cancelled_future_never_runs_and_a_running_one_cannot_be_cancelled(
         _wait_for(started.exists)  # the worker has started it
         # Queued behind it: in the engine's queue, given to no worker yet.
         queued = [pool.submit(_touch, str(tmp_path / f"ran-{i}")) for i in range(100)]
-        assert queued[-1].cancel() and queued[-2].cancel()
-        assert queued[-1].cancelled() and not queued[-1].running()
+        assert queued[-1].cancel()
+        assert queued[-2].cancel()
+        assert queued[-1].cancelled()
+        assert not queued[-1].running()
         assert not running.cancel(), "a running task cannot be taken back"
         assert running.running()
         with pytest.raises(CancelledError):
             queued[-1].result(timeout=30)
         done, not_done = wait(queued[:-2], timeout=60)
-        assert not not_done and all(f.result() for f in done)
+        assert not not_done
+        assert all(f.result() for f in done)
         assert len(list(as_completed(queued[:-2], timeout=60))) == 98
         assert running.result(timeout=30) is None
         assert not queued[0].cancel(), "a finished task cannot be cancelled"
     ran = sorted(p.name for p in tmp_path.glob("ran-*"))
     assert len(ran) == 98
-    assert "ran-98" not in ran and "ran-99" not in ran
+    assert "ran-98" not in ran
+    assert "ran-99" not in ran
 
 
 def test_prefetch_one_keeps_quick_tasks_from_waiting_behind_a_slow_one(

@@ -118,9 +118,11 @@ def test_busy_and_idle_add_up_to_the_workers_lives(backend: str) -> None:
     lived = time.monotonic() - started
     for w in stats.workers:
         assert w.busy >= 0.2
-        assert w.idle is not None and w.idle >= 0.25
+        assert w.idle is not None
+        assert w.idle >= 0.25
         assert w.busy + w.idle <= lived
-        assert w.startup is not None and 0 <= w.startup < lived
+        assert w.startup is not None
+        assert 0 <= w.startup < lived
 
 
 def test_the_tally_can_be_left_out() -> None:
@@ -173,8 +175,10 @@ def test_a_script_prints_its_pools_table(tmp_path: Path, pool_start_method: str)
     assert lines[1].split() == [
         *("worker", "pid", "tasks", "chunks", "busy", "idle", "start-up", "restarts")
     ]
-    assert lines[2].split()[0] == "0" and lines[3].split()[0] == "1"
-    assert lines[4].startswith("slowest: ") and "(1 task: 5, worker " in lines[4]
+    assert lines[2].split()[0] == "0"
+    assert lines[3].split()[0] == "1"
+    assert lines[4].startswith("slowest: ")
+    assert "(1 task: 5, worker " in lines[4]
     assert lines[-2:] == ["20 5", "True"]
 
 

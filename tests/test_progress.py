@@ -175,7 +175,8 @@ def test_a_bar_moves_while_long_chunks_run(backend: str, kind: str) -> None:
             out = list(pool.imap(nap, [0.01] * 200, chunksize=100, progress=seen))
     assert out == [0.01] * 200
     done = [d for d, _ in seen.calls]
-    assert done == sorted(done) and done[-1] == 200  # it only climbs, to the total
+    assert done == sorted(done)
+    assert done[-1] == 200
     assert len(done) == len(set(done))  # no task counted twice
     inside = [d for d in done if d not in (100, 200)]
     assert len(inside) >= 2, seen.calls

@@ -50,7 +50,8 @@ def test_empty_and_full_raise_the_stdlib_exceptions() -> None:
     with pytest.raises(queue.Full):
         q.put(3, timeout=0.05)
     assert [q.get(), q.get()] == [1, 2]
-    assert shoal.Full is queue.Full and shoal.Empty is queue.Empty
+    assert shoal.Full is queue.Full
+    assert shoal.Empty is queue.Empty
 
 
 def test_put_many_is_all_or_nothing_when_it_fits() -> None:

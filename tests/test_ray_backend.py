@@ -161,7 +161,7 @@ def test_terminate_stops_the_tasks_the_pool_has_on_ray(tmp_path: Path) -> None:
     pool.terminate()
     pool.join()
     assert _ended_soon(pid)
-    with pytest.raises(Exception):  # noqa: B017 (whatever a terminated pool's result says)
+    with pytest.raises(Exception):  # noqa: B017, PT011 (whatever a terminated pool's result says)
         running.get(timeout=10)
 
 

@@ -43,11 +43,12 @@ def test_a_killed_holder_never_wedges_the_others(start_method: str) -> None:
 
 def test_counting_timeouts_and_over_release() -> None:
     s = BoundedSemaphore(2)
-    assert s.acquire() and s.acquire(False)
+    assert s.acquire()
+    assert s.acquire(False)
     assert not s.acquire(timeout=0.01)
     s.release()
     s.release()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="released too many times"):
         s.release()
     assert s.get_value() == 2
 

@@ -100,4 +100,5 @@ def test_a_pool_on_the_other_host_gets_shared_objects_and_arrays_over_tcp(
     assert "python" in first  # its PID 1 is the worker's own program, not this host's init
     assert total == int(table.value.sum())
     assert ones == big.size
-    assert doubled.shape == big.shape and bool((doubled == 2).all())
+    assert doubled.shape == big.shape
+    assert bool((doubled == 2).all())

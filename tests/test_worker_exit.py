@@ -73,7 +73,7 @@ def test_a_worker_whose_initializer_failed_does_not_run_it(backend: str) -> None
     with shoal.Pool(
         1, initializer=broken_initializer, worker_exit=_report, backend=backend
     ) as pool:
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="cannot open the model"):
             pool.apply(square, (2,))
         pool.close()
         pool.join()

@@ -245,17 +245,21 @@ class DaskBackend(Backend):
 
     @property
     def max_in_flight(self) -> int:
+        """Chunks the Pool may hand over per worker: the rest wait in the Pool."""
         return _IN_FLIGHT_PER_WORKER * self._workers
 
     @property
     def stops_running_tasks(self) -> bool:
+        """False: Dask cannot stop a running task."""
         return False  # Dask cannot stop a running task
 
     @property
     def single_result_thread(self) -> bool:
+        """True: this backend delivers results from one thread of its own."""
         return True  # results are delivered by this backend's one thread
 
     def submit(self, chunk: Chunk) -> None:
+        """Sends ``chunk`` to the cluster as one Dask task (its function once per job)."""
         if chunk.timeout is not None:
             self._sink(
                 all_failed(
@@ -369,6 +373,7 @@ class DaskBackend(Backend):
         self._sink(result)
 
     def shutdown(self, *, cancel: bool) -> None:
+        """Takes no more work; with ``cancel``, cancels what the cluster has not finished."""
         with self._lock:
             self._stopping = True
             if cancel and not self._cancelled:
@@ -381,6 +386,7 @@ class DaskBackend(Backend):
                 self._done.put(None)  # nothing more will come: the result thread ends
 
     def join(self, timeout: float | None = None) -> bool:
+        """Waits for the result thread, then closes an embedded cluster."""
         if threading.current_thread() is self._results:
             return False
         self._results.join(timeout)

@@ -94,6 +94,7 @@ class FunctionTable:
         return func
 
     def is_held_weakly(self, fn: Callable[..., Any]) -> bool:
+        """Whether ``fn`` is kept only while its chunks are out (not a module-level function)."""
         entry = self.entries.get(id(fn))
         return entry is not None and isinstance(entry[0], weakref.ref)
 

@@ -352,7 +352,7 @@ class ProcessBackend:
             return None, None, None
         return describe_exit(status)
 
-    def _pump(self) -> None:
+    def _pump(self) -> None:  # noqa: C901 (the result path, inline on purpose)
         """Turns the engine's events into results until every worker has exited."""
         try:
             next_events, sink, sizes = self._engine.next_events, self._sink, self._sizes

@@ -158,17 +158,21 @@ class RayBackend(Backend):
 
     @property
     def max_in_flight(self) -> int:
+        """Chunks the Pool may hand over per worker: the rest wait in the Pool."""
         return _IN_FLIGHT_PER_WORKER * self._workers
 
     @property
     def stops_running_tasks(self) -> bool:
+        """True: a force-cancel kills the Ray worker process running the task."""
         return True  # a force-cancel kills the worker process
 
     @property
     def single_result_thread(self) -> bool:
+        """True: this backend delivers results from one thread of its own."""
         return True
 
     def submit(self, chunk: Chunk) -> None:
+        """Starts ``chunk`` as one Ray task, or holds it back while the pool is full."""
         with self._lock:
             self._start(
                 _Running(chunk, self._functions.for_job(chunk.job_id, chunk.fn, self._place))
@@ -304,6 +308,7 @@ class RayBackend(Backend):
             self._sink(all_failed(running.chunk.chunk_id, len(running.chunk.items), failure))
 
     def shutdown(self, *, cancel: bool) -> None:
+        """Takes no more work; with ``cancel``, force-cancels every running task."""
         with self._lock:
             self._stopping = True
             if cancel and not self._cancel:
@@ -316,6 +321,7 @@ class RayBackend(Backend):
             self._lock.notify()
 
     def join(self, timeout: float | None = None) -> bool:
+        """Waits for the result thread to finish every answer."""
         if threading.current_thread() is self._results:
             return False
         self._results.join(timeout)

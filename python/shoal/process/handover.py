@@ -48,10 +48,12 @@ class FdCollector:
         self.fds: list[int] = []
 
     def duplicate_for_child(self, fd: int) -> int:
+        """multiprocessing's hook: keeps a duplicate of ``fd`` for the workers; its index."""
         self.fds.append(os.dup(fd))
         return len(self.fds) - 1
 
     def DupFd(self, index: int) -> InheritedFd:
+        """multiprocessing's hook: what a pickled descriptor becomes in the worker."""
         return InheritedFd(index)
 
 

@@ -308,7 +308,7 @@ def _parent_alive(pid: int) -> bool:
     return True
 
 
-def _run(
+def _run(  # noqa: C901 (the task loop, inline on purpose)
     fn: Callable[..., Any] | Failure | None,
     payload: bytes,
     broken: Failure | None,

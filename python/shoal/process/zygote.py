@@ -271,7 +271,7 @@ def _preload(fds: list[int]) -> bytes:
     return b"ok" if threaded is None else _THREADED + threaded.encode()
 
 
-def serve(parent: int) -> None:
+def serve(parent: int) -> None:  # noqa: C901 (a branch per request)
     """The zygote's main loop (run by the interpreter ``Zygote`` starts for ``parent``)."""
     if os.getppid() != parent:
         return

@@ -1,0 +1,106 @@
+"""Runs the portable part of the suite on every other CPython the machine has.
+
+The extension is built once, for the stable ABI (abi3), so the same build serves every
+CPython from 3.11 on: this copies the installed ``shoal`` package (``python/shoal`` of
+an editable install) beside a virtual environment per version, installs the few test
+tools those tests need there, and runs them with the copy on ``PYTHONPATH``. The
+portable part leaves out what needs the heavy optional engines (Dask, Ray, joblib and
+scikit-learn are installed for the main interpreter only) and CPython's own suites
+(which run against one version each already), and, to keep CI short, the process
+backend's and imap's own long files (their behaviour is the same Python code on every
+version; test_pool.py runs the shared cases on it). A version the machine lacks is
+skipped with a line that says so.
+
+Usage::
+
+    python tests/other_pythons.py 3.12 3.13
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import shoal
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "target" / "other-pythons"
+TOOLS = ["pytest>=8", "pytest-timeout>=2.3", "psutil>=5.9", "hypothesis>=6.100", "numpy"]
+TOOLS += ["rich>=13", "tqdm>=4.66", "cloudpickle>=3"]
+TESTS = [
+    "tests/test_pool.py",
+    "tests/test_queue.py",
+    "tests/test_worker_state.py",
+    "tests/test_worker_exit.py",
+    "tests/test_pool_stats.py",
+    "tests/test_progress.py",
+    "tests/test_docs.py",
+]
+# Cases that need an engine only the main interpreter has, or the README's and docs'
+# programs (which use them too).
+LEAVE_OUT = (
+    "not dask and not ray and not cluster and not joblib and not doc_examples and not readme"
+)
+
+
+def find(version: str) -> str | None:
+    """A working CPython ``version`` interpreter on this machine (pyenv's, or on PATH;
+    a pyenv shim for a version not selected fails to run, so each is tried)."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))[::-1]
+    candidates.append(shutil.which(f"python{version}") or "")
+    for python in filter(None, candidates):
+        probe = subprocess.run([python, "-c", "import venv"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return python
+    return None
+
+
+def prepare(version: str, python: str) -> Path:
+    """A virtual environment of ``python`` with the test tools; made once, reused."""
+    venv = WORK / f"venv-{version}"
+    interpreter = venv / "bin" / "python"
+    if not interpreter.exists():
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        subprocess.run([interpreter, "-m", "pip", "install", "-q", *TOOLS], check=True)
+    return interpreter
+
+
+def main(versions: list[str]) -> int:
+    package = WORK / "package"
+    shutil.rmtree(package, ignore_errors=True)
+    shutil.copytree(
+        Path(str(shoal.__file__)).parent,
+        package / "shoal",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    failed = []
+    for version in versions:
+        python = find(version)
+        if python is None:
+            print(f"CPython {version}: not on this machine, skipped")
+            continue
+        interpreter = prepare(version, python)
+        started = time.monotonic()
+        env = {**os.environ, "PYTHONPATH": str(package)}
+        command = [str(interpreter), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        run = subprocess.run(
+            [*command, "-k", LEAVE_OUT, *TESTS],
+            cwd=ROOT,
+            env=env,
+            check=False,
+        )
+        took = time.monotonic() - started
+        print(f"CPython {version} ({python}): exit {run.returncode} in {took:.0f} s")
+        if run.returncode != 0:
+            failed.append(version)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
