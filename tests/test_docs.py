@@ -55,6 +55,7 @@ MODULES = [
     "shoal.backends.lives",
     "shoal.backends.labels",
     "shoal.pool._stats_text",
+    "shoal._culprit",
 ]
 # Modules checked even though they may hold no example of their own: internals whose
 # behaviour the tests drive through the public API.
