@@ -23,6 +23,8 @@ MODULES = [
     "shoal.pool",
     "shoal.pool._pool",
     "shoal.pool._results",
+    "shoal.pool._imap",
+    "shoal.pool._futures",
     "shoal.pool._chunks",
     "shoal.pool._cpu",
     "shoal.backends",

@@ -27,7 +27,8 @@ from multiprocessing import TimeoutError as MpTimeoutError
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from shoal.pool._results import AsyncResult, IMapIterator
+    from shoal.pool._imap import IMapIterator
+    from shoal.pool._results import AsyncResult
 
 __all__ = ["iterate", "result_of"]
 

@@ -40,7 +40,8 @@ from shoal.backends.base import CallKind
 from shoal.errors import InitializerError
 from shoal.pool import Pool
 from shoal.pool._chunks import check_chunksize
-from shoal.pool._results import PoolFuture, Withdrawer
+from shoal.pool._futures import PoolFuture
+from shoal.pool._results import Withdrawer
 
 __all__ = ["Executor", "ProcessPoolExecutor", "ThreadPoolExecutor"]
 

@@ -16,8 +16,9 @@ from multiprocessing import TimeoutError
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoal.pool._cpu import cpu_count
+from shoal.pool._imap import IMapIterator
 from shoal.pool._pool import Pool
-from shoal.pool._results import AsyncResult, IMapIterator, MapResult, RemoteTraceback
+from shoal.pool._results import AsyncResult, MapResult, RemoteTraceback
 
 if TYPE_CHECKING:
     from shoal.dummy._pool import Pool as ThreadPool

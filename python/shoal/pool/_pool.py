@@ -22,14 +22,9 @@ from shoal.pool._core import (
     Target,
     WeakTarget,
 )
-from shoal.pool._results import (
-    AsyncResult,
-    FutureTarget,
-    IMapIterator,
-    MapResult,
-    PoolFuture,
-    remote_exception,
-)
+from shoal.pool._futures import FutureTarget, PoolFuture
+from shoal.pool._imap import IMapIterator
+from shoal.pool._results import AsyncResult, MapResult, remote_exception
 from shoal.pool._stats import PoolStats
 
 __all__ = ["Pool"]
