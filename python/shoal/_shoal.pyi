@@ -25,15 +25,15 @@ __all__ = [
     "QueueCore",
     "ShmBuffer",
     "SyncCore",
+    "WorkerExited",
     "WorkerLink",
     "describe_exit",
     "die_with_parent",
 ]
 
 _Path: TypeAlias = str | PathLike[str]
-# (0, chunk, worker, payload) | (1, worker, pid, code, signal, how, lost, expected,
-# replace, timed_out, answered) | (2,) | (3, worker, payload) | (4, chunk, done): told
-# apart by the first field, which a union of tuples cannot express.
+# (0, chunk, worker, payload) | (1, WorkerExited) | (2,) | (3, worker, payload) |
+# (4, chunk, done): told apart by the first field, which a union of tuples cannot express.
 _Event: TypeAlias = tuple[Any, ...]
 
 ARENA_MIN_BLOCK: int
@@ -104,6 +104,31 @@ class PoolEngine:
     def terminate(self) -> None: ...
     def wake(self) -> None: ...
     def next_events(self, timeout: float | None = None) -> list[_Event]: ...
+
+@final
+class WorkerExited:
+    """How a worker process of the pool ended."""
+
+    @property
+    def worker(self) -> int: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def code(self) -> int | None: ...
+    @property
+    def signal(self) -> int | None: ...
+    @property
+    def how(self) -> str | None: ...
+    @property
+    def lost(self) -> int | None: ...
+    @property
+    def expected(self) -> bool: ...
+    @property
+    def replace(self) -> bool: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def answered(self) -> int: ...
 
 @final
 class WorkerLink:

@@ -16,6 +16,7 @@ mod queue;
 mod shm_buffer;
 mod sink;
 mod sync;
+mod worker_exited;
 mod worker_link;
 
 #[pymodule(gil_used = false)]
@@ -24,6 +25,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<shm_buffer::ShmBuffer>()?;
     m.add_class::<queue::QueueCore>()?;
     m.add_class::<pool::PoolEngine>()?;
+    m.add_class::<worker_exited::WorkerExited>()?;
     m.add_class::<sync::SyncCore>()?;
     m.add_class::<worker_link::WorkerLink>()?;
     m.add_class::<child_process::ChildProcess>()?;
@@ -77,6 +79,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "QueueCore",
             "ShmBuffer",
             "SyncCore",
+            "WorkerExited",
             "WorkerLink",
             "describe_exit",
             "die_with_parent",

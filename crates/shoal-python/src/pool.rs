@@ -17,6 +17,7 @@ use shoal_engine::supervisor::{DepthGauge, Event, Process, Supervisor, Task};
 use crate::blocking::{blocking, deadline};
 use crate::errors::to_py;
 use crate::fds::dup_borrowed;
+use crate::worker_exited::WorkerExited;
 
 /// Event tags in the tuples `next_events` returns (exported to Python).
 pub const EVENT_RESULT: u8 = 0;
@@ -179,11 +180,10 @@ impl PoolEngine {
     }
 
     /// Waits up to `timeout` seconds (None: forever) for events and returns them all:
-    /// `(0, chunk, worker, payload)` for a result, `(1, worker, pid, exit_code,
-    /// exit_signal, description, lost_chunk, expected, replace, timed_out, answered)` for an exited
-    /// worker, `(3, worker, payload)` for a worker's farewell (before its exit), `(4,
-    /// chunk, done)` when a worker tells how far a chunk it runs has got, `(2,)`
-    /// once everything has stopped. Empty when the time ran out, after `wake`, or after `(2,)`
+    /// `(0, chunk, worker, payload)` for a result, `(1, WorkerExited)` for a worker
+    /// that ended, `(3, worker, payload)` for a worker's farewell (before its exit), `(4,
+    /// chunk, done)` when a worker tells how far a chunk it runs has got, `(2,)` once
+    /// everything has stopped. Empty when the time ran out, after `wake`, or after `(2,)`
     /// was returned.
     #[pyo3(signature = (timeout=None))]
     fn next_events<'py>(
@@ -221,21 +221,22 @@ impl PoolEngine {
                     timed_out,
                     answered,
                 } => {
-                    let (code, signal, text) = exit_fields(exit);
-                    let fields = (
-                        EVENT_EXITED,
+                    let (code, signal, how) = exit_fields(exit);
+                    let exited = WorkerExited {
                         worker,
                         pid,
                         code,
                         signal,
-                        text,
+                        how,
                         lost,
                         expected,
                         replace,
                         timed_out,
                         answered,
-                    );
-                    fields.into_pyobject(py)?.into_any()
+                    };
+                    (EVENT_EXITED, Bound::new(py, exited)?)
+                        .into_pyobject(py)?
+                        .into_any()
                 }
                 Event::Farewell { worker, payload } => {
                     (EVENT_FAREWELL, worker, PyBytes::new(py, &payload))

@@ -52,6 +52,7 @@ from shoal._shoal import (
     EVENT_STOPPED,
     Arena,
     PoolEngine,
+    WorkerExited,
     describe_exit,
 )
 from shoal._worker import IndexPool
@@ -366,7 +367,7 @@ class ProcessBackend:
                 for event in events:
                     if event[0] != EVENT_RESULT:
                         if event[0] == EVENT_EXITED:
-                            self._on_exit(*event[1:])
+                            self._on_exit(event[1])
                         elif event[0] == EVENT_PROGRESS:
                             if (watcher := watchers.get(event[1])) is not None:
                                 watcher(event[2])
@@ -460,19 +461,10 @@ class ProcessBackend:
             return
         self._sink(ChunkResult(chunk_id, values, failures, elapsed, worker, label))
 
-    def _on_exit(
-        self,
-        worker: int,
-        pid: int | None,
-        code: int | None,
-        signal: int | None,
-        how: str | None,
-        lost: int | None,
-        expected: bool,
-        replace: bool,
-        timed_out: bool,
-        answered: int,
-    ) -> None:
+    def _on_exit(self, exited: WorkerExited) -> None:
+        worker, pid, lost, replace = exited.worker, exited.pid, exited.lost, exited.replace
+        code, signal, how = exited.code, exited.signal, exited.how
+        expected, timed_out, answered = exited.expected, exited.timed_out, exited.answered
         if (
             code is None
             and signal is None
