@@ -240,7 +240,7 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
         "crates/shoal-engine/src/wait.rs", r"const SPIN: Duration = Duration::from_micros\((\d+)\)"
     )
     deepest = _rust_constant(
-        "crates/shoal-engine/src/supervisor.rs", r"const MAX_DEPTH: usize = (\d+);"
+        "crates/shoal-engine/src/depth.rs", r"const MAX_DEPTH: usize = (\d+);"
     )
     design = " ".join((ROOT / "docs" / "design.md").read_text().split())
     shift = _IN_FLIGHT_PER_WORKER.bit_length() - 1

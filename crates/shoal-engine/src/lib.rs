@@ -6,6 +6,7 @@
 
 pub mod arena;
 pub mod bell;
+pub mod depth;
 pub mod error;
 pub mod fdpass;
 pub mod link;
