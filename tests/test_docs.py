@@ -239,9 +239,7 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
     spin = _rust_constant(
         "crates/shoal-engine/src/wait.rs", r"const SPIN: Duration = Duration::from_micros\((\d+)\)"
     )
-    deepest = _rust_constant(
-        "crates/shoal-engine/src/depth.rs", r"const MAX_DEPTH: usize = (\d+);"
-    )
+    deepest = _rust_constant("crates/shoal-engine/src/depth.rs", r"const MAX_DEPTH: usize = (\d+);")
     design = " ".join((ROOT / "docs" / "design.md").read_text().split())
     shift = _IN_FLIGHT_PER_WORKER.bit_length() - 1
     assert 1 << shift == _IN_FLIGHT_PER_WORKER
@@ -253,6 +251,12 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
     ):
         assert quoted in design, quoted
     assert _DEPTH == 2  # the design doc says "two for slow chunks"
+    from shoal.backends.labels import LABEL_AFTER
+    from shoal.pool._stats import SLOWEST
+
+    assert f"every {PROGRESS_EVERY} s while a chunk a bar" in design
+    assert f"the {['one', 'two', 'three', 'four', 'five'][SLOWEST - 1]} slowest" in design
+    assert f"only when the chunk ran {LABEL_AFTER * 1000:.0f} ms or" in design
     patience = _rust_constant(
         "crates/shoal-engine/src/arena.rs",
         r"LOCK_PATIENCE: Duration = Duration::from_secs\((\d+)\)",
