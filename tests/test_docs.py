@@ -55,7 +55,7 @@ MODULES = [
     "shoal._progress",
     "shoal._worker",
     "shoal.backends.lives",
-    "shoal.backends.labels",
+    "shoal._labels",
     "shoal.pool._stats_text",
     "shoal._culprit",
 ]
@@ -231,8 +231,8 @@ def _rust_constant(path: str, pattern: str) -> int:
 
 
 def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
+    from shoal._labels import PROGRESS_EVERY
     from shoal._progress import PROGRESS_STEPS
-    from shoal.backends.labels import PROGRESS_EVERY
     from shoal.backends.process import _DEPTH, _IN_FLIGHT_PER_WORKER
     from shoal.pool._chunks import MAX_ADAPTIVE
 
@@ -251,7 +251,7 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
     ):
         assert quoted in design, quoted
     assert _DEPTH == 2  # the design doc says "two for slow chunks"
-    from shoal.backends.labels import LABEL_AFTER
+    from shoal._labels import LABEL_AFTER
     from shoal.pool._stats import SLOWEST
 
     assert f"every {PROGRESS_EVERY} s while a chunk a bar" in design

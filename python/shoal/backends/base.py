@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shoal.backends.labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
+from shoal._labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
 from shoal.backends.lives import WorkerLife
 
 __all__ = [
