@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shoal.process.launch import START_METHODS
+from shoal._process.launch import START_METHODS
 
 
 def open_fds() -> dict[int, str]:

@@ -127,7 +127,7 @@ def test_a_worker_traceback_shows_the_script_line(tmp_path: Path, pool_start_met
     assert "raise RuntimeError(x)  # the line the user wrote" in done.stdout
     assert "def fails(x):" in done.stdout
     # The worker's own frames are not the user's business.
-    assert "shoal/process/worker.py" not in done.stdout
+    assert "shoal/_process/worker.py" not in done.stdout
 
 
 def test_a_shoal_lock_in_initargs_guards_a_shared_count(

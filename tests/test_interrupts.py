@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shoal.process.launch import START_METHODS
+from shoal._process.launch import START_METHODS
 
 WAITS = {
     "map": "pool.map(time.sleep, [30] * 4, chunksize=1)",
@@ -86,11 +86,11 @@ def test_ctrl_c_interrupts_the_wait_and_the_with_block_leaves_no_worker(
         time.sleep(0.2)  # the tasks are running
         family = psutil.Process(proc.pid).children(recursive=True)
         # Whatever the start method, importing the Pool started the program's zygote (a
-        # child running shoal.process.zygote; its workers are its own children).
+        # child running shoal._process.zygote; its workers are its own children).
         zygotes = [
             p.pid
             for p in family
-            if p.ppid() == proc.pid and "shoal.process.zygote" in " ".join(p.cmdline())
+            if p.ppid() == proc.pid and "shoal._process.zygote" in " ".join(p.cmdline())
         ]
         workers = [p.pid for p in family if p.pid not in zygotes]
         assert len(workers) == 2, family

@@ -34,7 +34,7 @@ def test_import_shoal_loads_neither_the_pool_nor_pickling() -> None:
 def test_only_looking_up_the_pool_boots_the_zygote() -> None:
     code = (
         "import sys, shoal, shoal.dummy; shoal.cpu_count(); "
-        "import shoal.process.zygote as z; print(z._shared is None); "
+        "import shoal._process.zygote as z; print(z._shared is None); "
         "shoal.Pool; print(z._shared is None)"
     )
     done = subprocess.run(

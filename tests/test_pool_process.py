@@ -20,7 +20,7 @@ import pytest
 from pool_workers import Scaler, square
 
 import shoal
-from shoal.process.launch import START_METHODS
+from shoal._process.launch import START_METHODS
 
 
 @pytest.fixture
@@ -269,7 +269,7 @@ def test_code_typed_into_an_interactive_session(pool_start_method: str) -> None:
 
 
 def test_a_new_zygote_replaces_one_that_died() -> None:
-    from shoal.process.zygote import shared_zygote
+    from shoal._process.zygote import shared_zygote
 
     with shoal.Pool(1) as pool:
         assert pool.apply(abs, (-1,)) == 1

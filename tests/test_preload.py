@@ -50,8 +50,8 @@ import os, sys, threading, time
 sys.path.insert(0, os.path.join(os.getcwd(), "lib"))
 import starts_a_thread, fails_in_a_fresh_interpreter, plain
 from shoal import Pool
-import shoal.process.preload as preload
-import shoal.process.zygote as zygote
+import shoal._process.preload as preload
+import shoal._process.zygote as zygote
 
 # These three stand for installed modules (the preload takes only those).
 preload._install_dirs = lambda: (os.path.join(os.getcwd(), "lib", ""),)

@@ -128,7 +128,7 @@ def set_start_method(method: str | None, force: bool = False) -> None:
         'spawn'
         >>> shoal.set_start_method(None, force=True)
     """
-    from shoal.process.launch import set_default_start_method
+    from shoal._process.launch import set_default_start_method
 
     pool_method = None if method is None else pool_method_for(method)
     multiprocessing.set_start_method(method, force=force)

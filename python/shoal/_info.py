@@ -69,8 +69,8 @@ def _shm() -> dict[str, Any]:
 def collect() -> dict[str, Any]:
     """The facts, as a JSON-ready dict."""
     import shoal
+    from shoal._process.launch import check_start_method
     from shoal._shoal import ENGINE_BUILD
-    from shoal.process.launch import check_start_method
 
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {

@@ -47,7 +47,7 @@ from joblib._parallel_backends import (
 )
 
 import shoal
-from shoal.process.identity import NAME_PREFIX
+from shoal._process.identity import NAME_PREFIX
 
 __all__ = ["ShoalBackend"]
 

@@ -81,7 +81,7 @@ def _ray_factory(spec: WorkerSpec, sink: ResultSink, **options: Any) -> Backend:
 
 
 def _prepare_process() -> None:
-    from shoal.process.zygote import prestart
+    from shoal._process.zygote import prestart
 
     prestart()
 

@@ -1,6 +1,6 @@
 """The process backend: tasks run in worker processes, moved through shared memory.
 
-Workers are forked by shoal's zygote by default (``shoal.process.zygote``), or spawned,
+Workers are forked by shoal's zygote by default (``shoal._process.zygote``), or spawned,
 or forked from this process (``start_method=``). Each has a task ring and a result ring
 in shared memory; the engine's supervisor thread (Rust) places chunks on them, collects
 results and watches the workers' pidfds. This module pickles: a function once per pool
@@ -44,6 +44,10 @@ from shoal._buffers import (
     unpack,
 )
 from shoal._pickling import loads
+from shoal._process.identity import NAME_PREFIX
+from shoal._process.launch import WorkerSetup, check_start_method, launch
+from shoal._process.worker import CALL_APPLY, CALL_ONE, CALL_STAR, CALL_WATCHED
+from shoal._process.zygote import shared_zygote
 from shoal._shoal import (
     EVENT_EXITED,
     EVENT_FAREWELL,
@@ -72,10 +76,6 @@ from shoal.backends.base import (
 from shoal.backends.function_table import FunctionTable
 from shoal.backends.lives import RestartReason, WorkerLives
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
-from shoal.process.identity import NAME_PREFIX
-from shoal.process.launch import WorkerSetup, check_start_method, launch
-from shoal.process.worker import CALL_APPLY, CALL_ONE, CALL_STAR, CALL_WATCHED
-from shoal.process.zygote import shared_zygote
 
 __all__ = ["OPTIONS", "RING_CAPACITY", "ProcessBackend"]
 

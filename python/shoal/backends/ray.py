@@ -51,7 +51,7 @@ from shoal.backends.base import (
 from shoal.backends.on_cluster import from_wire
 from shoal.backends.ray_session import connect, disconnect
 from shoal.backends.shipping import KEEP, Functions, Shipped
-from shoal.errors import TaskTimeoutError, WorkerLostError
+from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 
 __all__ = ["OPTIONS", "RayBackend"]
 
@@ -240,9 +240,19 @@ class RayBackend(Backend):
                     continue
                 if running.node is None:
                     self._started(task, running)
-                else:
-                    finished.append((running, next(task)))
+                    continue
+                try:
+                    ref = next(task)
+                except StopIteration:
+                    # The stream ended without its result: a task terminate() cancelled
+                    # between the wait and here (then nobody waits for it), or one Ray
+                    # ended for its own reasons, whose chunk fails saying so.
                     self._release(task)
+                    ended = ShoalError("Ray ended the chunk's task before it sent its result")
+                    self._answer_one(running, None, ended)
+                    continue
+                finished.append((running, ref))
+                self._release(task)
             self._answer(finished)
             self._stop_overdue()
 

@@ -1,7 +1,7 @@
 """Starting a process-pool worker: by the zygote (the default), by spawning a fresh
 interpreter, or by forking the pool's own process.
 
-Each way hands the worker the same descriptors (``shoal.process.worker.main``) and gives
+Each way hands the worker the same descriptors (``shoal._process.worker.main``) and gives
 the engine a handle on the new process: a pidfd from the zygote, or the child itself.
 """
 
@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from shoal._pickling import dumps_callable
+from shoal._process.handover import FdCollector, ForkOnly, dumps_for_workers
+from shoal._process.identity import Lineage, next_number
+from shoal._process.preload import preload_parent_modules
+from shoal._process.worker import WorkerConfig, forget_init, keep_init, main
+from shoal._process.zygote import _bootstrap, shared_zygote
 from shoal._shoal import PoolEngine
 from shoal.errors import ShoalError
-from shoal.process.handover import FdCollector, ForkOnly, dumps_for_workers
-from shoal.process.identity import Lineage, next_number
-from shoal.process.preload import preload_parent_modules
-from shoal.process.worker import WorkerConfig, forget_init, keep_init, main
-from shoal.process.zygote import _bootstrap, shared_zygote
 
 __all__ = [
     "START_METHODS",
@@ -66,7 +66,7 @@ class WorkerSetup:
 
     ``method`` is how the pool starts its workers: the one asked for, or ``"fork"`` when
     none was asked for and the initializer's arguments hold an object that only forking
-    carries (:mod:`shoal.process.handover`) and forking is safe (no thread but shoal's).
+    carries (:mod:`shoal._process.handover`) and forking is safe (no thread but shoal's).
     """
 
     def __init__(
@@ -182,7 +182,7 @@ def launch(
         elif method == "spawn":
             count = len(fds)
             source = _bootstrap(
-                "from shoal.process.worker import main; "
+                "from shoal._process.worker import main; "
                 f"main(range({_FIRST_FD}, {_FIRST_FD + count}), {number}, forked=False,"
                 f" index={index})"
             )

@@ -58,7 +58,7 @@ class Zygote:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            source = _bootstrap(f"from shoal.process.zygote import serve; serve({os.getpid()})")
+            source = _bootstrap(f"from shoal._process.zygote import serve; serve({os.getpid()})")
             # -S: no site processing (.pth files can take tens of milliseconds); the
             # path it would build comes from this process instead.
             self._process = ChildProcess(
@@ -70,7 +70,7 @@ class Zygote:
         self._socket = ours
         self._lock = threading.Lock()
         self.owner = os.getpid()
-        # Modules this zygote was asked to import (shoal.process.preload).
+        # Modules this zygote was asked to import (shoal._process.preload).
         self.preloaded: set[str] = set()
 
     @property
@@ -80,7 +80,7 @@ class Zygote:
 
     def fork(self, fds: list[int], number: int, index: int = 0) -> tuple[int, int]:
         """Forks worker ``number`` (``index`` in its pool), which runs on ``fds`` (see
-        ``shoal.process.worker.main``). Returns its pid and a pidfd for it, which the
+        ``shoal._process.worker.main``). Returns its pid and a pidfd for it, which the
         caller must close."""
         if len(fds) > _MAX_FDS:
             raise ShoalError(f"a worker can be given at most {_MAX_FDS} descriptors")
@@ -182,8 +182,8 @@ def prestart() -> None:
     pool finds it (nearly) ready: it takes a few tens of milliseconds to boot. Nothing is
     started inside a pool worker (a task that makes a pool of its own starts one then),
     nor when ``SHOAL_PRESTART=0`` is set."""
-    from shoal.process import worker
-    from shoal.process.preload import preload_parent_modules
+    from shoal._process import worker
+    from shoal._process.preload import preload_parent_modules
 
     if worker.in_worker() or os.environ.get("SHOAL_PRESTART") == "0":
         return
@@ -257,7 +257,7 @@ def _status_of(pid: int) -> bytes:
 
 def _preload(fds: list[int]) -> bytes:
     """Imports the modules listed in the descriptor the parent sent; the reply."""
-    from shoal.process.preload import import_all
+    from shoal._process.preload import import_all
 
     try:
         with os.fdopen(fds[0], "rb") as listing:
@@ -288,7 +288,7 @@ def serve(parent: int) -> None:  # noqa: C901 (a branch per request)
 
     import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
 
-    from shoal.process import worker
+    from shoal._process import worker
 
     sock = socket.socket(fileno=_SOCKET_FD)
     while True:

@@ -21,10 +21,10 @@ from typing import Any, Final, NamedTuple, cast
 from shoal._buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
 from shoal._pickling import dumps_detached, loads
+from shoal._process.identity import Lineage, become_worker, leave
 from shoal._shoal import MSG_DEFINE, MSG_FORGET, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
 from shoal._worker import become_process_worker
 from shoal.errors import ShoalError
-from shoal.process.identity import Lineage, become_worker, leave
 
 __all__ = [
     "CALL_APPLY",

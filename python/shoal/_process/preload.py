@@ -76,7 +76,7 @@ def worth_preloading(modules: Iterable[tuple[str, object]] | None = None) -> lis
 def preload_parent_modules() -> None:
     """Has this process's zygote import what :func:`worth_preloading` names (once each);
     never raises: a zygote that cannot preload still forks workers."""
-    from shoal.process.zygote import retire_shared_zygote, shared_zygote
+    from shoal._process.zygote import retire_shared_zygote, shared_zygote
 
     with _preloading:  # one at a time, each sending only what the last did not
         _preload_parent_modules(retire_shared_zygote, shared_zygote)

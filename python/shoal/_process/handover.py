@@ -4,7 +4,7 @@ Unlike a task's message, this pickle is read by processes that do not exist yet,
 carry objects that hold descriptors: ``multiprocessing``'s queues, pipes, ``Value`` and
 ``Array`` (their shared memory), sockets, ``shoal.Queue`` and shoal's locks. While it is
 made, a stand-in for multiprocessing's "process being started" collects each descriptor,
-and every worker is started with copies of them (``shoal.process.worker.InheritedFd``), so
+and every worker is started with copies of them (``shoal._process.worker.InheritedFd``), so
 these objects reach every worker, replacements included, as they reach a child process
 that multiprocessing starts.
 
@@ -12,7 +12,7 @@ One kind of object cannot travel that way: a lock, semaphore, condition, event o
 of multiprocessing's ``fork`` context (the default on Linux before Python 3.14) is removed
 from the system as it is made and exists only in processes forked from its creator.
 :func:`dumps_for_workers` raises :class:`ForkOnly` for it; the pool then forks its workers
-from its own process instead (``shoal.process.launch.WorkerSetup``).
+from its own process instead (``shoal._process.launch.WorkerSetup``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any, ClassVar
 
 from shoal._pickling import _PROTOCOL, _CloudPickler, pickling_error
-from shoal.process.worker import InheritedFd
+from shoal._process.worker import InheritedFd
 
 __all__ = ["FdCollector", "ForkOnly", "dumps_for_workers"]
 
@@ -42,7 +42,7 @@ class ForkOnly(Exception):
 class FdCollector:
     """Stands in for multiprocessing's "process being started" while the initializer's
     arguments are pickled: objects that pass a descriptor to a new child hand it here, and
-    the worker gets it at start (``shoal.process.worker.InheritedFd``)."""
+    the worker gets it at start (``shoal._process.worker.InheritedFd``)."""
 
     def __init__(self) -> None:
         self.fds: list[int] = []
