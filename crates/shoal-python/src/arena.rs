@@ -52,12 +52,6 @@ impl Arena {
         self.inner.fd().as_raw_fd()
     }
 
-    /// Bytes in the arena's data region.
-    #[getter]
-    fn capacity(&self) -> usize {
-        self.inner.capacity()
-    }
-
     /// Copies the contiguous buffer `data` into a new block and returns its `(offset,
     /// length)`, or None when no block that large is free (the caller then sends the
     /// bytes another way). The block belongs to this process until a receiver adopts it.
@@ -107,12 +101,6 @@ impl Arena {
     fn free_owned_by(&self, py: Python<'_>, pid: i32) -> PyResult<usize> {
         let inner = &self.inner;
         to_py(py.detach(|| inner.free_owned_by(pid)))
-    }
-
-    /// Gives the pages of free ranges of 1 MiB or more back to the system; returns bytes.
-    fn trim(&self, py: Python<'_>) -> PyResult<u64> {
-        let inner = self.inner.clone();
-        to_py(py.detach(move || inner.trim()))
     }
 
     /// The arena's counters: capacity, in_use, peak, blocks, allocations, frees, refused.

@@ -45,7 +45,6 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "DEFAULT_QUEUE_CAPACITY",
         shoal_engine::queue::DEFAULT_CAPACITY,
     )?;
-    m.add("MIN_QUEUE_CAPACITY", shoal_engine::queue::MIN_CAPACITY)?;
     m.add("ARENA_MIN_BLOCK", shoal_engine::arena::MIN_BLOCK)?;
     // What `python -m shoal info` reports of the engine it loaded.
     let profile = if cfg!(debug_assertions) {
@@ -70,7 +69,6 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "EVENT_STOPPED",
             "DEFAULT_QUEUE_CAPACITY",
             "ENGINE_BUILD",
-            "MIN_QUEUE_CAPACITY",
             "MSG_DEFINE",
             "MSG_FORGET",
             "MSG_STOP",

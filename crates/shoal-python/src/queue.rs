@@ -127,12 +127,6 @@ impl QueueCore {
         Ok(self.queue()?.len())
     }
 
-    /// The ring's size in bytes.
-    #[getter]
-    fn capacity(&self) -> PyResult<usize> {
-        Ok(self.queue()?.capacity())
-    }
-
     /// The message limit (0: none).
     #[getter]
     fn max_items(&self) -> PyResult<usize> {

@@ -97,12 +97,6 @@ impl ShmBuffer {
         self.exports.load(Ordering::Relaxed)
     }
 
-    /// Whether this process owns the block (and frees it when the buffer goes).
-    #[getter]
-    fn owned(&self) -> bool {
-        self.owned.load(Ordering::Relaxed)
-    }
-
     /// Takes the block over from its sender: it is freed when this buffer is gone.
     fn adopt(&self, py: Python<'_>) -> PyResult<()> {
         if !self.owned.swap(true, Ordering::AcqRel) {
