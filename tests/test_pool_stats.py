@@ -105,6 +105,8 @@ def test_a_killed_worker_and_a_timed_out_task_are_told_apart() -> None:
             reasons[why] = reasons.get(why, 0) + n
     assert reasons == {"died": 1, "timeout": 1}
     assert stats.tasks_failed == 2
+    # The lost tasks count for the workers that died under them.
+    assert sum(w.tasks for w in stats.workers) == stats.tasks_done
     assert len(pids - {w.pid for w in stats.workers}) >= 1  # (one index may restart twice)
 
 

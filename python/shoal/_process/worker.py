@@ -271,8 +271,7 @@ def _say_farewell(link: WorkerLink, hook: bytes | None, broken: Failure | None) 
         fn = cast("Callable[[], object]", loads(hook))
         outcome = (fn(), None)
     except Exception as exc:
-        failure = Failure.capture(exc, from_task=True)
-        outcome = (None, (failure.exception, failure.traceback, exc.__cause__))
+        outcome = (None, _wire({0: Failure.capture(exc, from_task=True)})[0])
     try:
         payload = dumps_detached(outcome)
     except Exception as exc:

@@ -497,9 +497,7 @@ class ProcessBackend:
                     error = TaskTimeoutError(limit, pid)
                 else:
                     error = WorkerLostError(pid, code, signal, how)
-                self._sink(
-                    all_failed(lost, count, Failure(error, ""), -1 if index is None else index)
-                )
+                self._sink(all_failed(lost, count, Failure(error, ""), worker))
         if not replace:
             return
         if expected or answered or lost is not None:
