@@ -258,7 +258,7 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
     assert f"the {['one', 'two', 'three', 'four', 'five'][SLOWEST - 1]} slowest" in design
     assert f"only when the chunk ran {LABEL_AFTER * 1000:.0f} ms or" in design
     patience = _rust_constant(
-        "crates/shoal-engine/src/arena.rs",
+        "crates/shoal-engine/src/arena/mod.rs",
         r"LOCK_PATIENCE: Duration = Duration::from_secs\((\d+)\)",
     )
     assert f"it waits at most {patience} s (`LOCK_PATIENCE`)" in design
