@@ -28,6 +28,7 @@ __all__ = [
     "MapResult",
     "RemoteTraceback",
     "Withdrawer",
+    "get_or_abandon",
     "remote_exception",
     "report_callback_error",
 ]
@@ -291,3 +292,13 @@ class MapResult(AsyncResult[list[R]]):
             complete = self._left == 0
         if complete:
             self._finish(self._values)
+
+
+def get_or_abandon(result: AsyncResult[R]) -> R:
+    """``result.get()`` for the pool's blocking calls: if the wait is interrupted (Ctrl-C),
+    the call's tasks not yet handed to a worker are dropped instead of running for nobody."""
+    try:
+        return result.get()
+    except BaseException:
+        result._abandon()
+        raise
