@@ -1,12 +1,12 @@
 //! Messages per second through one SPSC ring between two threads, each with its own mapping.
 //!
 //! Run with `cargo run --release -p shoal-engine --example ring_throughput [count]`.
-//! Three figures for 64-byte messages: one `push`/`pop_with` per message (read in place),
-//! one `push`/`pop` per message (copied out into a `Vec`), `push_many` in batches of
-//! 64 with `pop_with` on the other side, and batches on both sides (`push_many` and
-//! `pop_many_with`, 64 at most). A last figure runs both sides in one thread
-//! (64 pushes, then 64 pops), which gives the ring's own cost without cross-core traffic
-//! or scheduling.
+//! Three figures for 64-byte messages, each pushed on its own with `push_parts`: popped one
+//! at a time with `pop_with` (read in place), popped one at a time and copied out into a
+//! `Vec`, and popped in batches of up to 64 with `try_pop_many_with` (one store of the head
+//! and one doorbell ring per batch; `pop_with` waits when the ring is empty). A last figure
+//! runs both sides in one thread (64 pushes, then 64 pops), which gives the ring's own cost
+//! without cross-core traffic or scheduling.
 
 use std::thread;
 use std::time::Instant;
@@ -19,12 +19,15 @@ const SIZE: usize = 64;
 const CAPACITY: usize = 1 << 20;
 const BATCH: usize = 64;
 
+/// How the consumer takes the messages.
 #[derive(Clone, Copy)]
 enum Mode {
-    PopWith,
-    PopVec,
-    Batched,
-    BatchedBoth,
+    /// One at a time, read where they lie in the ring.
+    InPlace,
+    /// One at a time, copied out into a `Vec`.
+    CopiedOut,
+    /// Up to `BATCH` at a time, freed together.
+    Batches,
 }
 
 /// Pushes and pops `count` messages in one thread, in rounds of `BATCH`; returns the
@@ -40,7 +43,7 @@ fn run_alone(count: u64) -> Result<f64> {
         for i in sent..sent + n {
             msg[0] = i as u8;
             expected += u64::from(msg[0]);
-            ring.push(&msg, None, &mut NoInterrupt)?;
+            ring.push_parts(&[&msg], None, &mut NoInterrupt)?;
         }
         for _ in 0..n {
             sum += ring.pop_with(None, &mut NoInterrupt, |b| u64::from(b[0]))?;
@@ -65,14 +68,24 @@ fn run(count: u64, mode: Mode) -> Result<f64> {
         let mut received = 0u64;
         while received < count {
             match mode {
-                Mode::PopVec => sum += u64::from(consumer.pop(None, &mut NoInterrupt)?[0]),
-                Mode::BatchedBoth => {
-                    let add = |b: &[u8]| sum += u64::from(b[0]);
-                    let max = (count - received).min(BATCH as u64) as usize;
-                    received += consumer.pop_many_with(max, None, &mut NoInterrupt, add)? as u64;
-                    continue;
+                Mode::InPlace => {
+                    sum += consumer.pop_with(None, &mut NoInterrupt, |b| u64::from(b[0]))?;
                 }
-                _ => sum += consumer.pop_with(None, &mut NoInterrupt, |b| u64::from(b[0]))?,
+                Mode::CopiedOut => {
+                    let copy = consumer.pop_with(None, &mut NoInterrupt, |b| b.to_vec())?;
+                    sum += u64::from(copy[0]);
+                }
+                Mode::Batches => {
+                    let mut add = |b: &[u8]| sum += u64::from(b[0]);
+                    let max = (count - received).min(BATCH as u64) as usize;
+                    let taken = consumer.try_pop_many_with(max, &mut add)?;
+                    if taken > 0 {
+                        received += taken as u64;
+                        continue;
+                    }
+                    // Nothing there: sleep until a message comes rather than spin.
+                    consumer.pop_with(None, &mut NoInterrupt, add)?;
+                }
             }
             received += 1;
         }
@@ -81,30 +94,10 @@ fn run(count: u64, mode: Mode) -> Result<f64> {
     let start = Instant::now();
     let mut msg = [0u8; SIZE];
     let mut expected = 0u64;
-    match mode {
-        Mode::PopWith | Mode::PopVec => {
-            for i in 0..count {
-                msg[0] = i as u8;
-                expected += u64::from(msg[0]);
-                producer.push(&msg, None, &mut NoInterrupt)?;
-            }
-        }
-        Mode::Batched | Mode::BatchedBoth => {
-            let mut batch = vec![[0u8; SIZE]; BATCH];
-            let mut sent = 0u64;
-            while sent < count {
-                let n = (count - sent).min(BATCH as u64) as usize;
-                for (j, m) in batch[..n].iter_mut().enumerate() {
-                    m[0] = (sent + j as u64) as u8;
-                    expected += u64::from(m[0]);
-                }
-                let mut done = 0;
-                while done < n {
-                    done += producer.push_many(&batch[done..n], None, &mut NoInterrupt)?;
-                }
-                sent += n as u64;
-            }
-        }
+    for i in 0..count {
+        msg[0] = i as u8;
+        expected += u64::from(msg[0]);
+        producer.push_parts(&[&msg], None, &mut NoInterrupt)?;
     }
     let sum = reader
         .join()
@@ -128,19 +121,18 @@ fn main() -> Result<()> {
     println!("{count} messages of {SIZE} bytes, ring of {CAPACITY} bytes, two threads");
     let report = |name: &str, rate: f64| {
         println!(
-            "{name:>28}: {:>6.2} M messages/s ({:.0} MB/s)",
+            "{name:>34}: {:>6.2} M messages/s ({:.0} MB/s)",
             rate / 1e6,
             rate * SIZE as f64 / 1e6
         );
     };
     for (name, mode) in [
-        ("push + pop_with", Mode::PopWith),
-        ("push + pop (Vec)", Mode::PopVec),
-        ("push_many x64 + pop_with", Mode::Batched),
-        ("push_many + pop_many_with", Mode::BatchedBoth),
+        ("push_parts + pop_with", Mode::InPlace),
+        ("push_parts + pop_with (Vec)", Mode::CopiedOut),
+        ("push_parts + try_pop_many_with", Mode::Batches),
     ] {
         report(name, run(count, mode)?);
     }
-    report("one thread, push + pop_with", run_alone(count)?);
+    report("one thread, push_parts + pop_with", run_alone(count)?);
     Ok(())
 }

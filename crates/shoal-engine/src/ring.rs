@@ -22,8 +22,8 @@
 //! After publishing, a side rings a [`Doorbell`]: `data` after a push, `space` after a pop.
 //! Ringing costs one atomic add, plus a `futex_wake` only while the peer is asleep. "Asleep"
 //! lasts until the woken peer actually runs, so with more busy threads than cores nearly
-//! every ring is a system call; the batch calls ([`Ring::push_many`],
-//! [`Ring::pop_many_with`]) publish and ring once per batch.
+//! every ring is a system call; [`Ring::try_pop_many_with`] frees a whole batch with one
+//! store of `head` and rings once for it.
 //!
 //! # Contract
 //! At most one producer and one consumer at a time, across all processes and handles. The
@@ -37,12 +37,14 @@
 //! use shoal_engine::wait::NoInterrupt;
 //! let mut parent = Ring::create(4096).unwrap();
 //! let mut worker = Ring::open(parent.dup_fd().unwrap()).unwrap();
-//! parent.push(b"task", None, &mut NoInterrupt).unwrap();
-//! assert_eq!(parent.push_many(&[b"x", b"y"], None, &mut NoInterrupt).unwrap(), 2);
+//! // A message may be pushed in parts (say a header and a body): they arrive as one.
+//! parent.push_parts(&[b"ta", b"sk"], None, &mut NoInterrupt).unwrap();
+//! assert!(parent.try_push_parts(&[b"x"]).unwrap());
+//! assert!(parent.try_push_parts(&[b"y"]).unwrap());
 //! let len = worker.pop_with(None, &mut NoInterrupt, |bytes| bytes.len()).unwrap();
 //! assert_eq!(len, 4);
-//! assert_eq!(worker.try_pop().unwrap(), Some(b"x".to_vec()));
-//! assert_eq!(worker.pop(None, &mut NoInterrupt).unwrap(), b"y");
+//! assert_eq!(worker.try_pop_with(|bytes| bytes.to_vec()).unwrap(), Some(b"x".to_vec()));
+//! assert_eq!(worker.pop_with(None, &mut NoInterrupt, |bytes| bytes.to_vec()).unwrap(), b"y");
 //! assert!(parent.is_empty());
 //! assert!(worker.max_message() >= 4000);
 //! ```
@@ -53,11 +55,11 @@
 //! use shoal_engine::wait::NoInterrupt;
 //! let mut ring = Ring::create(4096).unwrap();
 //! let tasks: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 100]).collect();
-//! assert_eq!(ring.try_push_many(&tasks).unwrap(), 10);
+//! for task in &tasks {
+//!     assert!(ring.try_push_parts(&[task]).unwrap());
+//! }
 //! let mut total = 0u64;
-//! let n = ring
-//!     .pop_many_with(64, None, &mut NoInterrupt, |bytes| total += u64::from(bytes[0]))
-//!     .unwrap();
+//! let n = ring.try_pop_many_with(64, |bytes| total += u64::from(bytes[0])).unwrap();
 //! assert_eq!((n, total), (10, 45));
 //! ```
 
@@ -154,22 +156,12 @@ impl Mapping {
         }
     }
 
-    /// Writes one record at `pos` (which has room for it) and returns the position after it.
-    fn write_record(&self, pos: u64, body: &[u8]) -> u64 {
-        let at = (pos % self.cap) as usize;
-        // SAFETY: `pos` and `cap` are multiples of 8, so the length word is aligned and lies
-        // wholly inside the ring; the bytes are the producer's until it publishes them.
-        unsafe { self.data().add(at).cast::<u64>().write(body.len() as u64) };
-        self.copy_in(pos + RECORD_HEADER, body);
-        pos + record_len(body.len() as u64)
-    }
-
     /// The length word of the record at `pos`, which the consumer has seen published.
     fn read_len(&self, pos: u64) -> u64 {
         let at = (pos % self.cap) as usize;
-        // SAFETY: aligned and inside the ring as in `write_record`; the producer published
-        // the word (release store of the tail, which we acquired) and leaves it alone until
-        // the head moves past it.
+        // SAFETY: aligned and inside the ring as in `Ring::write_parts`; the producer
+        // published the word (release store of the tail, which we acquired) and leaves it
+        // alone until the head moves past it.
         unsafe { self.data().add(at).cast::<u64>().read() }
     }
 
@@ -284,11 +276,6 @@ impl Ring {
         self.len_bytes() == 0
     }
 
-    /// The record size of `msg`, or [`Error::Invalid`] if it can never fit.
-    fn record_for(&self, msg: &[u8]) -> Result<u64> {
-        self.record_len_checked(msg.len())
-    }
-
     /// The end of the published records; ours to move, so a relaxed load sees our own.
     fn tail(&self) -> u64 {
         self.map.header().tail.0.load(Ordering::Relaxed)
@@ -340,28 +327,6 @@ impl Ring {
         Ok(ready.then(|| self.map.cap - (tail - head)))
     }
 
-    /// Writes the longest prefix of `msgs` that fits in `free` bytes at `tail`, without
-    /// publishing it. Returns the new tail and how many messages it wrote.
-    fn write_prefix<M: AsRef<[u8]>>(
-        &self,
-        mut tail: u64,
-        mut free: u64,
-        msgs: &[M],
-    ) -> (u64, usize) {
-        let mut written = 0;
-        for m in msgs {
-            let body = m.as_ref();
-            let rec = record_len(body.len() as u64);
-            if rec > free {
-                break;
-            }
-            tail = self.map.write_record(tail, body);
-            free -= rec;
-            written += 1;
-        }
-        (tail, written)
-    }
-
     /// Makes the records before `tail` visible to the consumer and rings the data doorbell.
     fn publish(&self, tail: u64) {
         let h = self.map.header();
@@ -370,20 +335,10 @@ impl Ring {
         h.data_bell.0.ring();
     }
 
-    /// Pushes `msg` if there is room now; returns whether it did. Fails with
-    /// [`Error::Invalid`] if `msg` is larger than [`max_message`](Self::max_message).
-    pub fn try_push(&mut self, msg: &[u8]) -> Result<bool> {
-        let need = self.record_for(msg)?;
-        let tail = self.tail();
-        if self.room(tail, need)?.is_none() {
-            return Ok(false);
-        }
-        self.publish(self.map.write_record(tail, msg));
-        Ok(true)
-    }
-
     /// Pushes one message made of `parts` laid end to end, if there is room now; returns
-    /// whether it did. Saves gluing a header to a body in a buffer first.
+    /// whether it did. Saves gluing a header to a body in a buffer first. Fails with
+    /// [`Error::Invalid`] if the parts add up to more than
+    /// [`max_message`](Self::max_message).
     pub fn try_push_parts(&mut self, parts: &[&[u8]]) -> Result<bool> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let need = self.record_len_checked(len)?;
@@ -395,8 +350,10 @@ impl Ring {
         Ok(true)
     }
 
-    /// Like [`try_push_parts`](Self::try_push_parts), waiting for room as
-    /// [`push`](Self::push) does.
+    /// Like [`try_push_parts`](Self::try_push_parts), but waits for room until `deadline`
+    /// (`None`: forever), then fails with [`Error::Full`]. Fails with
+    /// [`Error::Interrupted`] if `interrupt` fires while waiting, and with
+    /// [`Error::Invalid`], without waiting, if the message can never fit.
     pub fn push_parts(
         &mut self,
         parts: &[&[u8]],
@@ -413,6 +370,8 @@ impl Ring {
         Ok(())
     }
 
+    /// The record size of a message of `len` bytes, or [`Error::Invalid`] if it can never
+    /// fit.
     fn record_len_checked(&self, len: usize) -> Result<u64> {
         if len > self.max_message() {
             return Err(Error::Invalid(format!(
@@ -427,8 +386,8 @@ impl Ring {
     /// Writes one record of `len` bytes made of `parts` at `tail`, which has room for it.
     fn write_parts(&self, tail: u64, len: usize, parts: &[&[u8]]) -> u64 {
         let at = (tail % self.map.cap) as usize;
-        // SAFETY: as in `Mapping::write_record`: aligned, inside the ring, and ours until
-        // published.
+        // SAFETY: `tail` and `cap` are multiples of 8, so the length word is aligned and lies
+        // wholly inside the ring; the bytes are the producer's until it publishes them.
         unsafe { self.map.data().add(at).cast::<u64>().write(len as u64) };
         let mut pos = tail + RECORD_HEADER;
         for part in parts {
@@ -436,83 +395,6 @@ impl Ring {
             pos += part.len() as u64;
         }
         tail + record_len(len as u64)
-    }
-
-    /// Pushes `msg`, waiting for room until `deadline` (`None`: forever), then failing
-    /// with [`Error::Full`]. Fails with [`Error::Interrupted`] if `interrupt` fires while
-    /// waiting, and with [`Error::Invalid`] if `msg` can never fit.
-    pub fn push(
-        &mut self,
-        msg: &[u8],
-        deadline: Option<Instant>,
-        interrupt: &mut dyn Interrupt,
-    ) -> Result<()> {
-        let need = self.record_for(msg)?;
-        let tail = self.tail();
-        if self.wait_room(tail, need, deadline, interrupt)?.is_none() {
-            return Err(Error::Full);
-        }
-        self.publish(self.map.write_record(tail, msg));
-        Ok(())
-    }
-
-    /// Pushes the longest prefix of `msgs` that fits now, publishing it at once (one
-    /// doorbell ring), and returns its length. Fails with [`Error::Invalid`], pushing
-    /// nothing, if any message can never fit.
-    pub fn try_push_many<M: AsRef<[u8]>>(&mut self, msgs: &[M]) -> Result<usize> {
-        for m in msgs {
-            self.record_for(m.as_ref())?;
-        }
-        let mut tail = self.tail();
-        let mut done = 0;
-        // A further round only when the head seen last left too little room and a fresh
-        // look at it shows more; every round writes at least one message.
-        while let Some(first) = msgs.get(done) {
-            let need = record_len(first.as_ref().len() as u64);
-            let Some(free) = self.room(tail, need)? else {
-                break;
-            };
-            let (end, written) = self.write_prefix(tail, free, &msgs[done..]);
-            (tail, done) = (end, done + written);
-        }
-        if done > 0 {
-            self.publish(tail);
-        }
-        Ok(done)
-    }
-
-    /// Pushes `msgs` in order, publishing as many at a time as there is room for, and
-    /// waiting for room until `deadline` (`None`: forever).
-    ///
-    /// Like [`std::io::Write::write`], returns how many messages (a prefix of `msgs`) are now
-    /// in the ring: all of them, unless the deadline passed or `interrupt` fired after some
-    /// went in. It fails with [`Error::Full`] or [`Error::Interrupted`] only if none did,
-    /// and with [`Error::Invalid`], pushing nothing, if any message can never fit.
-    pub fn push_many<M: AsRef<[u8]>>(
-        &mut self,
-        msgs: &[M],
-        deadline: Option<Instant>,
-        interrupt: &mut dyn Interrupt,
-    ) -> Result<usize> {
-        for m in msgs {
-            self.record_for(m.as_ref())?;
-        }
-        let mut done = 0;
-        while let Some(first) = msgs.get(done) {
-            let need = record_len(first.as_ref().len() as u64);
-            let tail = self.tail();
-            let free = match self.wait_room(tail, need, deadline, interrupt) {
-                Ok(Some(free)) => free,
-                Ok(None) if done > 0 => break,
-                Ok(None) => return Err(Error::Full),
-                Err(Error::Interrupted) if done > 0 => break,
-                Err(e) => return Err(e),
-            };
-            let (end, written) = self.write_prefix(tail, free, &msgs[done..]);
-            self.publish(end);
-            done += written;
-        }
-        Ok(done)
     }
 
     /// The head and the length of the next message, if one is published. Reads the
@@ -622,13 +504,6 @@ impl Ring {
         h.space_bell.0.ring();
     }
 
-    fn to_vec(body: Body<'_>) -> Vec<u8> {
-        match body {
-            Body::Whole(bytes) => bytes.to_vec(),
-            Body::Split(first, rest) => [first, rest].concat(),
-        }
-    }
-
     /// Calls `f` on the message's bytes: in place in the ring, or, for the one record per
     /// lap that wraps around the ring's end, on a copy put together in a fresh buffer.
     fn call_with<R>(body: Body<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
@@ -638,30 +513,10 @@ impl Ring {
         }
     }
 
-    /// Takes the next message if one is waiting.
-    pub fn try_pop(&mut self) -> Result<Option<Vec<u8>>> {
-        match self.next()? {
-            Some(record) => Ok(Some(self.consume(record, Self::to_vec))),
-            None => Ok(None),
-        }
-    }
-
-    /// Takes the next message, waiting for one until `deadline` (`None`: forever), then
-    /// failing with [`Error::Empty`]. Fails with [`Error::Interrupted`] if `interrupt` fires
-    /// while waiting.
-    pub fn pop(
-        &mut self,
-        deadline: Option<Instant>,
-        interrupt: &mut dyn Interrupt,
-    ) -> Result<Vec<u8>> {
-        let record = self.wait_next(deadline, interrupt)?.ok_or(Error::Empty)?;
-        Ok(self.consume(record, Self::to_vec))
-    }
-
-    /// Like [`try_pop`](Self::try_pop), but lends the message's bytes to `f` where they lie
-    /// in shared memory instead of copying them out (except for a message that wraps around
-    /// the ring's end, which is assembled in a temporary buffer). The message is removed
-    /// when `f` returns; if `f` panics, it stays.
+    /// Takes the next message if one is waiting, lending its bytes to `f` where they lie in
+    /// shared memory instead of copying them out (except for a message that wraps around
+    /// the ring's end, which is assembled in a temporary buffer), and returns what `f`
+    /// returns. The message is removed when `f` returns; if `f` panics, it stays.
     pub fn try_pop_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         match self.next()? {
             Some(record) => Ok(Some(self.consume(record, |body| Self::call_with(body, f)))),
@@ -669,8 +524,9 @@ impl Ring {
         }
     }
 
-    /// Like [`pop`](Self::pop), but lends the message's bytes to `f` as
-    /// [`try_pop_with`](Self::try_pop_with) does, and returns what `f` returns.
+    /// Like [`try_pop_with`](Self::try_pop_with), but waits for a message until `deadline`
+    /// (`None`: forever), then fails with [`Error::Empty`]. Fails with
+    /// [`Error::Interrupted`] if `interrupt` fires while waiting.
     pub fn pop_with<R>(
         &mut self,
         deadline: Option<Instant>,
@@ -691,20 +547,6 @@ impl Ring {
             None => Ok(0),
         }
     }
-
-    /// Like [`try_pop_many_with`](Self::try_pop_many_with), but waits for the first
-    /// message until `deadline` (`None`: forever), then fails with [`Error::Empty`]. Fails
-    /// with [`Error::Interrupted`] if `interrupt` fires while waiting.
-    pub fn pop_many_with(
-        &mut self,
-        max: usize,
-        deadline: Option<Instant>,
-        interrupt: &mut dyn Interrupt,
-        f: impl FnMut(&[u8]),
-    ) -> Result<usize> {
-        let first = self.wait_next(deadline, interrupt)?.ok_or(Error::Empty)?;
-        self.consume_many(first, max.max(1), f)
-    }
 }
 
 #[cfg(test)]
@@ -717,22 +559,31 @@ mod tests {
         Some(Instant::now() + Duration::from_millis(10))
     }
 
+    /// The next message, copied out of the ring, if one is waiting.
+    fn pop_copy(r: &mut Ring) -> Result<Option<Vec<u8>>> {
+        r.try_pop_with(|bytes| bytes.to_vec())
+    }
+
     #[test]
     fn fifo_with_varied_sizes_across_many_laps() -> Result<()> {
         let mut r = Ring::create(256)?;
         for i in 0..2000usize {
             let msg: Vec<u8> = (0..i % 61).map(|j| (i + j) as u8).collect();
-            assert!(r.try_push(&msg)?);
+            // Cut where `i` says, so that the seam between parts falls anywhere in a body,
+            // the ring's end included, and sometimes leaves an empty part.
+            let (front, back) = msg.split_at(i % (msg.len() + 1));
+            assert!(r.try_push_parts(&[front, back])?);
             if i % 3 == 0 {
-                assert!(r.try_push(&msg[..msg.len() / 2])?);
-                assert_eq!(r.try_pop()?.as_deref(), Some(&msg[..]));
-                assert_eq!(r.try_pop()?.as_deref(), Some(&msg[..msg.len() / 2]));
+                assert!(r.try_push_parts(&[&msg[..msg.len() / 2]])?);
+                assert_eq!(pop_copy(&mut r)?.as_deref(), Some(&msg[..]));
+                assert_eq!(pop_copy(&mut r)?.as_deref(), Some(&msg[..msg.len() / 2]));
             } else {
-                assert_eq!(r.pop(soon(), &mut NoInterrupt)?, msg);
+                let got = r.pop_with(soon(), &mut NoInterrupt, |bytes| bytes.to_vec())?;
+                assert_eq!(got, msg);
             }
             assert!(r.is_empty());
         }
-        assert_eq!(r.try_pop()?, None);
+        assert_eq!(pop_copy(&mut r)?, None);
         Ok(())
     }
 
@@ -749,17 +600,26 @@ mod tests {
     fn the_largest_message_fills_the_ring_and_a_larger_one_is_refused() -> Result<()> {
         let mut r = Ring::create(128)?;
         // Move the positions so that the big record wraps.
-        assert!(r.try_push(&[1; 20])?);
-        assert_eq!(r.try_pop()?, Some(vec![1; 20]));
+        assert!(r.try_push_parts(&[&[1; 20]])?);
+        assert_eq!(pop_copy(&mut r)?, Some(vec![1; 20]));
         let big: Vec<u8> = (0..120).collect();
-        assert!(matches!(r.try_push(&[0; 121]), Err(Error::Invalid(_))));
         assert!(matches!(
-            r.push(&[0; 121], None, &mut NoInterrupt),
+            r.try_push_parts(&[&[0; 121]]),
             Err(Error::Invalid(_))
         ));
-        assert!(r.try_push(&big)?);
+        assert!(matches!(
+            r.push_parts(&[&[0; 121]], None, &mut NoInterrupt),
+            Err(Error::Invalid(_))
+        ));
+        // The limit is on the message, not on each part.
+        assert!(matches!(
+            r.try_push_parts(&[&[0; 60], &[0; 61]]),
+            Err(Error::Invalid(_))
+        ));
+        assert!(r.is_empty());
+        assert!(r.try_push_parts(&[&big[..]])?);
         assert_eq!(r.len_bytes(), 128);
-        assert!(!r.try_push(&[])?);
+        assert!(!r.try_push_parts(&[])?);
         assert_eq!(r.try_pop_with(|b| b == &big[..])?, Some(true));
         assert!(r.is_empty());
         Ok(())
@@ -768,42 +628,48 @@ mod tests {
     #[test]
     fn empty_messages_take_one_word() -> Result<()> {
         let mut r = Ring::create(64)?;
-        for _ in 0..8 {
-            assert!(r.try_push(b"")?);
+        for i in 0..8 {
+            // An empty message is the same whether it has no parts or only empty ones.
+            let parts: &[&[u8]] = if i % 2 == 0 { &[] } else { &[b"", b""] };
+            assert!(r.try_push_parts(parts)?);
         }
-        assert!(!r.try_push(b"")?);
+        assert!(!r.try_push_parts(&[b""])?);
         assert_eq!(r.len_bytes(), 64);
         for _ in 0..8 {
-            assert_eq!(r.try_pop()?, Some(vec![]));
+            assert_eq!(pop_copy(&mut r)?, Some(vec![]));
         }
-        assert_eq!(r.try_pop()?, None);
+        assert_eq!(pop_copy(&mut r)?, None);
         Ok(())
     }
 
     #[test]
     fn records_are_padded_to_eight_bytes() -> Result<()> {
         let mut r = Ring::create(64)?;
-        assert!(r.try_push(b"a")?);
+        assert!(r.try_push_parts(&[b"a"])?);
         assert_eq!(r.len_bytes(), 16);
-        assert!(r.try_push(&[2; 8])?);
+        assert!(r.try_push_parts(&[&[2; 8]])?);
         assert_eq!(r.len_bytes(), 32);
-        assert!(r.try_push(&[3; 9])?);
+        // Padding goes by the whole message: parts of 4 and 5 bytes make one 9-byte body.
+        assert!(r.try_push_parts(&[&[3; 4], &[3; 5]])?);
         assert_eq!(r.len_bytes(), 56);
+        assert_eq!(pop_copy(&mut r)?, Some(b"a".to_vec()));
+        assert_eq!(pop_copy(&mut r)?, Some(vec![2; 8]));
+        assert_eq!(pop_copy(&mut r)?, Some(vec![3; 9]));
         Ok(())
     }
 
     #[test]
     fn pop_with_sees_wrapped_and_unwrapped_messages() -> Result<()> {
         let mut r = Ring::create(64)?;
-        assert!(r.try_push(&[0; 32])?); // 40 bytes: the next record starts at 40
-        assert_eq!(r.try_pop()?.map(|m| m.len()), Some(32));
+        assert!(r.try_push_parts(&[&[0; 32]])?); // 40 bytes: the next record starts at 40
+        assert_eq!(pop_copy(&mut r)?.map(|m| m.len()), Some(32));
         let msg: Vec<u8> = (0..40).collect(); // its body runs from 48 to 88, wrapping at 64
-        assert!(r.try_push(&msg)?);
+        assert!(r.try_push_parts(&[&msg[..]])?);
         let sum = r.pop_with(None, &mut NoInterrupt, |b| {
             b.iter().map(|&x| u32::from(x)).sum::<u32>()
         })?;
         assert_eq!(sum, (0..40).sum());
-        assert!(r.try_push(b"straight")?);
+        assert!(r.try_push_parts(&[b"straight"])?);
         assert_eq!(r.try_pop_with(|b| b.to_vec())?, Some(b"straight".to_vec()));
         assert_eq!(r.try_pop_with(|b| b.len())?, None);
         Ok(())
@@ -812,26 +678,26 @@ mod tests {
     #[test]
     fn a_panicking_reader_leaves_the_message() -> Result<()> {
         let mut r = Ring::create(64)?;
-        assert!(r.try_push(b"keep")?);
+        assert!(r.try_push_parts(&[b"keep"])?);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             r.try_pop_with(|_| panic!("reader fails"))
         }));
         assert!(outcome.is_err());
-        assert_eq!(r.try_pop()?, Some(b"keep".to_vec()));
+        assert_eq!(pop_copy(&mut r)?, Some(b"keep".to_vec()));
         Ok(())
     }
 
     #[test]
     fn timeouts_say_full_and_empty_and_interrupts_stop_waits() -> Result<()> {
         let mut r = Ring::create(64)?;
-        assert!(matches!(r.pop(soon(), &mut NoInterrupt), Err(Error::Empty)));
+        assert_eq!(pop_copy(&mut r)?, None);
         assert!(matches!(
             r.pop_with(soon(), &mut NoInterrupt, |_| ()),
             Err(Error::Empty)
         ));
-        r.push(&[7; 40], None, &mut NoInterrupt)?;
+        r.push_parts(&[&[7; 40]], None, &mut NoInterrupt)?;
         assert!(matches!(
-            r.push(&[7; 40], soon(), &mut NoInterrupt),
+            r.push_parts(&[&[7; 40]], soon(), &mut NoInterrupt),
             Err(Error::Full)
         ));
         let mut calls = 0;
@@ -840,7 +706,7 @@ mod tests {
             calls > 1
         };
         assert!(matches!(
-            r.push(&[7; 40], None, &mut stop),
+            r.push_parts(&[&[7; 40]], None, &mut stop),
             Err(Error::Interrupted)
         ));
         assert_eq!(r.len_bytes(), 48);
@@ -848,29 +714,36 @@ mod tests {
     }
 
     #[test]
-    fn push_many_reports_the_prefix_that_went_in() -> Result<()> {
+    fn a_full_ring_refuses_until_a_pop_makes_room() -> Result<()> {
         let mut r = Ring::create(64)?;
         let msgs: [&[u8]; 4] = [&[1; 8], &[2; 8], &[3; 8], &[4; 8]]; // 16 bytes each
-        assert!(r.try_push(&[0; 8])?);
-        assert_eq!(r.try_push_many(&msgs)?, 3);
-        assert_eq!(r.try_push_many(&msgs)?, 0);
+                                                                     // One record first, so that the later ones wrap around the ring's end.
+        assert!(r.try_push_parts(&[&[0; 8]])?);
+        for &msg in &msgs[..3] {
+            assert!(r.try_push_parts(&[msg])?);
+        }
+        assert_eq!(r.len_bytes(), 64);
+        assert!(!r.try_push_parts(&[msgs[3]])?);
         assert!(matches!(
-            r.push_many(&msgs, soon(), &mut NoInterrupt),
+            r.push_parts(&[msgs[3]], soon(), &mut NoInterrupt),
             Err(Error::Full)
         ));
+        // A message that can never fit is refused at once, even with no deadline on a full
+        // ring, and none of it goes in.
         assert!(matches!(
-            r.push_many(&[&[0u8; 8][..], &[0; 200]], None, &mut NoInterrupt),
+            r.push_parts(&[&[0; 8], &[0; 200]], None, &mut NoInterrupt),
             Err(Error::Invalid(_))
         ));
-        assert_eq!(r.try_pop()?, Some(vec![0; 8]));
-        assert_eq!(r.push_many(&msgs[3..], soon(), &mut NoInterrupt)?, 1);
-        assert_eq!(r.try_pop()?, Some(vec![1; 8]));
-        assert_eq!(r.push_many(&msgs, soon(), &mut NoInterrupt)?, 1);
-        let got: Vec<u8> = std::iter::from_fn(|| r.try_pop().ok().flatten())
-            .map(|m| m[0])
-            .collect();
+        assert_eq!(r.len_bytes(), 64);
+        assert_eq!(pop_copy(&mut r)?, Some(vec![0; 8]));
+        r.push_parts(&[msgs[3]], soon(), &mut NoInterrupt)?;
+        assert_eq!(pop_copy(&mut r)?, Some(vec![1; 8]));
+        r.push_parts(&[msgs[0]], soon(), &mut NoInterrupt)?;
+        let mut got = Vec::new();
+        while let Some(msg) = pop_copy(&mut r)? {
+            got.push(msg[0]);
+        }
         assert_eq!(got, [2, 3, 4, 1]);
-        assert_eq!(r.push_many(&[] as &[&[u8]], None, &mut NoInterrupt)?, 0);
         Ok(())
     }
 
@@ -878,34 +751,32 @@ mod tests {
     fn pop_many_hands_over_a_batch_and_frees_it_at_once() -> Result<()> {
         let mut r = Ring::create(128)?;
         let mut other = Ring::open(r.dup_fd()?)?;
-        assert_eq!(r.try_push_many(&[&b"a"[..], b"bb", b"ccc", b"dddd"])?, 4);
+        for msg in [&b"a"[..], b"bb", b"ccc", b"dddd"] {
+            assert!(r.try_push_parts(&[msg])?);
+        }
         let mut got = Vec::new();
         assert_eq!(other.try_pop_many_with(3, |b| got.push(b.to_vec()))?, 3);
         assert_eq!(got, [&b"a"[..], b"bb", b"ccc"]);
         assert_eq!(r.len_bytes(), 16);
         // The batch reaches past the tail this handle saw last.
-        assert!(r.try_push(&[5; 60])?);
+        assert!(r.try_push_parts(&[&[5; 60]])?);
         got.clear();
         assert_eq!(other.try_pop_many_with(10, |b| got.push(b.to_vec()))?, 2);
         assert_eq!(got, [b"dddd".to_vec(), vec![5; 60]]);
         // At least one, even when asked for none.
-        assert_eq!(r.try_push_many(&[b"y", b"z"])?, 2);
+        assert!(r.try_push_parts(&[b"y"])?);
+        assert!(r.try_push_parts(&[b"z"])?);
         got.clear();
         assert_eq!(other.try_pop_many_with(0, |b| got.push(b.to_vec()))?, 1);
-        let pop = |b: &[u8]| got.push(b.to_vec());
-        assert_eq!(other.pop_many_with(10, None, &mut NoInterrupt, pop)?, 1);
+        assert_eq!(other.try_pop_many_with(10, |b| got.push(b.to_vec()))?, 1);
         assert_eq!(got, [b"y", b"z"]);
         assert_eq!(other.try_pop_many_with(10, |_| ())?, 0);
-        assert!(matches!(
-            other.pop_many_with(10, soon(), &mut NoInterrupt, |_| ()),
-            Err(Error::Empty)
-        ));
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            assert!(r.try_push(b"x").is_ok_and(|pushed| pushed));
+            assert!(r.try_push_parts(&[b"x"]).is_ok_and(|pushed| pushed));
             other.try_pop_many_with(10, |_| panic!("reader fails"))
         }));
         assert!(outcome.is_err());
-        assert_eq!(other.try_pop()?, Some(b"x".to_vec()));
+        assert_eq!(pop_copy(&mut other)?, Some(b"x".to_vec()));
         Ok(())
     }
 
@@ -913,14 +784,14 @@ mod tests {
     fn a_blocked_push_is_woken_by_a_pop_in_another_thread() -> Result<()> {
         let mut producer = Ring::create(64)?;
         let mut consumer = Ring::open(producer.dup_fd()?)?;
-        producer.push(&[1; 56], None, &mut NoInterrupt)?;
+        producer.push_parts(&[&[1; 56]], None, &mut NoInterrupt)?;
         let worker = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            let first = consumer.pop(None, &mut NoInterrupt)?;
-            let second = consumer.pop(None, &mut NoInterrupt)?;
+            let first = consumer.pop_with(None, &mut NoInterrupt, |b| b.to_vec())?;
+            let second = consumer.pop_with(None, &mut NoInterrupt, |b| b.to_vec())?;
             Ok::<_, Error>((first, second))
         });
-        producer.push(&[2; 56], None, &mut NoInterrupt)?;
+        producer.push_parts(&[&[2; 56]], None, &mut NoInterrupt)?;
         let (first, second) = worker
             .join()
             .map_err(|_| Error::Invalid("consumer panicked".into()))??;
@@ -946,19 +817,25 @@ mod tests {
     fn damaged_positions_and_lengths_are_reported() -> Result<()> {
         let mut r = Ring::create(64)?;
         let mut other = Ring::open(r.dup_fd()?)?;
-        assert!(r.try_push(b"abc")?);
+        assert!(r.try_push_parts(&[b"abc"])?);
         // A length word claiming more than was published.
         // SAFETY: the test owns both handles; nobody else touches the ring.
         unsafe { r.map.data().cast::<u64>().write(50) };
-        assert!(matches!(other.try_pop(), Err(Error::Corrupt(_))));
+        assert!(matches!(pop_copy(&mut other), Err(Error::Corrupt(_))));
         // A tail that runs more than a ring ahead of the head.
         r.map.header().tail.0.store(1000, Ordering::Release);
         assert!(matches!(
-            Ring::open(r.dup_fd()?)?.try_pop(),
+            pop_copy(&mut Ring::open(r.dup_fd()?)?),
             Err(Error::Corrupt(_))
         ));
-        assert!(matches!(r.try_push(&[0; 64]), Err(Error::Invalid(_))));
-        assert!(matches!(r.try_push(&[0; 56]), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            r.try_push_parts(&[&[0; 64]]),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            r.try_push_parts(&[&[0; 56]]),
+            Err(Error::Corrupt(_))
+        ));
         Ok(())
     }
 }

@@ -21,16 +21,16 @@ fn record_len(len: usize) -> usize {
 #[derive(Debug, Clone)]
 enum Op {
     TryPush(usize),
-    /// `push` with a deadline already past: must behave like `try_push`.
+    /// `push_parts` with a deadline already past: must behave like `try_push_parts`.
     PushNow(usize),
-    TryPushMany(Vec<usize>),
-    PushManyNow(Vec<usize>),
-    TryPop,
+    /// `try_push_parts` of each message in turn, up to the first the ring refuses: fills
+    /// the ring in bursts, as a producer with work queued up does.
+    TryPushBurst(Vec<usize>),
+    /// The same with `push_parts` and a deadline already past.
+    PushBurstNow(Vec<usize>),
     TryPopWith,
     TryPopManyWith(usize),
-    PopManyWithNow(usize),
-    /// `pop` with a deadline already past.
-    PopNow,
+    /// `pop_with` with a deadline already past.
     PopWithNow,
 }
 
@@ -40,14 +40,11 @@ fn op() -> impl Strategy<Value = (bool, Op)> {
     let op = prop_oneof![
         3 => len.clone().prop_map(Op::TryPush),
         1 => len.clone().prop_map(Op::PushNow),
-        1 => prop::collection::vec(len.clone(), 0..6).prop_map(Op::TryPushMany),
-        1 => prop::collection::vec(len, 0..6).prop_map(Op::PushManyNow),
-        2 => Just(Op::TryPop),
-        1 => Just(Op::TryPopWith),
-        1 => (0usize..5).prop_map(Op::TryPopManyWith),
-        1 => (0usize..5).prop_map(Op::PopManyWithNow),
-        1 => Just(Op::PopNow),
-        1 => Just(Op::PopWithNow),
+        1 => prop::collection::vec(len.clone(), 0..6).prop_map(Op::TryPushBurst),
+        1 => prop::collection::vec(len, 0..6).prop_map(Op::PushBurstNow),
+        3 => Just(Op::TryPopWith),
+        2 => (0usize..5).prop_map(Op::TryPopManyWith),
+        2 => Just(Op::PopWithNow),
     ];
     (any::<bool>(), op)
 }
@@ -94,6 +91,43 @@ impl Model {
     }
 }
 
+/// Pushes `msg` through `ring` (with `try_push_parts`, or with `push_parts` and a deadline
+/// already past if `now`), checks the outcome against the model, and returns whether it
+/// went in.
+fn push_checked(
+    ring: &mut Ring,
+    model: &mut Model,
+    msg: Vec<u8>,
+    now: bool,
+) -> Result<bool, TestCaseError> {
+    // A message of one part every third time, else two parts with the seam anywhere
+    // (either part may be empty): the record must come out the same.
+    let cut = (model.made as usize * 7) % (msg.len() + 1);
+    let whole = [&msg[..]];
+    let halves = [&msg[..cut], &msg[cut..]];
+    let parts: &[&[u8]] = if model.made % 3 == 0 { &whole } else { &halves };
+    let got = if now {
+        ring.push_parts(parts, Some(Instant::now()), &mut NoInterrupt)
+            .map(|()| true)
+            .or_else(|e| match e {
+                Error::Full => Ok(false),
+                e => Err(e),
+            })
+    } else {
+        ring.try_push_parts(parts)
+    };
+    if msg.len() > ring.max_message() {
+        prop_assert!(matches!(got, Err(Error::Invalid(_))), "{got:?}");
+        return Ok(false);
+    }
+    let fits = model.fits(msg.len());
+    prop_assert_eq!(got.unwrap(), fits);
+    if fits {
+        model.pushed(msg);
+    }
+    Ok(fits)
+}
+
 fn run(cap: usize, ops: Vec<(bool, Op)>) -> Result<(), TestCaseError> {
     let a = Ring::create(cap).unwrap();
     let b = Ring::open(a.dup_fd().unwrap()).unwrap();
@@ -110,76 +144,38 @@ fn run(cap: usize, ops: Vec<(bool, Op)>) -> Result<(), TestCaseError> {
     };
     for (via_b, op) in ops {
         let ring = &mut rings[usize::from(via_b)];
-        match op.clone() {
+        match op {
             Op::TryPush(len) | Op::PushNow(len) => {
                 let msg = model.message(len);
-                let got = match op {
-                    Op::TryPush(_) => ring.try_push(&msg),
-                    _ => ring
-                        .push(&msg, Some(Instant::now()), &mut NoInterrupt)
-                        .map(|()| true)
-                        .or_else(|e| match e {
-                            Error::Full => Ok(false),
-                            e => Err(e),
-                        }),
-                };
-                if len > max {
-                    prop_assert!(matches!(got, Err(Error::Invalid(_))), "{got:?}");
-                } else {
-                    prop_assert_eq!(got.unwrap(), model.fits(len));
-                    if model.fits(len) {
-                        model.pushed(msg);
-                    }
-                }
+                push_checked(ring, &mut model, msg, matches!(op, Op::PushNow(_)))?;
             }
-            Op::TryPushMany(lens) | Op::PushManyNow(lens) => {
+            Op::TryPushBurst(ref lens) | Op::PushBurstNow(ref lens) => {
                 let msgs: Vec<Vec<u8>> = lens.iter().map(|&len| model.message(len)).collect();
-                let now = matches!(op, Op::PushManyNow(_));
-                let got = if now {
-                    ring.push_many(&msgs, Some(Instant::now()), &mut NoInterrupt)
-                } else {
-                    ring.try_push_many(&msgs)
-                };
                 let fit = model.prefix_that_fits(&msgs);
-                if lens.iter().any(|&len| len > max) {
-                    prop_assert!(matches!(got, Err(Error::Invalid(_))), "{got:?}");
-                } else if now && fit == 0 && !msgs.is_empty() {
-                    prop_assert!(matches!(got, Err(Error::Full)), "{got:?}");
-                } else {
-                    prop_assert_eq!(got.unwrap(), fit);
-                    for msg in msgs.into_iter().take(fit) {
-                        model.pushed(msg);
+                let now = matches!(op, Op::PushBurstNow(_));
+                let mut pushed = 0;
+                for msg in msgs {
+                    if !push_checked(ring, &mut model, msg, now)? {
+                        break;
                     }
+                    pushed += 1;
                 }
+                prop_assert_eq!(pushed, fit);
             }
-            Op::TryPop => prop_assert_eq!(ring.try_pop().unwrap(), model.popped()),
             Op::TryPopWith => {
                 let got = ring.try_pop_with(|bytes| bytes.to_vec()).unwrap();
                 prop_assert_eq!(got, model.popped());
             }
-            Op::TryPopManyWith(max) | Op::PopManyWithNow(max) => {
+            Op::TryPopManyWith(max) => {
                 let mut got = Vec::new();
-                let collect = |bytes: &[u8]| got.push(bytes.to_vec());
-                let count = if matches!(op, Op::TryPopManyWith(_)) {
-                    ring.try_pop_many_with(max, collect)
-                } else {
-                    ring.pop_many_with(max, Some(Instant::now()), &mut NoInterrupt, collect)
-                };
+                let count = ring.try_pop_many_with(max, |bytes| got.push(bytes.to_vec()));
                 let want: Vec<Vec<u8>> = (0..max.max(1)).map_while(|_| model.popped()).collect();
-                if want.is_empty() && matches!(op, Op::PopManyWithNow(_)) {
-                    prop_assert!(matches!(count, Err(Error::Empty)), "{count:?}");
-                } else {
-                    prop_assert_eq!(count.unwrap(), want.len());
-                }
+                prop_assert_eq!(count.unwrap(), want.len());
                 prop_assert_eq!(got, want);
             }
-            Op::PopNow | Op::PopWithNow => {
+            Op::PopWithNow => {
                 let deadline = Some(Instant::now());
-                let got = if matches!(op, Op::PopNow) {
-                    ring.pop(deadline, &mut NoInterrupt)
-                } else {
-                    ring.pop_with(deadline, &mut NoInterrupt, |bytes| bytes.to_vec())
-                };
+                let got = ring.pop_with(deadline, &mut NoInterrupt, |bytes| bytes.to_vec());
                 match model.popped() {
                     Some(msg) => prop_assert_eq!(got.unwrap(), msg),
                     None => prop_assert!(matches!(got, Err(Error::Empty)), "{got:?}"),
@@ -194,9 +190,10 @@ fn run(cap: usize, ops: Vec<(bool, Op)>) -> Result<(), TestCaseError> {
     // Whatever is left comes out in order, through either handle.
     while let Some(msg) = model.popped() {
         let via = msg.len() % 2;
-        prop_assert_eq!(rings[via].try_pop().unwrap(), Some(msg));
+        let got = rings[via].try_pop_with(|bytes| bytes.to_vec()).unwrap();
+        prop_assert_eq!(got, Some(msg));
     }
-    prop_assert_eq!(rings[0].try_pop().unwrap(), None);
+    prop_assert_eq!(rings[0].try_pop_with(|bytes| bytes.to_vec()).unwrap(), None);
     Ok(())
 }
 
@@ -219,7 +216,7 @@ fn two_mappings_of_one_descriptor_share_the_ring() {
 
     for round in 0..200u32 {
         let task = round.to_le_bytes().repeat(1 + round as usize % 20);
-        parent.push(&task, None, &mut NoInterrupt).unwrap();
+        parent.push_parts(&[&task], None, &mut NoInterrupt).unwrap();
         assert_eq!(observer.len_bytes(), record_len(task.len()));
         let seen = worker
             .pop_with(None, &mut NoInterrupt, |bytes| bytes == &task[..])
@@ -227,10 +224,15 @@ fn two_mappings_of_one_descriptor_share_the_ring() {
         assert!(seen);
         assert!(observer.is_empty());
         // And back the other way through the same ring: the roles move between mappings.
-        worker.push(&task[..4], None, &mut NoInterrupt).unwrap();
-        assert_eq!(parent.pop(None, &mut NoInterrupt).unwrap(), &task[..4]);
+        worker
+            .push_parts(&[&task[..4]], None, &mut NoInterrupt)
+            .unwrap();
+        let back = parent
+            .pop_with(None, &mut NoInterrupt, |bytes| bytes.to_vec())
+            .unwrap();
+        assert_eq!(back, &task[..4]);
     }
-    assert!(matches!(worker.try_pop(), Ok(None)));
+    assert!(matches!(worker.try_pop_with(|_| ()), Ok(None)));
 }
 
 #[test]
@@ -239,6 +241,7 @@ fn a_handle_outlives_the_creator() {
     let mut a = Ring::open(creator.dup_fd().unwrap()).unwrap();
     drop(creator);
     let mut b = Ring::open(a.dup_fd().unwrap()).unwrap();
-    assert!(a.try_push(b"still here").unwrap());
-    assert_eq!(b.try_pop().unwrap().as_deref(), Some(&b"still here"[..]));
+    assert!(a.try_push_parts(&[b"still here"]).unwrap());
+    let got = b.try_pop_with(|bytes| bytes.to_vec()).unwrap();
+    assert_eq!(got.as_deref(), Some(&b"still here"[..]));
 }

@@ -17,6 +17,17 @@ fn message(seq: u64) -> Vec<u8> {
     msg
 }
 
+/// Pushes message `seq` as the pool does a frame: its 8-byte header and the rest as two
+/// parts of one record. Tries without waiting first, so that both push calls meet full
+/// rings, and falls back to waiting for room.
+fn send(producer: &mut Ring, seq: u64) {
+    let msg = message(seq);
+    let parts = [&msg[..8], &msg[8..]];
+    if !producer.try_push_parts(&parts).unwrap() {
+        producer.push_parts(&parts, None, &mut NoInterrupt).unwrap();
+    }
+}
+
 fn check(seq: u64, bytes: &[u8]) {
     assert_eq!(
         bytes,
@@ -32,20 +43,23 @@ fn a_million_small_messages_arrive_in_order() {
     let mut consumer = Ring::open(producer.dup_fd().unwrap()).unwrap();
     let reader = thread::spawn(move || {
         for seq in 0..COUNT {
-            if seq % 2 == 0 {
+            // Every other message: look without waiting first, so that both pop calls
+            // meet empty rings.
+            let taken = seq % 2 == 1
+                && consumer
+                    .try_pop_with(|bytes| check(seq, bytes))
+                    .unwrap()
+                    .is_some();
+            if !taken {
                 consumer
                     .pop_with(None, &mut NoInterrupt, |bytes| check(seq, bytes))
                     .unwrap();
-            } else {
-                check(seq, &consumer.pop(None, &mut NoInterrupt).unwrap());
             }
         }
         consumer
     });
     for seq in 0..COUNT {
-        producer
-            .push(&message(seq), None, &mut NoInterrupt)
-            .unwrap();
+        send(&mut producer, seq);
     }
     let consumer = reader.join().unwrap();
     assert!(consumer.is_empty());
@@ -60,8 +74,8 @@ fn batches_arrive_in_order() {
     let reader = thread::spawn(move || {
         let mut seq = 0;
         while seq < COUNT {
-            // Up to 50 at a time: what is there, or else the first to arrive and those
-            // published with it.
+            // Up to 50 at a time: what is there, or else (two times in three) the first
+            // to arrive, waited for, and up to 49 more that are there by then.
             let wait = seq % 3 != 0;
             let mut take = |bytes: &[u8]| {
                 check(seq, bytes);
@@ -71,23 +85,22 @@ fn batches_arrive_in_order() {
                 consumer.try_pop_many_with(50, &mut take).unwrap();
             } else {
                 consumer
-                    .pop_many_with(50, None, &mut NoInterrupt, &mut take)
+                    .pop_with(None, &mut NoInterrupt, &mut take)
                     .unwrap();
+                consumer.try_pop_many_with(49, &mut take).unwrap();
             }
         }
     });
+    // Bursts of 1 to 37 messages with a yield between them, so that the consumer sometimes
+    // drains the ring and has to wait.
     let mut next = 0;
     while next < COUNT {
-        let batch: Vec<Vec<u8>> = (next..COUNT.min(next + 1 + next % 37))
-            .map(message)
-            .collect();
-        let mut sent = 0;
-        while sent < batch.len() {
-            sent += producer
-                .push_many(&batch[sent..], None, &mut NoInterrupt)
-                .unwrap();
+        let end = COUNT.min(next + 1 + next % 37);
+        for seq in next..end {
+            send(&mut producer, seq);
         }
-        next += batch.len() as u64;
+        thread::yield_now();
+        next = end;
     }
     reader.join().unwrap();
     assert!(producer.is_empty());
@@ -105,16 +118,16 @@ fn a_slow_consumer_makes_the_producer_sleep_and_wake() {
             if seq % 100 < 10 {
                 thread::sleep(Duration::from_millis(1));
             }
-            check(seq, &consumer.pop(None, &mut NoInterrupt).unwrap());
+            consumer
+                .pop_with(None, &mut NoInterrupt, |bytes| check(seq, bytes))
+                .unwrap();
         }
     });
     for seq in 0..COUNT {
         if seq % 100 > 90 {
             thread::sleep(Duration::from_millis(1));
         }
-        producer
-            .push(&message(seq), None, &mut NoInterrupt)
-            .unwrap();
+        send(&mut producer, seq);
     }
     reader.join().unwrap();
     assert!(producer.is_empty());
