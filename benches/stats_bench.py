@@ -27,7 +27,7 @@ from typing import Any
 
 import shoal
 from shoal.backends.base import ChunkResult
-from shoal.pool._core import SINGLE
+from shoal.pool._jobs import SINGLE
 
 ITEMS = 200_000
 CALLS = 20_000

@@ -68,6 +68,7 @@ OPTIONAL = [
     "shoal._pickling",
     "shoal.pool._stats",
     "shoal.pool._core",
+    "shoal.pool._jobs",
     "shoal._process",
     "shoal._process.handover",
     "shoal._process.identity",

@@ -14,7 +14,7 @@ from pool_workers import BACKENDS, nap, square
 
 import shoal
 from shoal.pool._chunks import MAX_ADAPTIVE, TARGET_SECONDS, ChunkSizer, map_chunksize
-from shoal.pool._core import READ_AHEAD
+from shoal.pool._jobs import READ_AHEAD
 
 
 @pytest.fixture(params=BACKENDS)

@@ -10,8 +10,9 @@ from shoal._progress import PROGRESS_STEPS, ProgressCounter, ProgressSpec, count
 from shoal.backends.base import CallKind
 from shoal.pool._arguments import check_callable, check_timeout, length_of
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
-from shoal.pool._core import READ_AHEAD, RUN, SINGLE, Job, PoolCore, Target, WeakTarget
+from shoal.pool._core import RUN, PoolCore
 from shoal.pool._imap import IMapIterator
+from shoal.pool._jobs import READ_AHEAD, SINGLE, Job, Target, WeakTarget
 from shoal.pool._results import AsyncResult, MapResult, get_or_abandon
 
 __all__ = ["MapCalls"]
