@@ -23,6 +23,7 @@ demo:               ## the demo: real work across processes, with timings
 lint:               ## formatting, lints and types, Rust and Python
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc -p shoal-engine --no-deps --quiet
 	$(PYTHON) -m ruff check python tests benches
 	$(PYTHON) -m ruff format --check python tests benches
 	$(PYTHON) -m mypy

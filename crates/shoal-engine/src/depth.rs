@@ -3,11 +3,11 @@
 
 /// Work a worker should have queued ahead of it, in microseconds: enough that a collector
 /// away for a moment (a caller busy in Python, an interpreter pause) leaves no worker idle.
-const BUFFERED_MICROS: f64 = 2_000.0;
+pub const BUFFERED_MICROS: f64 = 2_000.0;
 /// What a chunk costs beyond the worker's own clock (ring, wake-up, bookkeeping).
 const CHUNK_OVERHEAD_MICROS: f64 = 10.0;
 /// The most chunks a worker may owe, however short they are.
-const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 64;
 
 /// How many chunks a worker may owe: [`BUFFERED_MICROS`] worth of them, judged from how
 /// long recent chunks kept workers busy, between the pool's own depth and [`MAX_DEPTH`].
