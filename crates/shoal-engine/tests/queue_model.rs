@@ -4,7 +4,7 @@
 //! The model mirrors the ring's byte accounting (16-byte record headers, bodies padded to 8
 //! bytes, chunks of a quarter ring for messages whose record exceeds half the ring), so it
 //! predicts exactly when a non-blocking put must fail with `Full` and how much of a batch
-//! got in. If the record layout in `queue.rs` changes, `record_len` and `chunk_len` below
+//! got in. If the record layout in `queue/layout.rs` changes, `record_len` and `chunk_len` below
 //! must follow.
 //!
 //! A large message put without waiting into a ring that holds only its first chunks is
