@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{record_len, Queue, ABORT, RECORD_HEADER, WHOLE};
+use super::{Queue, ABORT, RECORD_HEADER, WHOLE};
 use crate::error::{Error, Result};
 use crate::lock::RobustMutex;
 use crate::seg::{Preamble, HEADER_BYTES};
@@ -75,6 +75,12 @@ pub(super) struct Header {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
+
+/// The bytes a record with a body of `body` bytes takes: its header, and the body padded
+/// to 8 bytes.
+pub(super) fn record_len(body: u64) -> u64 {
+    RECORD_HEADER + body.div_ceil(8) * 8
+}
 
 impl Queue {
     pub(super) fn copy_in(&self, pos: u64, src: &[u8]) {

@@ -49,7 +49,7 @@ mod put;
 #[cfg(test)]
 mod tests;
 
-use layout::Header;
+use layout::{record_len, Header};
 
 /// Ring capacity in bytes when the caller does not choose one. Pages are backed only once
 /// touched, so an idle queue costs a few KiB whatever this is.
@@ -124,10 +124,6 @@ impl Sink for VecSink {
 pub struct Queue {
     seg: Segment,
     cap: u64,
-}
-
-fn record_len(body: u64) -> u64 {
-    RECORD_HEADER + body.div_ceil(8) * 8
 }
 
 impl Queue {
