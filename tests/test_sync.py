@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import warnings
 from typing import Any
 
 import pytest
@@ -39,6 +40,38 @@ def test_a_killed_holder_never_wedges_the_others(start_method: str) -> None:
     other.join()
     assert other.exitcode == 0
     assert done.acquire(timeout=0)
+
+
+def _take_and_leave(lock: Lock) -> None:
+    lock.acquire()  # and exit holding it
+
+
+def _die_holding(ctx: Any, lock: Lock) -> None:
+    holder = ctx.Process(target=_take_and_leave, args=(lock,))
+    holder.start()
+    holder.join()
+    assert holder.exitcode == 0
+
+
+def test_taking_over_a_dead_holders_lock_warns_at_the_callers_line(start_method: str) -> None:
+    ctx: Any = multiprocessing.get_context(start_method)
+    lock = Lock()
+    _die_holding(ctx, lock)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OwnerDiedWarning)
+        with pytest.raises(OwnerDiedWarning, match="died holding it"):
+            lock.acquire(timeout=30)
+    # The warning was raised instead of handing the lock over: the lock was given back.
+    assert lock.get_value() == 1
+    _die_holding(ctx, lock)
+    with pytest.warns(OwnerDiedWarning) as caught:
+        assert lock.acquire(timeout=30)
+    assert caught[0].filename == __file__
+    assert lock.owner_died
+    lock.release()
+    assert lock.acquire(timeout=0)
+    assert not lock.owner_died
+    lock.release()
 
 
 def test_counting_timeouts_and_over_release() -> None:

@@ -9,15 +9,12 @@ returns ``True`` as usual, ``owner_died`` is then true on that handle, and an
 from __future__ import annotations
 
 import multiprocessing.context
-import warnings
 from multiprocessing.reduction import DupFd
-from typing import Any
+from typing import Any, Self
 
 from shoal._shoal import SyncCore
 
 __all__ = ["BoundedSemaphore", "Lock", "OwnerDiedWarning", "Semaphore"]
-
-_TAKEN_OVER = 2
 
 
 class OwnerDiedWarning(RuntimeWarning):
@@ -29,14 +26,12 @@ class OwnerDiedWarning(RuntimeWarning):
     """
 
 
-def _timeout(block: bool, timeout: float | None) -> float | None:
-    if not block:
-        return 0.0
-    return None if timeout is None else max(timeout, 0.0)
-
-
-class Semaphore:
+class Semaphore(SyncCore):
     """A counter shared between processes, with ``multiprocessing.Semaphore``'s API.
+
+    ``acquire(block=True, timeout=None)``, ``release()``, ``get_value()`` and the ``with``
+    statement are the engine's own methods (see ``SyncCore``), so an uncontended
+    ``acquire`` and ``release`` run no Python code.
 
     Example:
         >>> from shoal._sync import Semaphore
@@ -47,46 +42,14 @@ class Semaphore:
         1
     """
 
-    def __init__(self, value: int = 1) -> None:
+    def __new__(cls, value: int = 1) -> Self:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        self._core = SyncCore(value, self._max_for(value))
-        self.owner_died = False
+        return super().__new__(cls, value, cls._max_for(value))
 
-    def _max_for(self, value: int) -> int:
+    @staticmethod
+    def _max_for(value: int) -> int:
         return 0
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        """Takes one unit, waiting while there is none (up to ``timeout`` seconds)."""
-        got = self._core.acquire(_timeout(block, timeout))
-        self.owner_died = got == _TAKEN_OVER
-        if self.owner_died:
-            try:
-                warnings.warn(
-                    "the previous holder of this lock died holding it; what it protects "
-                    "may be half-updated",
-                    OwnerDiedWarning,
-                    stacklevel=2,
-                )
-            except BaseException:
-                self.release()  # warnings are errors here: do not keep the lock
-                raise
-        return got != 0
-
-    def release(self) -> None:
-        """Gives one unit back; ``ValueError`` past a bounded maximum."""
-        if not self._core.release():
-            raise ValueError("semaphore or lock released too many times")
-
-    def get_value(self) -> int:
-        """The units available now (a snapshot)."""
-        return self._core.value()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         if multiprocessing.context.get_spawning_popen() is None:
@@ -94,7 +57,7 @@ class Semaphore:
                 f"{type(self).__name__} objects should only be shared between processes "
                 "through inheritance"
             )
-        return (_rebuild, (type(self), DupFd(self._core.fileno())))
+        return (_rebuild, (type(self), DupFd(self.fileno())))
 
 
 class BoundedSemaphore(Semaphore):
@@ -108,7 +71,8 @@ class BoundedSemaphore(Semaphore):
         ValueError: semaphore or lock released too many times
     """
 
-    def _max_for(self, value: int) -> int:
+    @staticmethod
+    def _max_for(value: int) -> int:
         return max(value, 1)
 
 
@@ -124,12 +88,10 @@ class Lock(BoundedSemaphore):
         False
     """
 
-    def __init__(self) -> None:
-        super().__init__(1)
+    def __new__(cls) -> Self:
+        return super().__new__(cls, 1)
 
 
 def _rebuild(cls: type[Semaphore], dupfd: Any) -> Semaphore:
-    self = cls.__new__(cls)
-    self._core = SyncCore.from_fd(dupfd.detach())
-    self.owner_died = False
-    return self
+    # SyncCore's own constructor: attaching to an existing cell, not making one.
+    return SyncCore.__new__(cls, 0, 0, dupfd.detach())

@@ -19,10 +19,11 @@
 //! ```
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::lock::{Acquired, RobustMutex};
+use crate::lock::{Acquired, Guard, RobustMutex};
 use crate::seg::{Preamble, Segment};
 use crate::wait::{Doorbell, Interrupt, SLICE};
 
@@ -101,13 +102,30 @@ impl SyncCell {
         self.state().count.load(Ordering::Acquire)
     }
 
-    /// Takes one unit without waiting. `steal_dead`: a lock whose recorded owner died is
-    /// taken over.
+    /// Takes one unit if one is free, waiting only for the state mutex (held for a few
+    /// stores at a time). `steal_dead`: a lock whose recorded owner died is taken over.
     fn try_take(&self, steal_dead: bool) -> Result<Option<Acquired>> {
         let s = self.state();
         let Some(_guard) = s.mutex.lock(None, &mut crate::wait::NoInterrupt)? else {
             return Ok(None);
         };
+        Ok(self.take_unit(steal_dead))
+    }
+
+    /// Takes one unit if one is free and no other process is inside the state mutex at
+    /// this instant: it never waits, so the bindings call it without leaving the
+    /// interpreter, and leave it (for [`acquire`](Self::acquire)) only when this fails.
+    /// `Ok(None)` when it cannot; a lock whose owner died is not taken over here.
+    pub fn try_acquire(&self) -> Result<Option<Acquired>> {
+        let Some(_guard) = self.state().mutex.try_lock()? else {
+            return Ok(None);
+        };
+        Ok(self.take_unit(false))
+    }
+
+    /// Takes a unit, or a dead owner's lock when `steal_dead`. Call under the state mutex.
+    fn take_unit(&self, steal_dead: bool) -> Option<Acquired> {
+        let s = self.state();
         let me = me();
         let count = s.count.load(Ordering::Relaxed);
         let how = if count > 0 {
@@ -116,12 +134,12 @@ impl SyncCell {
         } else if steal_dead && s.max.load(Ordering::Relaxed) == 1 && owner_dead(s) {
             Acquired::OwnerDied
         } else {
-            return Ok(None);
+            return None;
         };
         // The start time first, then the pid that commits it.
         s.owner_start.store(me.1, Ordering::Relaxed);
         s.owner.store(me.0, Ordering::Relaxed);
-        Ok(Some(how))
+        Some(how)
     }
 
     /// Takes one unit, waiting until `deadline` (`Ok(None)` when it passes). A lock (a
@@ -163,25 +181,40 @@ impl SyncCell {
         }
     }
 
-    /// Gives one unit back and wakes a waiter; refused past the maximum.
+    /// Gives one unit back and wakes a waiter; refused past the maximum. Waits only for
+    /// the state mutex.
     pub fn release(&self) -> Result<Release> {
         let s = self.state();
-        {
-            let Some(_guard) = s.mutex.lock(None, &mut crate::wait::NoInterrupt)? else {
-                return Err(Error::Invalid(
-                    "the lock's state mutex was not taken".into(),
-                ));
-            };
-            let count = s.count.load(Ordering::Relaxed);
-            let max = s.max.load(Ordering::Relaxed);
-            if max != 0 && count >= max {
-                return Ok(Release::TooMany);
-            }
-            s.owner.store(0, Ordering::Relaxed);
-            s.count.store(count + 1, Ordering::Relaxed);
+        let Some(guard) = s.mutex.lock(None, &mut crate::wait::NoInterrupt)? else {
+            return Err(Error::Invalid(
+                "the lock's state mutex was not taken".into(),
+            ));
+        };
+        Ok(self.give_unit(guard))
+    }
+
+    /// [`release`](Self::release) if no other process is inside the state mutex at this
+    /// instant (`Ok(None)` otherwise): it never waits.
+    pub fn try_release(&self) -> Result<Option<Release>> {
+        let Some(guard) = self.state().mutex.try_lock()? else {
+            return Ok(None);
+        };
+        Ok(Some(self.give_unit(guard)))
+    }
+
+    /// Gives a unit back under the state mutex, drops the mutex, then wakes a waiter.
+    fn give_unit(&self, guard: Guard<'_>) -> Release {
+        let s = self.state();
+        let count = s.count.load(Ordering::Relaxed);
+        let max = s.max.load(Ordering::Relaxed);
+        if max != 0 && count >= max {
+            return Release::TooMany;
         }
+        s.owner.store(0, Ordering::Relaxed);
+        s.count.store(count + 1, Ordering::Relaxed);
+        drop(guard);
         s.released.ring();
-        Ok(Release::Done)
+        Release::Done
     }
 }
 
@@ -198,19 +231,40 @@ fn owner_dead(s: &State) -> bool {
     }
 }
 
-/// This process's pid and start time. The start time is cached under the pid it belongs
-/// to, so a forked child (a new pid) reads its own instead of its parent's.
+/// This process's pid, cached (0: not known yet). A forked child forgets it at once
+/// ([`forget_pid`]), so it never records its parent's pid as a lock's owner.
+static MY_PID: AtomicU32 = AtomicU32::new(0);
+/// The start time of the process [`MY_PID`] names.
+static MY_START: AtomicU64 = AtomicU64::new(0);
+
+/// This process's pid and start time, cached: asking the kernel for the pid on every
+/// acquire would cost more than the rest of an uncontended acquire.
 fn me() -> (u32, u64) {
-    static PID: AtomicU32 = AtomicU32::new(0);
-    static START: AtomicU64 = AtomicU64::new(0);
-    let pid = std::process::id();
-    if PID.load(Ordering::Acquire) == pid {
-        return (pid, START.load(Ordering::Relaxed));
+    let cached = MY_PID.load(Ordering::Acquire);
+    if cached != 0 {
+        return (cached, MY_START.load(Ordering::Relaxed));
     }
+    let pid = std::process::id();
     let start = proc_start(pid).unwrap_or(0);
-    START.store(start, Ordering::Relaxed);
-    PID.store(pid, Ordering::Release);
+    if fork_hooked() {
+        MY_START.store(start, Ordering::Relaxed);
+        MY_PID.store(pid, Ordering::Release);
+    }
     (pid, start)
+}
+
+/// Whether forked children forget the cached pid ([`forget_pid`] is registered). Without
+/// that, nothing is cached.
+fn fork_hooked() -> bool {
+    static HOOKED: OnceLock<bool> = OnceLock::new();
+    // SAFETY: registers a handler that glibc's fork runs in the child; it only stores to
+    // an atomic, which is async-signal-safe. It fails only for lack of memory.
+    *HOOKED.get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) } == 0)
+}
+
+/// Run in a forked child (`pthread_atfork`): its pid is not its parent's.
+extern "C" fn forget_pid() {
+    MY_PID.store(0, Ordering::Relaxed);
 }
 
 /// The start time of a live (not zombie) process, from `/proc/<pid>/stat`.
@@ -224,4 +278,64 @@ fn proc_start(pid: u32) -> Option<u64> {
         return None;
     }
     fields.nth(18)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wait::NoInterrupt;
+
+    #[test]
+    fn the_tries_never_wait_and_agree_with_the_waiting_calls() -> Result<()> {
+        let cell = SyncCell::create(1, 1)?;
+        assert_eq!(cell.try_acquire()?, Some(Acquired::Clean));
+        assert_eq!(cell.try_acquire()?, None); // no unit left
+        assert_eq!(cell.try_release()?, Some(Release::Done));
+        assert_eq!(cell.try_release()?, Some(Release::TooMany)); // a lock holds one
+        assert_eq!(cell.value(), 1);
+        // Another process inside the state mutex: both tries give up at once, and the
+        // waiting calls go through once it leaves.
+        let held = cell.state().mutex.lock(None, &mut NoInterrupt)?;
+        assert_eq!(cell.try_acquire()?, None);
+        assert_eq!(cell.try_release()?, None);
+        assert_eq!(cell.value(), 1);
+        drop(held);
+        assert_eq!(
+            cell.acquire(Some(Instant::now()), &mut NoInterrupt)?,
+            Some(Acquired::Clean)
+        );
+        assert_eq!(cell.release()?, Release::Done);
+        Ok(())
+    }
+
+    #[test]
+    fn a_try_never_takes_a_dead_owners_lock_over() -> Result<()> {
+        let cell = SyncCell::create(0, 1)?;
+        // A lock taken by a pid that cannot exist, never released.
+        cell.state().owner.store(u32::MAX - 1, Ordering::Relaxed);
+        assert_eq!(cell.try_acquire()?, None);
+        let waited = cell.acquire(Some(Instant::now() + SLICE * 3), &mut NoInterrupt)?;
+        assert_eq!(waited, Some(Acquired::OwnerDied));
+        Ok(())
+    }
+
+    #[test]
+    fn a_forked_child_records_its_own_pid() {
+        let parent = me().0;
+        assert_eq!(parent, std::process::id());
+        // SAFETY: the child only computes its pid and start time, then leaves with
+        // _exit, running no destructor of the parent's state.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let ok = me().0 == std::process::id() && me().0 != parent;
+            // SAFETY: ends the forked child at once.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        assert!(child > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert_eq!(me().0, parent);
+    }
 }

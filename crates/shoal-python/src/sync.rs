@@ -1,8 +1,14 @@
-//! `SyncCore`: one process's handle on a shared lock or semaphore (`shoal_engine::sync`).
+//! `SyncCore`: one process's handle on a shared lock or semaphore (`shoal_engine::sync`),
+//! with `multiprocessing`'s method signatures, so that `shoal.Lock` and `shoal.Semaphore`
+//! (Python subclasses) call straight into Rust: an uncontended `acquire` + `release`
+//! passes through no Python frame.
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 use shoal_engine::lock::Acquired;
 use shoal_engine::sync::{Release, SyncCell};
 
@@ -10,28 +16,33 @@ use crate::blocking::{blocking, deadline};
 use crate::errors::to_py;
 use crate::fds::take_owned;
 
+/// What the warning says when a lock is taken over from a process that died holding it.
+const OWNER_DIED: &str =
+    "the previous holder of this lock died holding it; what it protects may be half-updated";
+
 /// A shared lock or semaphore. No interior lock: every operation is atomic in the engine.
-#[pyclass(frozen, module = "shoal._shoal")]
+#[pyclass(subclass, frozen, module = "shoal._shoal")]
 pub struct SyncCore {
     cell: SyncCell,
+    /// Whether this handle's last successful acquire took the lock over from a process
+    /// that died holding it.
+    owner_died: AtomicBool,
 }
 
 #[pymethods]
 impl SyncCore {
-    /// A cell of `value` units, at most `max` (0: no limit).
+    /// A new cell of `value` units, at most `max` (0: no limit); or, given `fd`, the cell
+    /// behind that descriptor, which the handle then owns (`value` and `max` unused).
     #[new]
-    fn new(value: u32, max: u32) -> PyResult<Self> {
+    #[pyo3(signature = (value, max, fd = None))]
+    fn new(value: u32, max: u32, fd: Option<i32>) -> PyResult<Self> {
+        let cell = match fd {
+            Some(fd) => to_py(SyncCell::open(take_owned(fd)?))?,
+            None => to_py(SyncCell::create(value, max))?,
+        };
         Ok(SyncCore {
-            cell: to_py(SyncCell::create(value, max))?,
-        })
-    }
-
-    /// Attaches through a descriptor, which the handle then owns.
-    #[staticmethod]
-    fn from_fd(fd: i32) -> PyResult<Self> {
-        let owned = take_owned(fd)?;
-        Ok(SyncCore {
-            cell: to_py(SyncCell::open(owned))?,
+            cell,
+            owner_died: AtomicBool::new(false),
         })
     }
 
@@ -40,25 +51,74 @@ impl SyncCore {
         self.cell.segment().fd().as_raw_fd()
     }
 
-    /// Takes a unit: 0 timed out, 1 taken, 2 taken over from a holder that died.
-    #[pyo3(signature = (timeout))]
-    fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u8> {
-        let until = deadline(timeout);
-        let got = blocking(py, |interrupt| self.cell.acquire(until, interrupt))?;
-        Ok(match got {
-            None => 0,
-            Some(Acquired::Clean) => 1,
-            Some(Acquired::OwnerDied) => 2,
-        })
+    /// Whether the last successful acquire through this handle took the lock over from a
+    /// process that died holding it.
+    #[getter]
+    fn owner_died(&self) -> bool {
+        self.owner_died.load(Ordering::Relaxed)
     }
 
-    /// Gives a unit back; false when the count is already at its maximum.
-    fn release(&self) -> PyResult<bool> {
-        Ok(to_py(self.cell.release())? == Release::Done)
+    /// Takes one unit, waiting while there is none (up to `timeout` seconds; not at all
+    /// unless `block`). True once taken, false when the time ran out. Taking a lock over
+    /// from a process that died holding it warns (`shoal.OwnerDiedWarning`).
+    #[pyo3(signature = (block = true, timeout = None))]
+    fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<bool> {
+        // Uncontended, a try that never waits takes the unit without leaving the
+        // interpreter (leaving and coming back costs more than the rest of the call).
+        let got = match to_py(self.cell.try_acquire())? {
+            Some(how) => Some(how),
+            None => {
+                let until = deadline(if block { timeout } else { Some(0.0) });
+                blocking(py, |interrupt| self.cell.acquire(until, interrupt))?
+            }
+        };
+        let took_over = got == Some(Acquired::OwnerDied);
+        self.owner_died.store(took_over, Ordering::Relaxed);
+        if took_over {
+            if let Err(err) = warn_owner_died(py) {
+                // Warnings are errors here: the caller never gets the lock, so give it
+                // back rather than keep it for nobody.
+                self.release(py)?;
+                return Err(err);
+            }
+        }
+        Ok(got.is_some())
     }
 
-    /// Units available (a snapshot).
-    fn value(&self) -> u32 {
+    /// Gives one unit back; `ValueError` past the maximum (an unlocked lock, a bounded
+    /// semaphore at its initial value).
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        // As in acquire: detached only when another process is inside the state mutex.
+        let outcome = match to_py(self.cell.try_release())? {
+            Some(outcome) => outcome,
+            None => blocking(py, |_| self.cell.release())?,
+        };
+        match outcome {
+            Release::Done => Ok(()),
+            Release::TooMany => Err(PyValueError::new_err(
+                "semaphore or lock released too many times",
+            )),
+        }
+    }
+
+    /// The units available now (a snapshot).
+    fn get_value(&self) -> u32 {
         self.cell.value()
     }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
+        self.acquire(py, true, None)
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.release(py)
+    }
+}
+
+/// Warns with `shoal.OwnerDiedWarning`, pointing at the caller's line.
+fn warn_owner_died(py: Python<'_>) -> PyResult<()> {
+    let category = py.import("shoal._sync")?.getattr("OwnerDiedWarning")?;
+    let message = std::ffi::CString::new(OWNER_DIED)?;
+    PyErr::warn(py, &category, &message, 1)
 }
