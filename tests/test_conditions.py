@@ -17,8 +17,8 @@ import pytest
 
 import shoal
 from scripts import run_script
-from shoal._conditions import Condition, RLock
-from shoal._sync import OwnerDiedWarning, Semaphore
+from shoal._conditions import Condition
+from shoal._sync import OwnerDiedWarning, RLock, Semaphore
 
 PROGRAM = """
 import shoal as multiprocessing
@@ -156,6 +156,27 @@ def test_recursion_and_ownership_in_one_process() -> None:
         Condition().wait(0)
     with pytest.raises(AssertionError, match="not owned"):
         Condition(shoal.Lock()).notify()
+
+
+def _try_the_held_rlock(lock: RLock) -> None:
+    # A forked copy of the handle shows the parent's record; it must not count as ours.
+    assert not lock._is_owned()
+    assert not lock.acquire(timeout=0.05)
+    with pytest.raises(AssertionError, match="not owned"):
+        lock.release()
+
+
+def test_a_forked_child_holds_nothing_its_parent_held() -> None:
+    lock = RLock()
+    with lock:
+        child = multiprocessing.get_context("fork").Process(
+            target=_try_the_held_rlock, args=(lock,)
+        )
+        child.start()
+        child.join()
+        assert child.exitcode == 0
+        assert lock._is_owned()
+    assert repr(lock) == "<shoal.RLock unlocked>"
 
 
 def test_condition_wakes_threads_one_by_one() -> None:

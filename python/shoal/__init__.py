@@ -53,7 +53,7 @@ _HOMES = {
     "shared": "shoal._shared",
     "SimpleQueue": "shoal._queue",
     "JoinableQueue": "shoal._joinable",
-    "RLock": "shoal._conditions",
+    "RLock": "shoal._sync",
     "Condition": "shoal._conditions",
     "Event": "shoal._conditions",
     "Barrier": "shoal._conditions",
@@ -177,14 +177,14 @@ if TYPE_CHECKING:
     )
     from queue import Empty, Full
 
-    from shoal._conditions import Barrier, Condition, Event, RLock
+    from shoal._conditions import Barrier, Condition, Event
     from shoal._context import get_context, set_start_method
     from shoal._executor import Executor, ProcessPoolExecutor, ThreadPoolExecutor
     from shoal._joinable import JoinableQueue
     from shoal._queue import Queue, SimpleQueue
     from shoal._shared import Shared, shared
     from shoal._sharedctypes import Array, RawArray, RawValue, Value
-    from shoal._sync import BoundedSemaphore, Lock, OwnerDiedWarning, Semaphore
+    from shoal._sync import BoundedSemaphore, Lock, OwnerDiedWarning, RLock, Semaphore
     from shoal._worker import Worker, current_worker
     from shoal.errors import (
         InitializerError,

@@ -1,5 +1,5 @@
-"""``shoal.RLock``, ``shoal.Condition``, ``shoal.Event`` and ``shoal.Barrier``:
-multiprocessing's API built on shoal's robust ``Lock`` and ``Semaphore``.
+"""``shoal.Condition``, ``shoal.Event`` and ``shoal.Barrier``: multiprocessing's API built
+on shoal's robust ``RLock``, ``Lock`` and ``Semaphore``.
 
 Each is made of shoal locks and semaphores, so it travels where they do (a Pool's
 ``initargs``, a ``Process``'s arguments) and a process killed while holding one of its locks
@@ -14,15 +14,14 @@ before it goes on without it (multiprocessing's would wait forever).
 from __future__ import annotations
 
 import multiprocessing.context
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol, TypeVar
 
-from shoal._sync import Lock, Semaphore
+from shoal._sync import Lock, RLock, Semaphore
 
-__all__ = ["NOTIFY_PATIENCE", "Barrier", "Condition", "Event", "RLock"]
+__all__ = ["NOTIFY_PATIENCE", "Barrier", "Condition", "Event"]
 
 T = TypeVar("T")
 
@@ -37,93 +36,6 @@ def _require_spawning(obj: object) -> None:
             f"{type(obj).__name__} objects should only be shared between processes "
             "through inheritance"
         )
-
-
-def _me() -> tuple[int, int]:
-    # The pid too: a forked child's thread may have the parent's thread ident.
-    return (os.getpid(), threading.get_ident())
-
-
-class RLock:
-    """A process-shared recursive lock, with ``multiprocessing.RLock``'s API: the thread
-    that holds it may take it again, and must release it as many times.
-
-    Example:
-        >>> from shoal import RLock
-        >>> lock = RLock()
-        >>> with lock:
-        ...     with lock:
-        ...         "held twice"
-        'held twice'
-        >>> lock.release()
-        Traceback (most recent call last):
-        AssertionError: attempt to release recursive lock not owned by thread
-    """
-
-    def __init__(self) -> None:
-        self._start(Lock())
-
-    def _start(self, lock: Lock) -> None:
-        self._lock = lock
-        self._owner: tuple[int, int] | None = None
-        self._count = 0
-
-    @property
-    def owner_died(self) -> bool:
-        """Whether the last acquire took the lock over from a process that died."""
-        return self._lock.owner_died
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        """Takes the lock (again, for its holder), waiting up to ``timeout`` seconds."""
-        me = _me()
-        if self._owner == me:
-            self._count += 1
-            return True
-        if not self._lock.acquire(block, timeout):
-            return False
-        self._owner, self._count = me, 1
-        return True
-
-    def release(self) -> None:
-        """Releases one level; the last one lets others take the lock."""
-        if self._owner != _me():
-            raise AssertionError("attempt to release recursive lock not owned by thread")
-        self._count -= 1
-        if self._count == 0:
-            self._owner = None
-            self._lock.release()
-
-    def _is_owned(self) -> bool:
-        return self._owner == _me()
-
-    def _release_save(self) -> int:
-        count, self._count, self._owner = self._count, 0, None
-        self._lock.release()
-        return count
-
-    def _acquire_restore(self, count: int) -> None:
-        self._lock.acquire()
-        self._owner, self._count = _me(), count
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        _require_spawning(self)
-        return (_rebuild_rlock, (self._lock,))
-
-    def __repr__(self) -> str:
-        state = "unlocked" if self._owner is None and self._lock.get_value() else "locked"
-        return f"<shoal.RLock {state}>"
-
-
-def _rebuild_rlock(lock: Lock) -> RLock:
-    self = RLock.__new__(RLock)
-    self._start(lock)
-    return self
 
 
 class _Lockish(Protocol):

@@ -22,7 +22,7 @@ from multiprocessing.reduction import DupFd
 from multiprocessing.sharedctypes import synchronized
 from typing import Any
 
-from shoal._conditions import RLock
+from shoal._sync import RLock
 
 __all__ = ["Array", "RawArray", "RawValue", "Value"]
 

@@ -1,5 +1,6 @@
-"""``shoal.Lock``, ``shoal.Semaphore`` and ``shoal.BoundedSemaphore``: multiprocessing's
-primitives in a memfd segment of their own, that a killed holder never wedges.
+"""``shoal.Lock``, ``shoal.RLock``, ``shoal.Semaphore`` and ``shoal.BoundedSemaphore``:
+multiprocessing's primitives in a memfd segment of their own, that a killed holder never
+wedges.
 
 A process that finds a ``Lock`` held by a process that has died takes it over: ``acquire``
 returns ``True`` as usual, ``owner_died`` is then true on that handle, and an
@@ -12,9 +13,9 @@ import multiprocessing.context
 from multiprocessing.reduction import DupFd
 from typing import Any, Self
 
-from shoal._shoal import SyncCore
+from shoal._shoal import RLockCore, SyncCore
 
-__all__ = ["BoundedSemaphore", "Lock", "OwnerDiedWarning", "Semaphore"]
+__all__ = ["BoundedSemaphore", "Lock", "OwnerDiedWarning", "RLock", "Semaphore"]
 
 
 class OwnerDiedWarning(RuntimeWarning):
@@ -90,6 +91,40 @@ class Lock(BoundedSemaphore):
 
     def __new__(cls) -> Self:
         return super().__new__(cls, 1)
+
+
+class RLock(RLockCore):
+    """A process-shared recursive lock, with ``multiprocessing.RLock``'s API: the thread
+    that holds it may take it again, and must release it as many times. Who holds it is
+    each process's own record (a forked child holds nothing its parent held); the engine's
+    own methods do the work, as for :class:`Lock`.
+
+    Example:
+        >>> from shoal import RLock
+        >>> lock = RLock()
+        >>> with lock:
+        ...     with lock:
+        ...         "held twice"
+        'held twice'
+        >>> lock.release()
+        Traceback (most recent call last):
+        AssertionError: attempt to release recursive lock not owned by thread
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if multiprocessing.context.get_spawning_popen() is None:
+            raise RuntimeError(
+                f"{type(self).__name__} objects should only be shared between processes "
+                "through inheritance"
+            )
+        return (_rebuild_rlock, (type(self), DupFd(self.fileno())))
+
+    def __repr__(self) -> str:
+        return f"<shoal.RLock {'unlocked' if self._unlocked() else 'locked'}>"
+
+
+def _rebuild_rlock(cls: type[RLock], dupfd: Any) -> RLock:
+    return cls(dupfd.detach())
 
 
 def _rebuild(cls: type[Semaphore], dupfd: Any) -> Semaphore:

@@ -262,6 +262,12 @@ fn fork_hooked() -> bool {
     *HOOKED.get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) } == 0)
 }
 
+/// This process's pid, as [`SyncCell`] records it for a lock's owner: cached, and right
+/// in a forked child too.
+pub fn current_pid() -> u32 {
+    me().0
+}
+
 /// Run in a forked child (`pthread_atfork`): its pid is not its parent's.
 extern "C" fn forget_pid() {
     MY_PID.store(0, Ordering::Relaxed);

@@ -1,6 +1,6 @@
 //! `shoal._shoal`: thin bindings over shoal-engine. This file only declares the module;
 //! each exposed class has its own file (`arena.rs`, `shm_buffer.rs`, `queue.rs`,
-//! `pool.rs`, `worker_link.rs`, `child_process.rs`, `sync.rs`), `blocking.rs` is the one
+//! `pool.rs`, `worker_link.rs`, `child_process.rs`, `sync.rs`, `rlock.rs`), `blocking.rs` is the one
 //! way to wait, and `errors.rs` holds the whole error mapping.
 
 use pyo3::prelude::*;
@@ -13,6 +13,7 @@ mod errors;
 mod fds;
 mod pool;
 mod queue;
+mod rlock;
 mod shm_buffer;
 mod sink;
 mod sync;
@@ -27,6 +28,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pool::PoolEngine>()?;
     m.add_class::<worker_exited::WorkerExited>()?;
     m.add_class::<sync::SyncCore>()?;
+    m.add_class::<rlock::RLockCore>()?;
     m.add_class::<worker_link::WorkerLink>()?;
     m.add_class::<child_process::ChildProcess>()?;
     m.add_function(wrap_pyfunction!(child_process::die_with_parent, m)?)?;
@@ -75,6 +77,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "MSG_TASK",
             "PoolEngine",
             "QueueCore",
+            "RLockCore",
             "ShmBuffer",
             "SyncCore",
             "WorkerExited",

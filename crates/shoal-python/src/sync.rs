@@ -63,42 +63,13 @@ impl SyncCore {
     /// from a process that died holding it warns (`shoal.OwnerDiedWarning`).
     #[pyo3(signature = (block = true, timeout = None))]
     fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<bool> {
-        // Uncontended, a try that never waits takes the unit without leaving the
-        // interpreter (leaving and coming back costs more than the rest of the call).
-        let got = match to_py(self.cell.try_acquire())? {
-            Some(how) => Some(how),
-            None => {
-                let until = deadline(if block { timeout } else { Some(0.0) });
-                blocking(py, |interrupt| self.cell.acquire(until, interrupt))?
-            }
-        };
-        let took_over = got == Some(Acquired::OwnerDied);
-        self.owner_died.store(took_over, Ordering::Relaxed);
-        if took_over {
-            if let Err(err) = warn_owner_died(py) {
-                // Warnings are errors here: the caller never gets the lock, so give it
-                // back rather than keep it for nobody.
-                self.release(py)?;
-                return Err(err);
-            }
-        }
-        Ok(got.is_some())
+        take_unit(py, &self.cell, &self.owner_died, block, timeout)
     }
 
     /// Gives one unit back; `ValueError` past the maximum (an unlocked lock, a bounded
     /// semaphore at its initial value).
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        // As in acquire: detached only when another process is inside the state mutex.
-        let outcome = match to_py(self.cell.try_release())? {
-            Some(outcome) => outcome,
-            None => blocking(py, |_| self.cell.release())?,
-        };
-        match outcome {
-            Release::Done => Ok(()),
-            Release::TooMany => Err(PyValueError::new_err(
-                "semaphore or lock released too many times",
-            )),
-        }
+        give_unit(py, &self.cell)
     }
 
     /// The units available now (a snapshot).
@@ -113,6 +84,52 @@ impl SyncCore {
     #[pyo3(signature = (*_exc))]
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<()> {
         self.release(py)
+    }
+}
+
+/// Takes a unit of `cell` for [`SyncCore::acquire`] (and `RLockCore`'s), recording in
+/// `owner_died` whether it was taken over from a dead holder.
+pub(crate) fn take_unit(
+    py: Python<'_>,
+    cell: &SyncCell,
+    owner_died: &AtomicBool,
+    block: bool,
+    timeout: Option<f64>,
+) -> PyResult<bool> {
+    // Uncontended, a try that never waits takes the unit without leaving the interpreter
+    // (leaving and coming back costs more than the rest of the call).
+    let got = match to_py(cell.try_acquire())? {
+        Some(how) => Some(how),
+        None => {
+            let until = deadline(if block { timeout } else { Some(0.0) });
+            blocking(py, |interrupt| cell.acquire(until, interrupt))?
+        }
+    };
+    let took_over = got == Some(Acquired::OwnerDied);
+    owner_died.store(took_over, Ordering::Relaxed);
+    if took_over {
+        if let Err(err) = warn_owner_died(py) {
+            // Warnings are errors here: the caller never gets the lock, so give it back
+            // rather than keep it for nobody.
+            give_unit(py, cell)?;
+            return Err(err);
+        }
+    }
+    Ok(got.is_some())
+}
+
+/// Gives a unit of `cell` back; `ValueError` past its maximum.
+pub(crate) fn give_unit(py: Python<'_>, cell: &SyncCell) -> PyResult<()> {
+    // As in take_unit: detached only when another process is inside the state mutex.
+    let outcome = match to_py(cell.try_release())? {
+        Some(outcome) => outcome,
+        None => blocking(py, |_| cell.release())?,
+    };
+    match outcome {
+        Release::Done => Ok(()),
+        Release::TooMany => Err(PyValueError::new_err(
+            "semaphore or lock released too many times",
+        )),
     }
 }
 
