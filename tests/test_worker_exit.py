@@ -158,3 +158,46 @@ def test_a_script_collects_what_its_workers_counted(tmp_path: Path, pool_start_m
         pool_start_method,
     )
     assert done.stdout.splitlines() == [str(sum(x * x for x in range(30))), "2 True", "['bye']"]
+
+
+def test_a_script_on_the_thread_twin_counts_reports_and_leaves(tmp_path: Path) -> None:
+    # The thread backend as a script uses it: functions of __main__, a lambda, no guard.
+    done = run_script(
+        """
+        import shoal
+        from shoal.dummy import Pool
+
+        def load():
+            shoal.current_worker().state["seen"] = 0
+
+        def work(x):
+            shoal.current_worker().state["seen"] += 1
+            return x * x
+
+        def report():
+            return shoal.current_worker().state["seen"]
+
+        counts = []
+        with Pool(2, initializer=load, worker_exit=report) as pool:
+            squares = pool.map(work, range(40), chunksize=4,
+                               progress=lambda done, total: counts.append((done, total)))
+            print(sum(squares))
+            stats = pool.stats()
+            print(stats.tasks_done, stats.chunks_done, sorted(w.index for w in stats.workers))
+            print(sum(w.tasks for w in stats.workers), stats.tasks_failed, stats.backend)
+            pool.close()
+            pool.join()
+            left = pool.exit_results()
+        print(sum(left), len(left))
+        print(counts[-1], counts == sorted(counts))
+        """,
+        tmp_path,
+        "thread",
+    )
+    assert done.stdout.splitlines() == [
+        str(sum(x * x for x in range(40))),
+        "40 10 [0, 1]",
+        "40 0 thread",
+        "40 2",
+        "(40, 40) True",
+    ]
