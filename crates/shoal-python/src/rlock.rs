@@ -11,9 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use shoal_engine::sync::{current_pid, SyncCell};
 
-use crate::errors::to_py;
-use crate::fds::take_owned;
-use crate::sync::{give_unit, take_unit};
+use crate::sync::{give_unit, open_or_create, take_unit};
 
 /// A process-shared recursive lock.
 #[pyclass(subclass, frozen, module = "shoal._shoal")]
@@ -42,12 +40,8 @@ impl RLockCore {
     #[new]
     #[pyo3(signature = (fd = None))]
     fn new(fd: Option<i32>) -> PyResult<Self> {
-        let cell = match fd {
-            Some(fd) => to_py(SyncCell::open(take_owned(fd)?))?,
-            None => to_py(SyncCell::create(1, 1))?,
-        };
         Ok(RLockCore {
-            cell,
+            cell: open_or_create(1, 1, fd)?,
             owner_died: AtomicBool::new(false),
             holder_thread: AtomicU64::new(0),
             holder_pid: AtomicU32::new(0),

@@ -36,12 +36,8 @@ impl SyncCore {
     #[new]
     #[pyo3(signature = (value, max, fd = None))]
     fn new(value: u32, max: u32, fd: Option<i32>) -> PyResult<Self> {
-        let cell = match fd {
-            Some(fd) => to_py(SyncCell::open(take_owned(fd)?))?,
-            None => to_py(SyncCell::create(value, max))?,
-        };
         Ok(SyncCore {
-            cell,
+            cell: open_or_create(value, max, fd)?,
             owner_died: AtomicBool::new(false),
         })
     }
@@ -84,6 +80,15 @@ impl SyncCore {
     #[pyo3(signature = (*_exc))]
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<()> {
         self.release(py)
+    }
+}
+
+/// The cell behind `fd` (which the caller then owns), or without one a new cell of
+/// `value` units, at most `max`.
+pub(crate) fn open_or_create(value: u32, max: u32, fd: Option<i32>) -> PyResult<SyncCell> {
+    match fd {
+        Some(fd) => to_py(SyncCell::open(take_owned(fd)?)),
+        None => to_py(SyncCell::create(value, max)),
     }
 }
 
