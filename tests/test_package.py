@@ -1,6 +1,7 @@
 """The package's surface: every public name resolves, and ``import shoal`` stays light
 (names load on first use; the process pool's zygote starts only with the Pool); and the
-house's: every make target says what it does, every benchmark has one."""
+house's: every make target says what it does, every benchmark has one, and no locked
+crate needs a newer Rust than the declared ``rust-version``."""
 
 from __future__ import annotations
 
@@ -66,3 +67,41 @@ def test_every_benchmark_has_a_make_target_and_every_target_a_help_line() -> Non
         target = "bench-" + bench.stem.removesuffix("_bench")
         assert f"{target}:" in makefile, target
         assert f"benches/{bench.name}" in makefile, bench.name
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_every_locked_crate_builds_on_the_declared_rust_version() -> None:
+    import json
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["package"][
+        "rust-version"
+    ]
+    host = subprocess.run(
+        ["rustc", "-vV"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    triple = re.search(r"^host: (\S+)$", host, re.MULTILINE)
+    assert triple is not None, host
+    metadata = subprocess.run(
+        [
+            *("cargo", "metadata", "--format-version", "1", "--locked"),
+            *("--filter-platform", triple.group(1)),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    packages = json.loads(metadata)["packages"]
+    assert {p["name"] for p in packages} >= {"pyo3", "libc", "proptest"}
+    too_new = {
+        f"{p['name']} {p['version']}": p["rust_version"]
+        for p in packages
+        if p["rust_version"] and _version(p["rust_version"]) > _version(declared)
+    }
+    assert too_new == {}, f"these need a newer Rust than the declared {declared}"
