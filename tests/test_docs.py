@@ -74,6 +74,7 @@ OPTIONAL = [
     "shoal._process.identity",
     "shoal._process.launch",
     "shoal._process.worker",
+    "shoal._process.chunks",
     "shoal._process.zygote",
     "shoal.backends.dask",
     "shoal.backends.ray",

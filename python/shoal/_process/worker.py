@@ -4,7 +4,7 @@ A worker gets four descriptors: its task ring, its result ring, the pool's bell 
 memfd holding the pool's settings (``WorkerConfig``, pickled), plus any descriptors its
 initializer's arguments need (a ``shoal.Queue`` in ``initargs``). It then takes messages
 from its task ring: a function to keep (pickled once per pool, cached here by id), a chunk
-to run, or the order to stop.
+to run (``shoal._process.chunks``), or the order to stop.
 """
 
 from __future__ import annotations
@@ -18,20 +18,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple, cast
 
-from shoal._buffers import MAGIC, OutOfBand, pack, unpack
-from shoal._labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
 from shoal._pickling import dumps_detached, loads
+from shoal._process.chunks import ChunkRunner, Failure, wire
 from shoal._process.identity import Lineage, become_worker, leave
-from shoal._shoal import MSG_DEFINE, MSG_FORGET, MSG_STOP, MSG_TASK, Arena, ShmBuffer, WorkerLink
+from shoal._shoal import MSG_DEFINE, MSG_FORGET, MSG_STOP, MSG_TASK, Arena, WorkerLink
 from shoal._worker import become_process_worker
 from shoal.errors import ShoalError
 
 __all__ = [
-    "CALL_APPLY",
-    "CALL_ONE",
-    "CALL_STAR",
-    "CALL_WATCHED",
-    "Failure",
     "InheritedFd",
     "WorkerConfig",
     "forget_init",
@@ -41,15 +35,6 @@ __all__ = [
     "main",
 ]
 
-
-# How a chunk's items are passed (shoal.backends.base.CallKind, as small ints).
-CALL_ONE: Final = 0
-CALL_STAR: Final = 1
-CALL_APPLY: Final = 2
-CALL_WATCHED: Final = 4
-"""Added to the call code of a chunk a progress bar watches: the worker reports how far
-it has got while the chunk runs (:class:`_Reporter`)."""
-_CALL_NAMES: Final = ("one", "star", "apply")  # (CallKind's values, by code)
 
 # How often an idle worker checks that the process that started it is still there.
 _PARENT_CHECK: Final = 0.25
@@ -62,9 +47,6 @@ _inherited: list[int] = []
 # that descriptor under the same number and finds its entry in its copy of this dict).
 _kept_inits: dict[int, tuple[Callable[..., object], tuple[Any, ...]]] = {}
 _serving = False
-# The pool's shared-memory arena, for large arguments and results (set by _serve).
-_arena: Arena | None = None
-_out_of_band: OutOfBand | None = None
 
 
 class WorkerConfig(NamedTuple):
@@ -93,27 +75,6 @@ class WorkerConfig(NamedTuple):
     authkey: bytes
     parent: int
     lineage: Lineage
-
-
-class Failure(NamedTuple):
-    """A task's exception and its traceback, formatted here (a pickle drops it). The
-    worker's own light twin of ``shoal.backends.base.Failure``: it keeps ``dataclasses``
-    and ``traceback`` out of every worker's start."""
-
-    exception: BaseException
-    traceback: str
-
-    @classmethod
-    def capture(cls, exc: BaseException, *, from_task: bool = False) -> Failure:
-        """The failure for ``exc``, with its traceback formatted now. ``from_task``: the
-        exception came out of the user's function, and the traceback starts there (the
-        worker's own frame that called it says nothing to the user)."""
-        import traceback
-
-        tb = exc.__traceback__
-        if from_task and tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        return cls(exc, "".join(traceback.format_exception(type(exc), exc, tb)))
 
 
 class InheritedFd:
@@ -210,9 +171,7 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
         # kills its children): leave as soon as that process is gone, even mid-task.
         _watch_parent(config.parent)
     link = WorkerLink(tasks, results, bell)
-    global _arena, _out_of_band
-    _arena = Arena.attach(arena_fd)
-    _out_of_band = OutOfBand(_arena)
+    runner = ChunkRunner(link, Arena.attach(arena_fd))
     for fd in (tasks, results, bell, arena_fd):
         os.close(fd)
 
@@ -244,7 +203,7 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
                 functions[ident] = Failure.capture(exc)
         elif kind == MSG_TASK:
             fn = functions.get(func)
-            outcome = _run(fn, payload, broken, ready, ident, link)
+            outcome = runner.run(fn, payload, broken, ready, ident)
             ready = None
             link.send_result(ident, outcome)
             _flush()
@@ -271,7 +230,7 @@ def _say_farewell(link: WorkerLink, hook: bytes | None, broken: Failure | None) 
         fn = cast("Callable[[], object]", loads(hook))
         outcome = (fn(), None)
     except Exception as exc:
-        outcome = (None, _wire({0: Failure.capture(exc, from_task=True)})[0])
+        outcome = (None, wire({0: Failure.capture(exc, from_task=True)})[0])
     try:
         payload = dumps_detached(outcome)
     except Exception as exc:
@@ -305,163 +264,6 @@ def _parent_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _run(  # noqa: C901 (the task loop, inline on purpose)
-    fn: Callable[..., Any] | Failure | None,
-    payload: bytes,
-    broken: Failure | None,
-    ready: float | None,
-    chunk: int,
-    link: WorkerLink,
-) -> bytes:
-    """Runs one chunk and returns its pickled outcome ``(values, failures, elapsed, kept,
-    ready, label)`` (see :func:`_encode`)."""
-    started = time.perf_counter()
-    views: list[ShmBuffer] = []
-    try:
-        decoded: Any
-        if payload.startswith(MAGIC):
-            # Large arguments stay in the parent's blocks (it frees them when this chunk
-            # is answered), read in place.
-            decoded, views = unpack(payload, _arena, own=False)
-        else:
-            decoded = loads(payload)
-        call, items = decoded
-        del decoded
-    except Exception as exc:
-        # The parent fails every task of the chunk with it.
-        return _encode([None], {0: Failure.capture(exc)}, 0.0, _keep(views), ready)
-    count = len(items)
-    problem: Failure | None = broken
-    if problem is None and isinstance(fn, Failure):
-        problem = fn
-    if problem is None and fn is None:
-        problem = Failure.capture(ShoalError("the task's function never arrived"))
-    if problem is not None or not callable(fn):
-        problem = problem or Failure.capture(ShoalError("the task's function is not callable"))
-        del items
-        every = dict.fromkeys(range(count), problem)
-        return _encode([None] * count, every, 0.0, _keep(views), ready)
-    values: list[Any] = []
-    failures: dict[int, Failure] = {}
-    append = values.append
-    remaining = iter(items)
-    watched = call & CALL_WATCHED
-    if watched:
-        call ^= CALL_WATCHED
-        _reporter(link).watch(chunk, values)
-    while True:
-        # Tight loops, one per call convention: a chunk of tiny tasks spends its time here.
-        try:
-            if call == CALL_ONE:
-                for item in remaining:
-                    append(fn(item))
-            elif call == CALL_STAR:
-                for item in remaining:
-                    append(fn(*item))
-            else:
-                for args, kwargs in remaining:
-                    append(fn(*args, **kwargs))
-            break
-        except BaseException as exc:
-            # SystemExit and KeyboardInterrupt raised by a task end that task, not the
-            # worker: its caller gets them as the task's error. The loop goes on with
-            # the next item.
-            failures[len(values)] = Failure.capture(exc, from_task=True)
-            append(None)
-    if watched:
-        _reporter(link).watch(None, values)
-    elapsed = time.perf_counter() - started
-    label = None
-    if elapsed >= LABEL_AFTER and count:
-        label = describe_arguments(items[0], _CALL_NAMES[call])
-    del items, remaining
-    return _encode(values, failures, elapsed, _keep(views), ready, label)
-
-
-class _Reporter:
-    """Tells the pool how far the watched chunk running now has got, every
-    :data:`PROGRESS_EVERY` seconds, from a thread of its own: the task loop pays nothing
-    for it (it reads the length of the values list the loop appends to)."""
-
-    def __init__(self, link: WorkerLink) -> None:
-        self._link = link
-        self._watched: tuple[int, list[Any]] | None = None
-        import threading
-
-        threading.Thread(target=self._report, name="shoal-progress", daemon=True).start()
-
-    def watch(self, chunk: int | None, values: list[Any]) -> None:
-        """Watches ``values`` of ``chunk`` from now on (``None``: nothing)."""
-        self._watched = None if chunk is None else (chunk, values)
-
-    def _report(self) -> None:
-        told: tuple[int, int] | None = None
-        while True:
-            time.sleep(PROGRESS_EVERY)
-            watched = self._watched
-            if watched is None:
-                continue
-            chunk, values = watched
-            now = (chunk, len(values))
-            # (A report that cannot go at once is skipped: the next one says more.)
-            if now[1] and now != told and self._link.send_progress(*now):
-                told = now
-
-
-_the_reporter: _Reporter | None = None
-
-
-def _reporter(link: WorkerLink) -> _Reporter:
-    global _the_reporter
-    if _the_reporter is None:
-        _the_reporter = _Reporter(link)
-    return _the_reporter
-
-
-def _keep(views: list[ShmBuffer]) -> list[int]:
-    """The argument blocks something of this process still uses after the chunk (an
-    array the task stored, or a result that is a view of an argument): this process
-    takes them over, so that the parent does not free them, and frees them itself when
-    they are no longer used. Returns their offsets, for the parent."""
-    kept = []
-    for view in views:
-        # Every object rebuilt over a block holds an export of it (unpack hands out
-        # memoryviews only), so a live export is exactly "still in use".
-        if view.exports:
-            view.adopt()
-            kept.append(view.offset)
-    return kept
-
-
-def _encode(
-    values: list[Any],
-    failures: dict[int, Failure],
-    elapsed: float,
-    kept: list[int],
-    ready: float | None,
-    label: str | None = None,
-) -> bytes:
-    """Pickles a chunk's outcome: its values, failures, seconds, the argument blocks it
-    kept, when this worker was ready (first answer only) and a description of its
-    arguments (slow chunks only). A value or exception that cannot be pickled becomes
-    that task's error, saying so, so that one bad result never loses the others."""
-    wire = _wire(failures)
-    try:
-        return pack((values, wire, elapsed, kept, ready, label), _out_of_band)[0]
-    except Exception:
-        pass
-    from shoal.backends.sendable import make_sendable  # (rarely needed: loaded then)
-
-    make_sendable(values, failures, dumps_detached, Failure)
-    wire = _wire(failures)
-    return pack((values, wire, elapsed, kept, ready, label), _out_of_band)[0]
-
-
-def _wire(failures: dict[int, Failure]) -> dict[int, tuple[BaseException, str, Any]]:
-    # The cause travels beside its exception: pickling an exception drops __cause__.
-    return {i: (f.exception, f.traceback, f.exception.__cause__) for i, f in failures.items()}
 
 
 def _flush() -> None:

@@ -44,9 +44,9 @@ from shoal._buffers import (
     unpack,
 )
 from shoal._pickling import loads
+from shoal._process.chunks import CALL_APPLY, CALL_ONE, CALL_STAR, CALL_WATCHED
 from shoal._process.identity import NAME_PREFIX
 from shoal._process.launch import WorkerSetup, check_start_method, launch
-from shoal._process.worker import CALL_APPLY, CALL_ONE, CALL_STAR, CALL_WATCHED
 from shoal._process.zygote import shared_zygote
 from shoal._shoal import (
     EVENT_EXITED,
