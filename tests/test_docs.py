@@ -273,3 +273,53 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
     backends = " ".join((ROOT / "docs" / "backends.md").read_text().split())
     assert f"at most doubling per step, at most {MAX_ADAPTIVE}" in backends
     assert f"process: 1 << {shift} per worker" in backends
+
+
+# Paths the tree's text may name that are not in the tree, and why.
+_NAMED_ELSEWHERE = {
+    "target/": "cargo's build directory, made by the build",
+    "test_parallel.py": "joblib's own test file, run from the installed joblib",
+}
+_PATH_IN_BACKTICKS = re.compile(
+    r"`([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*(?:\.(?:rs|py|pyi|md|toml|yml|yaml)|/))`"
+)
+# Where a relative path in the text may start from.
+_PATH_BASES = (
+    "",
+    "python/",
+    "python/shoal/",
+    "crates/",
+    "crates/shoal-engine/",
+    "crates/shoal-engine/src/",
+    "crates/shoal-python/src/",
+    "tests/",
+    "benches/",
+)
+
+
+def test_every_file_the_text_names_exists() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: nothing lists the tree's files")
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    names = {Path(f).name for f in tracked}
+    folders = {f"{parent}/" for f in tracked for parent in Path(f).parents if parent.name}
+
+    def exists(token: str) -> bool:
+        if token.endswith("/"):
+            return any(base + token in folders for base in _PATH_BASES)
+        if "/" in token:
+            return any(base + token in tracked for base in _PATH_BASES)
+        return token in names
+
+    stale: dict[str, set[str]] = {}
+    for name in tracked:
+        if not name.endswith((".md", ".rs", ".py", ".pyi", ".toml")):
+            continue
+        for found in _PATH_IN_BACKTICKS.finditer((ROOT / name).read_text()):
+            token = found.group(1)
+            if token not in _NAMED_ELSEWHERE and not exists(token):
+                stale.setdefault(token, set()).add(name)
+    assert stale == {}, "the text names files that are not in the tree"
+    assert len(names) > 100  # the listing worked
