@@ -267,8 +267,20 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
         r"LOCK_PATIENCE: Duration = Duration::from_secs\((\d+)\)",
     )
     assert f"it waits at most {patience} s (`LOCK_PATIENCE`)" in design
+    slice_ms = _rust_constant(
+        "crates/shoal-engine/src/wait.rs",
+        r"pub const SLICE: Duration = Duration::from_millis\((\d+)\)",
+    )
+    first_check = _rust_constant(
+        "crates/shoal-engine/src/sync.rs",
+        r"pub const FIRST_OWNER_CHECK: Duration = Duration::from_millis\((\d+)\)",
+    )
+    assert f"sleeps in slices of at most {slice_ms} ms" in design
+    assert f"on the doorbell in slices of at most {slice_ms} ms (`SLICE`)" in design
+    assert f"after {first_check} ms (`FIRST_OWNER_CHECK`) and then every `SLICE`" in design
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"cuts its work into at least {PROGRESS_STEPS} chunks" in readme
+    assert f"notices within about {slice_ms} ms that the holder is gone" in readme
     assert f"are done every {PROGRESS_EVERY} s" in readme
     backends = " ".join((ROOT / "docs" / "backends.md").read_text().split())
     assert f"at most doubling per step, at most {MAX_ADAPTIVE}" in backends

@@ -29,6 +29,10 @@ use crate::wait::{Doorbell, Interrupt, SLICE};
 
 const MAGIC: u64 = 0x7368_6f61_6c53_594e; // "shoalSYN"
 
+/// How long a waiter waits before it first asks whether a lock's owner is still alive;
+/// then it asks every [`SLICE`].
+pub const FIRST_OWNER_CHECK: Duration = Duration::from_millis(2);
+
 /// The shared record, at the start of the segment.
 #[repr(C)]
 struct State {
@@ -155,7 +159,7 @@ impl SyncCell {
         }
         let s = self.state();
         // Liveness costs a /proc read: asked once per slice, not on every spin.
-        let mut next_check = Instant::now() + Duration::from_millis(2);
+        let mut next_check = Instant::now() + FIRST_OWNER_CHECK;
         let mut outcome: Result<Option<Acquired>> = Ok(None);
         let ready = s.released.wait_until(
             || {
