@@ -1,7 +1,8 @@
 """Uncontended locks: shoal's against multiprocessing's, ratios printed.
 
-Rows: acquire+release of a ``Lock``, an ``RLock`` and a ``Semaphore``, and the idiom
-``with value.get_lock(): value.value += 1`` on a shared ``Value``.
+Rows: acquire+release of a ``Lock``, an ``RLock`` and a ``Semaphore``, a refused
+``acquire(False)``, and the idiom ``with value.get_lock(): value.value += 1`` on a shared
+``Value``.
 
 Run: python3 benches/sync_bench.py
 """
@@ -31,6 +32,20 @@ def per_pair(lock: Any) -> float:
     return best
 
 
+def per_refusal(lock: Any) -> float:
+    """Seconds per ``acquire(False)`` of ``lock`` while it is held, best of three runs."""
+    lock.acquire()
+    acquire = lock.acquire
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(N):
+            acquire(False)
+        best = min(best, (time.perf_counter() - start) / N)
+    lock.release()
+    return best
+
+
 def per_increment(value: Any) -> float:
     """Seconds per locked increment of a shared ``Value``, best of three runs."""
     lock = value.get_lock()
@@ -50,6 +65,7 @@ def main() -> None:
         ("Lock acquire+release", per_pair, shoal.Lock(), multiprocessing.Lock()),
         ("RLock acquire+release", per_pair, shoal.RLock(), multiprocessing.RLock()),
         ("Semaphore acquire+release", per_pair, shoal.Semaphore(), multiprocessing.Semaphore()),
+        ("acquire(False) of a held Lock", per_refusal, shoal.Lock(), multiprocessing.Lock()),
         (
             "with get_lock(): value += 1",
             per_increment,
@@ -60,7 +76,7 @@ def main() -> None:
     for name, measure, ours, theirs in rows:
         a, b = measure(ours), measure(theirs)
         print(
-            f"{name:28} shoal {a * 1e9:6.0f} ns  multiprocessing {b * 1e9:6.0f} ns  "
+            f"{name:30} shoal {a * 1e9:6.0f} ns  multiprocessing {b * 1e9:6.0f} ns  "
             f"ratio {a / b:5.2f}x"
         )
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import shoal
 
 
@@ -75,7 +77,11 @@ def _version(text: str) -> tuple[int, ...]:
 
 def test_every_locked_crate_builds_on_the_declared_rust_version() -> None:
     import json
+    import shutil
     import tomllib
+
+    if shutil.which("cargo") is None or shutil.which("rustc") is None:
+        pytest.skip("no Rust toolchain here: the lock cannot be resolved")
 
     root = Path(__file__).resolve().parent.parent
     declared = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["package"][

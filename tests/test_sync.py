@@ -86,6 +86,43 @@ def test_counting_timeouts_and_over_release() -> None:
     assert s.get_value() == 2
 
 
+def test_a_bounded_semaphore_of_zero_refuses_every_release() -> None:
+    with pytest.raises(ValueError, match="released too many times"):
+        BoundedSemaphore(0).release()
+    unbounded = Semaphore(0)
+    for _ in range(3):
+        unbounded.release()
+    assert unbounded.get_value() == 3
+
+
+def test_a_failed_acquire_leaves_owner_died_as_the_last_success_set_it() -> None:
+    lock = Lock()
+    assert lock.acquire()
+    assert not lock.owner_died
+    assert not lock.acquire(False)
+    assert not lock.acquire(timeout=0)
+    assert not lock.owner_died
+    lock.release()
+
+
+def test_an_rlock_takes_no_arguments_and_guards_its_condition_calls() -> None:
+    from shoal._sync import RLock
+
+    with pytest.raises(TypeError):
+        RLock(0)  # type: ignore[call-arg]
+    lock = RLock()
+    with pytest.raises(AssertionError, match="not owned"):
+        lock._release_save()
+    assert lock.acquire()
+    assert lock.acquire()
+    assert lock._release_save() == 2
+    assert not lock._is_owned()
+    lock._acquire_restore(2)
+    lock.release()
+    lock.release()
+    assert not lock._is_owned()
+
+
 def test_pickling_outside_process_start_is_refused() -> None:
     import pickle
 

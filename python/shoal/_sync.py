@@ -49,8 +49,8 @@ class Semaphore(SyncCore):
         return super().__new__(cls, value, cls._max_for(value))
 
     @staticmethod
-    def _max_for(value: int) -> int:
-        return 0
+    def _max_for(value: int) -> int | None:
+        return None  # no limit
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         if multiprocessing.context.get_spawning_popen() is None:
@@ -73,8 +73,8 @@ class BoundedSemaphore(Semaphore):
     """
 
     @staticmethod
-    def _max_for(value: int) -> int:
-        return max(value, 1)
+    def _max_for(value: int) -> int | None:
+        return value
 
 
 class Lock(BoundedSemaphore):
@@ -111,6 +111,9 @@ class RLock(RLockCore):
         AssertionError: attempt to release recursive lock not owned by thread
     """
 
+    def __new__(cls) -> Self:
+        return super().__new__(cls)
+
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         if multiprocessing.context.get_spawning_popen() is None:
             raise RuntimeError(
@@ -124,7 +127,8 @@ class RLock(RLockCore):
 
 
 def _rebuild_rlock(cls: type[RLock], dupfd: Any) -> RLock:
-    return cls(dupfd.detach())
+    # RLockCore's own constructor: attaching to the cell, not making one.
+    return RLockCore.__new__(cls, dupfd.detach())
 
 
 def _rebuild(cls: type[Semaphore], dupfd: Any) -> Semaphore:

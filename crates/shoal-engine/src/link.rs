@@ -16,7 +16,8 @@
 //! use shoal_engine::ring::Ring;
 //! use shoal_engine::wait::NoInterrupt;
 //! use std::sync::Arc;
-//! let (mut tasks, mut results, bell) = (Ring::create(4096)?, Ring::create(4096)?, Bell::create()?);
+//! let (mut tasks, mut results) = (Ring::create(4096)?, Ring::create(4096)?);
+//! let bell = Bell::create()?;
 //! let mut worker = WorkerEnd::new(
 //!     Ring::open(tasks.dup_fd()?)?, Ring::open(results.dup_fd()?)?, Bell::open(bell.dup_fd()?)?,
 //! );

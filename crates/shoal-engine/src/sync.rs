@@ -12,7 +12,7 @@
 //! ```
 //! use shoal_engine::sync::SyncCell;
 //! use shoal_engine::wait::NoInterrupt;
-//! let cell = SyncCell::create(1, 1).unwrap();
+//! let cell = SyncCell::create(1, Some(1)).unwrap();
 //! assert!(cell.acquire(None, &mut NoInterrupt).unwrap().is_some());
 //! assert!(cell.acquire(Some(std::time::Instant::now()), &mut NoInterrupt).unwrap().is_none());
 //! cell.release().unwrap();
@@ -29,6 +29,9 @@ use crate::wait::{Doorbell, Interrupt, SLICE};
 
 const MAGIC: u64 = 0x7368_6f61_6c53_594e; // "shoalSYN"
 
+/// The `max` of a cell without a limit: the most units its counter holds.
+pub const NO_LIMIT: u32 = u32::MAX;
+
 /// How long a waiter waits before it first asks whether a lock's owner is still alive;
 /// then it asks every [`SLICE`].
 pub const FIRST_OWNER_CHECK: Duration = Duration::from_millis(2);
@@ -40,7 +43,7 @@ struct State {
     mutex: RobustMutex,
     /// Units available (a lock is a semaphore of one).
     count: AtomicU32,
-    /// The most units there may be (0: no limit).
+    /// The most units there may be ([`NO_LIMIT`]: none but the counter's range).
     max: AtomicU32,
     /// Pid of the process that took the last unit of a lock (0: none recorded).
     owner: AtomicU32,
@@ -56,6 +59,17 @@ pub struct SyncCell {
     seg: Segment,
 }
 
+/// What [`SyncCell::try_acquire`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// A unit, now the caller's.
+    Taken(Acquired),
+    /// No unit free.
+    Empty,
+    /// Another process was inside the state mutex: nothing is known.
+    Busy,
+}
+
 /// Why a release was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
@@ -66,9 +80,12 @@ pub enum Release {
 }
 
 impl SyncCell {
-    /// Creates a cell holding `value` units, at most `max` (0: no limit).
-    pub fn create(value: u32, max: u32) -> Result<Self> {
-        if max != 0 && value > max {
+    /// Creates a cell holding `value` units, at most `max` (`None`: no limit but the
+    /// counter's range, [`NO_LIMIT`]; `Some(0)` is a bounded semaphore that starts, and
+    /// stays, empty).
+    pub fn create(value: u32, max: Option<u32>) -> Result<Self> {
+        let max = max.unwrap_or(NO_LIMIT);
+        if value > max {
             return Err(Error::Invalid(format!(
                 "initial value {value} is above the maximum {max}"
             )));
@@ -118,13 +135,16 @@ impl SyncCell {
 
     /// Takes one unit if one is free and no other process is inside the state mutex at
     /// this instant: it never waits, so the bindings call it without leaving the
-    /// interpreter, and leave it (for [`acquire`](Self::acquire)) only when this fails.
-    /// `Ok(None)` when it cannot; a lock whose owner died is not taken over here.
-    pub fn try_acquire(&self) -> Result<Option<Acquired>> {
+    /// interpreter, and leave it (for [`acquire`](Self::acquire)) only when this fails
+    /// and the caller may wait. A lock whose owner died is not taken over here.
+    pub fn try_acquire(&self) -> Result<Attempt> {
         let Some(_guard) = self.state().mutex.try_lock()? else {
-            return Ok(None);
+            return Ok(Attempt::Busy);
         };
-        Ok(self.take_unit(false))
+        Ok(match self.take_unit(false) {
+            Some(how) => Attempt::Taken(how),
+            None => Attempt::Empty,
+        })
     }
 
     /// Takes a unit, or a dead owner's lock when `steal_dead`. Call under the state mutex.
@@ -210,8 +230,7 @@ impl SyncCell {
     fn give_unit(&self, guard: Guard<'_>) -> Release {
         let s = self.state();
         let count = s.count.load(Ordering::Relaxed);
-        let max = s.max.load(Ordering::Relaxed);
-        if max != 0 && count >= max {
+        if count >= s.max.load(Ordering::Relaxed) {
             return Release::TooMany;
         }
         s.owner.store(0, Ordering::Relaxed);
@@ -231,7 +250,12 @@ fn owner_dead(s: &State) -> bool {
     }
     match proc_start(pid) {
         None => true,
-        Some(start) => start != s.owner_start.load(Ordering::Relaxed),
+        // 0: the owner could not read its own start time; its pid alone then says it is
+        // alive (a reused pid is taken for it).
+        Some(start) => {
+            let recorded = s.owner_start.load(Ordering::Relaxed);
+            recorded != 0 && start != recorded
+        }
     }
 }
 
@@ -249,7 +273,11 @@ fn me() -> (u32, u64) {
         return (cached, MY_START.load(Ordering::Relaxed));
     }
     let pid = std::process::id();
-    let start = proc_start(pid).unwrap_or(0);
+    let Some(start) = proc_start(pid) else {
+        // Unreadable now (no /proc, out of descriptors): recorded as unknown, asked again
+        // next time.
+        return (pid, 0);
+    };
     if fork_hooked() {
         MY_START.store(start, Ordering::Relaxed);
         MY_PID.store(pid, Ordering::Release);
@@ -297,16 +325,16 @@ mod tests {
 
     #[test]
     fn the_tries_never_wait_and_agree_with_the_waiting_calls() -> Result<()> {
-        let cell = SyncCell::create(1, 1)?;
-        assert_eq!(cell.try_acquire()?, Some(Acquired::Clean));
-        assert_eq!(cell.try_acquire()?, None); // no unit left
+        let cell = SyncCell::create(1, Some(1))?;
+        assert_eq!(cell.try_acquire()?, Attempt::Taken(Acquired::Clean));
+        assert_eq!(cell.try_acquire()?, Attempt::Empty);
         assert_eq!(cell.try_release()?, Some(Release::Done));
         assert_eq!(cell.try_release()?, Some(Release::TooMany)); // a lock holds one
         assert_eq!(cell.value(), 1);
         // Another process inside the state mutex: both tries give up at once, and the
         // waiting calls go through once it leaves.
         let held = cell.state().mutex.lock(None, &mut NoInterrupt)?;
-        assert_eq!(cell.try_acquire()?, None);
+        assert_eq!(cell.try_acquire()?, Attempt::Busy);
         assert_eq!(cell.try_release()?, None);
         assert_eq!(cell.value(), 1);
         drop(held);
@@ -320,10 +348,10 @@ mod tests {
 
     #[test]
     fn a_try_never_takes_a_dead_owners_lock_over() -> Result<()> {
-        let cell = SyncCell::create(0, 1)?;
+        let cell = SyncCell::create(0, Some(1))?;
         // A lock taken by a pid that cannot exist, never released.
         cell.state().owner.store(u32::MAX - 1, Ordering::Relaxed);
-        assert_eq!(cell.try_acquire()?, None);
+        assert_eq!(cell.try_acquire()?, Attempt::Empty);
         let waited = cell.acquire(Some(Instant::now() + SLICE * 3), &mut NoInterrupt)?;
         assert_eq!(waited, Some(Acquired::OwnerDied));
         Ok(())
@@ -333,8 +361,9 @@ mod tests {
     fn a_forked_child_records_its_own_pid() {
         let parent = me().0;
         assert_eq!(parent, std::process::id());
-        // SAFETY: the child only computes its pid and start time, then leaves with
-        // _exit, running no destructor of the parent's state.
+        // SAFETY: the child only computes its pid and start time (reading /proc, which
+        // allocates: glibc's fork leaves malloc usable in the child of a threaded
+        // process), then leaves with _exit, running no destructor of the parent's state.
         let child = unsafe { libc::fork() };
         if child == 0 {
             let ok = me().0 == std::process::id() && me().0 != parent;
@@ -347,5 +376,34 @@ mod tests {
         assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         assert_eq!(me().0, parent);
+    }
+
+    #[test]
+    fn limits_none_some_and_zero() -> Result<()> {
+        let open = SyncCell::create(0, None)?;
+        for _ in 0..3 {
+            assert_eq!(open.release()?, Release::Done);
+        }
+        assert_eq!(open.value(), 3);
+        // A bounded semaphore of zero, as multiprocessing's: nothing to give back, ever.
+        let empty = SyncCell::create(0, Some(0))?;
+        assert_eq!(empty.release()?, Release::TooMany);
+        assert!(matches!(
+            SyncCell::create(2, Some(1)),
+            Err(Error::Invalid(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn an_owner_whose_start_time_is_unknown_counts_as_alive_while_its_pid_is() -> Result<()> {
+        let cell = SyncCell::create(0, Some(1))?;
+        let s = cell.state();
+        s.owner.store(std::process::id(), Ordering::Relaxed);
+        s.owner_start.store(0, Ordering::Relaxed);
+        assert!(!owner_dead(s));
+        s.owner_start.store(1, Ordering::Relaxed); // not this process's start time
+        assert!(owner_dead(s));
+        Ok(())
     }
 }

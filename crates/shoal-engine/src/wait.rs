@@ -151,7 +151,10 @@ impl Doorbell {
             return Ok(true);
         }
         if !spin.is_zero() {
-            let spin_until = Instant::now() + spin;
+            // Never past the deadline: a call that may not wait (a deadline of now) checks
+            // once more and returns, it does not spin.
+            let spin_until =
+                deadline.map_or(Instant::now() + spin, |d| d.min(Instant::now() + spin));
             while Instant::now() < spin_until {
                 std::thread::yield_now();
                 if ready() {
@@ -226,5 +229,21 @@ mod tests {
             bell.wait_until(|| false, None, &mut stop),
             Err(Error::Interrupted)
         ));
+    }
+
+    #[test]
+    fn a_deadline_already_passed_checks_twice_and_never_spins() {
+        let bell = Doorbell::default();
+        let mut checks = 0;
+        let ready = || {
+            checks += 1;
+            false
+        };
+        // A spin would call `ready` on every turn for SPIN (thousands of times).
+        assert!(matches!(
+            bell.wait_until(ready, Some(Instant::now()), &mut NoInterrupt),
+            Ok(false)
+        ));
+        assert!(checks <= 3, "{checks} checks");
     }
 }

@@ -9,7 +9,7 @@ use shoal_engine::Result;
 
 #[test]
 fn a_lock_held_by_a_killed_child_is_taken_over() -> Result<()> {
-    let cell = SyncCell::create(1, 1)?;
+    let cell = SyncCell::create(1, Some(1))?;
     // SAFETY: the child only takes the lock and sleeps; it never returns into the harness.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
@@ -40,7 +40,7 @@ fn a_lock_held_by_a_killed_child_is_taken_over() -> Result<()> {
 
 #[test]
 fn a_bounded_semaphore_counts_and_refuses_over_release() -> Result<()> {
-    let cell = SyncCell::create(2, 2)?;
+    let cell = SyncCell::create(2, Some(2))?;
     let now = || Some(Instant::now());
     assert!(cell.acquire(now(), &mut NoInterrupt)?.is_some());
     assert!(cell.acquire(now(), &mut NoInterrupt)?.is_some());

@@ -1,7 +1,7 @@
 //! `shoal._shoal`: thin bindings over shoal-engine. This file only declares the module;
 //! each exposed class has its own file (`arena.rs`, `shm_buffer.rs`, `queue.rs`,
-//! `pool.rs`, `worker_link.rs`, `child_process.rs`, `sync.rs`, `rlock.rs`), `blocking.rs` is the one
-//! way to wait, and `errors.rs` holds the whole error mapping.
+//! `pool.rs`, `worker_link.rs`, `child_process.rs`, `sync.rs`, `rlock.rs`), `blocking.rs`
+//! is the one way to wait, and `errors.rs` holds the whole error mapping.
 
 use pyo3::prelude::*;
 use shoal_engine::link::Kind;

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use shoal_engine::sync::{current_pid, SyncCell};
 
-use crate::sync::{give_unit, open_or_create, take_unit};
+use crate::sync::{acquire_cell, open_or_create, release_cell};
 
 /// A process-shared recursive lock.
 #[pyclass(subclass, frozen, module = "shoal._shoal")]
@@ -41,7 +41,7 @@ impl RLockCore {
     #[pyo3(signature = (fd = None))]
     fn new(fd: Option<i32>) -> PyResult<Self> {
         Ok(RLockCore {
-            cell: open_or_create(1, 1, fd)?,
+            cell: open_or_create(1, Some(1), fd)?,
             owner_died: AtomicBool::new(false),
             holder_thread: AtomicU64::new(0),
             holder_pid: AtomicU32::new(0),
@@ -54,8 +54,8 @@ impl RLockCore {
         self.cell.segment().fd().as_raw_fd()
     }
 
-    /// Whether the last acquire that took the cell took it over from a process that died
-    /// holding it.
+    /// Whether the last successful acquire that took the cell took it over from a process
+    /// that died holding it.
     #[getter]
     fn owner_died(&self) -> bool {
         self.owner_died.load(Ordering::Relaxed)
@@ -69,7 +69,7 @@ impl RLockCore {
             self.depth.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
-        if !take_unit(py, &self.cell, &self.owner_died, block, timeout)? {
+        if !acquire_cell(py, &self.cell, &self.owner_died, block, timeout)? {
             return Ok(false);
         }
         self.hold(1);
@@ -80,9 +80,7 @@ impl RLockCore {
     /// thread that does not hold it, as multiprocessing raises.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
         if !self.is_owned() {
-            return Err(PyAssertionError::new_err(
-                "attempt to release recursive lock not owned by thread",
-            ));
+            return Err(not_owned());
         }
         if self.depth.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.let_go(py)?;
@@ -98,6 +96,9 @@ impl RLockCore {
     /// Lets go of every level at once and returns how many there were (`Condition.wait`
     /// does so before it sleeps).
     fn _release_save(&self, py: Python<'_>) -> PyResult<u32> {
+        if !self.is_owned() {
+            return Err(not_owned());
+        }
         let depth = self.depth.swap(0, Ordering::Relaxed);
         self.let_go(py)?;
         Ok(depth)
@@ -105,7 +106,7 @@ impl RLockCore {
 
     /// Takes the lock again with `depth` levels (after `_release_save`).
     fn _acquire_restore(&self, py: Python<'_>, depth: u32) -> PyResult<()> {
-        take_unit(py, &self.cell, &self.owner_died, true, None)?;
+        acquire_cell(py, &self.cell, &self.owner_died, true, None)?;
         self.hold(depth);
         Ok(())
     }
@@ -125,6 +126,11 @@ impl RLockCore {
     }
 }
 
+/// What releasing a lock this thread does not hold raises, as multiprocessing says it.
+fn not_owned() -> PyErr {
+    PyAssertionError::new_err("attempt to release recursive lock not owned by thread")
+}
+
 impl RLockCore {
     fn is_owned(&self) -> bool {
         self.holder_thread.load(Ordering::Relaxed) == this_thread()
@@ -142,6 +148,6 @@ impl RLockCore {
     fn let_go(&self, py: Python<'_>) -> PyResult<()> {
         self.holder_thread.store(0, Ordering::Relaxed);
         self.holder_pid.store(0, Ordering::Relaxed);
-        give_unit(py, &self.cell)
+        release_cell(py, &self.cell)
     }
 }

@@ -10,7 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use shoal_engine::lock::Acquired;
-use shoal_engine::sync::{Release, SyncCell};
+use shoal_engine::sync::{Attempt, Release, SyncCell};
 
 use crate::blocking::{blocking, deadline};
 use crate::errors::to_py;
@@ -31,11 +31,11 @@ pub struct SyncCore {
 
 #[pymethods]
 impl SyncCore {
-    /// A new cell of `value` units, at most `max` (0: no limit); or, given `fd`, the cell
-    /// behind that descriptor, which the handle then owns (`value` and `max` unused).
+    /// A new cell of `value` units, at most `max` (`None`: no limit); or, given `fd`, the
+    /// cell behind that descriptor, which the handle then owns (`value` and `max` unused).
     #[new]
     #[pyo3(signature = (value, max, fd = None))]
-    fn new(value: u32, max: u32, fd: Option<i32>) -> PyResult<Self> {
+    fn new(value: u32, max: Option<u32>, fd: Option<i32>) -> PyResult<Self> {
         Ok(SyncCore {
             cell: open_or_create(value, max, fd)?,
             owner_died: AtomicBool::new(false),
@@ -59,13 +59,13 @@ impl SyncCore {
     /// from a process that died holding it warns (`shoal.OwnerDiedWarning`).
     #[pyo3(signature = (block = true, timeout = None))]
     fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<bool> {
-        take_unit(py, &self.cell, &self.owner_died, block, timeout)
+        acquire_cell(py, &self.cell, &self.owner_died, block, timeout)
     }
 
     /// Gives one unit back; `ValueError` past the maximum (an unlocked lock, a bounded
     /// semaphore at its initial value).
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        give_unit(py, &self.cell)
+        release_cell(py, &self.cell)
     }
 
     /// The units available now (a snapshot).
@@ -84,17 +84,17 @@ impl SyncCore {
 }
 
 /// The cell behind `fd` (which the caller then owns), or without one a new cell of
-/// `value` units, at most `max`.
-pub(crate) fn open_or_create(value: u32, max: u32, fd: Option<i32>) -> PyResult<SyncCell> {
+/// `value` units, at most `max` (`None`: no limit).
+pub(crate) fn open_or_create(value: u32, max: Option<u32>, fd: Option<i32>) -> PyResult<SyncCell> {
     match fd {
         Some(fd) => to_py(SyncCell::open(take_owned(fd)?)),
         None => to_py(SyncCell::create(value, max)),
     }
 }
 
-/// Takes a unit of `cell` for [`SyncCore::acquire`] (and `RLockCore`'s), recording in
-/// `owner_died` whether it was taken over from a dead holder.
-pub(crate) fn take_unit(
+/// Takes a unit of `cell` for [`SyncCore::acquire`] (and `RLockCore`'s); once taken,
+/// records in `owner_died` whether it was taken over from a dead holder.
+pub(crate) fn acquire_cell(
     py: Python<'_>,
     cell: &SyncCell,
     owner_died: &AtomicBool,
@@ -103,28 +103,32 @@ pub(crate) fn take_unit(
 ) -> PyResult<bool> {
     // Uncontended, a try that never waits takes the unit without leaving the interpreter
     // (leaving and coming back costs more than the rest of the call).
+    let may_wait = block && timeout.is_none_or(|t| t > 0.0);
     let got = match to_py(cell.try_acquire())? {
-        Some(how) => Some(how),
-        None => {
+        Attempt::Taken(how) => Some(how),
+        // Nothing to wait for: answered without leaving the interpreter either.
+        Attempt::Empty if !may_wait => None,
+        Attempt::Empty | Attempt::Busy => {
             let until = deadline(if block { timeout } else { Some(0.0) });
             blocking(py, |interrupt| cell.acquire(until, interrupt))?
         }
     };
-    let took_over = got == Some(Acquired::OwnerDied);
-    owner_died.store(took_over, Ordering::Relaxed);
-    if took_over {
+    if got == Some(Acquired::OwnerDied) {
         if let Err(err) = warn_owner_died(py) {
             // Warnings are errors here: the caller never gets the lock, so give it back
-            // rather than keep it for nobody.
-            give_unit(py, cell)?;
+            // rather than keep it for nobody (the next acquirer is not warned again).
+            release_cell(py, cell)?;
             return Err(err);
         }
+    }
+    if got.is_some() {
+        owner_died.store(got == Some(Acquired::OwnerDied), Ordering::Relaxed);
     }
     Ok(got.is_some())
 }
 
 /// Gives a unit of `cell` back; `ValueError` past its maximum.
-pub(crate) fn give_unit(py: Python<'_>, cell: &SyncCell) -> PyResult<()> {
+pub(crate) fn release_cell(py: Python<'_>, cell: &SyncCell) -> PyResult<()> {
     // As in take_unit: detached only when another process is inside the state mutex.
     let outcome = match to_py(cell.try_release())? {
         Some(outcome) => outcome,

@@ -3,11 +3,11 @@
 One *job* (``shoal.pool._jobs``) per ``map``/``imap``/``apply``/``submit`` call. The feeder
 thread cuts jobs into chunks and submits them to the backend, round-robin over the jobs
 that may take more, while fewer than ``backend.max_in_flight`` chunks are outstanding. An
-``imap`` job also stops reading its input while the consumer is ``READ_AHEAD`` chunks per
-worker behind, which is what keeps an infinite generator lazy. The result thread takes the
-backend's results, frees their in-flight slots, feeds the chunk sizer and delivers values
-to the job's result object (running user callbacks there, as multiprocessing's result
-handler does).
+``imap`` job also stops reading its input while the consumer is ``READ_AHEAD`` (in
+``_jobs``) chunks per worker behind, which is what keeps an infinite generator lazy. The
+result thread takes the backend's results, frees their in-flight slots, feeds the chunk
+sizer and delivers values to the job's result object (running user callbacks there, as
+multiprocessing's result handler does).
 
 The threads hold this core, never the ``Pool`` object, so an abandoned Pool can be
 collected and its finalizer can shut the core down.

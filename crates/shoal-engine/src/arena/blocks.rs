@@ -102,8 +102,8 @@ impl Arena {
 
     /// Frees the block that starts at `offset`. Any process may free any block. An offset
     /// where no live block starts (a wrong or double free) is [`Error::Invalid`] and
-    /// changes nothing. A block of [`PUNCH_ON_FREE`](super::PUNCH_ON_FREE) bytes or more gives its pages back
-    /// before this returns.
+    /// changes nothing. A block of [`PUNCH_ON_FREE`](super::PUNCH_ON_FREE) bytes or more
+    /// gives its pages back before this returns.
     pub fn free(&self, offset: u64) -> Result<()> {
         let guard = self.lock()?;
         let (first, order) = self.live_block(offset)?;

@@ -164,8 +164,8 @@ fn timeouts_say_full_and_empty_and_interrupts_stop_waits() -> Result<()> {
 #[test]
 fn a_full_ring_refuses_until_a_pop_makes_room() -> Result<()> {
     let mut r = Ring::create(64)?;
-    let msgs: [&[u8]; 4] = [&[1; 8], &[2; 8], &[3; 8], &[4; 8]]; // 16 bytes each
-                                                                 // One record first, so that the later ones wrap around the ring's end.
+    // 16 bytes each; one record first, so that the later ones wrap around the ring's end.
+    let msgs: [&[u8]; 4] = [&[1; 8], &[2; 8], &[3; 8], &[4; 8]];
     assert!(r.try_push_parts(&[&[0; 8]])?);
     for &msg in &msgs[..3] {
         assert!(r.try_push_parts(&[msg])?);

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::proc::{Child, Exit, Pidfd};
 
-/// One chunk to run: its id, its function's id (see [`Supervisor::define`](super::Supervisor::define)) and its
-/// pickled items.
+/// One chunk to run: its id, its function's id (see
+/// [`Supervisor::define`](super::Supervisor::define)) and its pickled items.
 #[derive(Debug, Clone)]
 pub struct Task {
     /// The chunk's id, unique in the pool; its result carries it.
