@@ -84,10 +84,11 @@ def _session_dask(spec: Any, sink: Any, **options: Any) -> Any:
     global _dask_cluster
     import distributed
 
-    from shoal.backends.dask import DaskBackend, _EmbeddedCluster
+    from shoal.backends.dask import DaskBackend
+    from shoal.backends.dask_session import EmbeddedCluster
 
     if _dask_cluster is None:
-        _dask_cluster = _EmbeddedCluster(distributed, 2)
+        _dask_cluster = EmbeddedCluster(distributed, 2)
     return DaskBackend(spec, sink, client=_dask_cluster.client, **options)
 
 

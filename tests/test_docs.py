@@ -77,6 +77,7 @@ OPTIONAL = [
     "shoal._process.chunks",
     "shoal._process.zygote",
     "shoal.backends.dask",
+    "shoal.backends.dask_session",
     "shoal.backends.ray",
 ]
 # Modules whose docstrings are not run, and why.

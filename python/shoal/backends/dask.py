@@ -31,11 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
-import os
 import queue
-import subprocess
-import sys
 import threading
 import uuid
 import weakref
@@ -52,9 +48,15 @@ from shoal.backends.base import (
     all_failed,
     local_workers,
 )
+from shoal.backends.dask_session import (
+    CONNECT_TIMEOUT,
+    EmbeddedCluster,
+    connect,
+    distributed_module,
+)
 from shoal.backends.on_cluster import from_wire, run_remote
 from shoal.backends.shipping import KEEP, Functions, Shipped
-from shoal.errors import ShoalError, WorkerLostError
+from shoal.errors import WorkerLostError
 
 
 def _identity(blob: bytes) -> bytes:
@@ -66,20 +68,7 @@ __all__ = ["CONNECT_TIMEOUT", "OPTIONS", "DaskBackend"]
 OPTIONS: Final = ("address", "client")
 """The keyword arguments of ``Pool`` this backend takes."""
 
-CONNECT_TIMEOUT: Final = 10.0
-"""Seconds to reach a scheduler given by ``address`` before the pool gives up."""
-
 _IN_FLIGHT_PER_WORKER: Final = 8  # enough queued work to hide a round trip of ~10 ms
-
-
-def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as exc:
-        raise ImportError(
-            'backend="dask" needs Dask\'s distributed scheduler: pip install "shoal[dask]"'
-        ) from exc
-    return distributed
 
 
 def _shared_from_cluster(key: str) -> Any:
@@ -90,7 +79,7 @@ def _shared_from_cluster(key: str) -> Any:
     with _shared_lock:
         handle = _shared_here.get(key)
         if handle is None:
-            distributed = _distributed()
+            distributed = distributed_module()
             worker = distributed.get_worker()
             if key in worker.data:
                 value = worker.data[key]
@@ -107,77 +96,13 @@ _shared_here: OrderedDict[str, Any] = OrderedDict()
 _shared_lock = threading.Lock()
 
 
-# --- in the pool's process --------------------------------------------------------------
-
-# Seconds the embedded cluster's workers live on after losing their scheduler (when the
-# program that made the pool is killed), and the longest wait for them to join.
-_ORPHAN_SECONDS: Final = 10
-_START_TIMEOUT: Final = 120.0
-
-
-class _EmbeddedCluster:
-    """A scheduler in this process and ``n`` single-threaded workers started by Dask's own
-    ``dask worker`` command, a program of its own: multiprocessing inside it never
-    re-runs the user's script (which a ``LocalCluster``'s spawned workers would, in a
-    script without an ``if __name__ == "__main__":`` guard)."""
-
-    def __init__(self, distributed: Any, n: int) -> None:
-        import dask
-
-        # A task fails at its worker's first death: the Pool's retries decide the rest.
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-            # The scheduler always serves HTTP (metrics at least): on a free port, never
-            # on the dashboard's 8787, which another program or cluster may hold.
-            self.scheduler = distributed.LocalCluster(
-                n_workers=0, dashboard_address=":0", silence_logs=logging.CRITICAL
-            )
-        self.client = distributed.Client(self.scheduler, set_as_default=False)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        command = [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_worker",
-            self.scheduler.scheduler_address,
-            "--nworkers",
-            str(n),
-            "--nthreads",
-            "1",
-            "--no-dashboard",
-            "--memory-limit",
-            "0",
-            "--death-timeout",
-            str(_ORPHAN_SECONDS),
-        ]
-        self.workers = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            self.client.wait_for_workers(n, timeout=_START_TIMEOUT)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        """Stops the workers (their nannies end them) and the scheduler."""
-        self.workers.terminate()
-        try:
-            self.workers.wait(30)
-        except subprocess.TimeoutExpired:
-            self.workers.kill()
-            self.workers.wait()
-        with contextlib.suppress(Exception):
-            self.client.close()
-        with contextlib.suppress(Exception):
-            self.scheduler.close()
-
-
 class DaskBackend(Backend):
     """Runs chunks as Dask tasks (see the module's docstring)."""
 
     def __init__(
         self, spec: WorkerSpec, sink: ResultSink, *, address: str | None = None, client: Any = None
     ) -> None:
-        distributed = _distributed()
+        distributed = distributed_module()
         if spec.maxtasksperchild is not None:
             raise ValueError(
                 'backend="dask" cannot replace a cluster\'s workers: maxtasksperchild is not '
@@ -192,10 +117,10 @@ class DaskBackend(Backend):
         if address is not None and client is not None:
             raise ValueError("give the dask backend an address or a client, not both")
         self._sink = sink
-        self._cluster: _EmbeddedCluster | None = None
+        self._cluster: EmbeddedCluster | None = None
         self._owns_client = client is None
         if client is None:
-            client = self._connect(distributed, spec, address)
+            client, self._cluster = connect(distributed, local_workers(spec), address)
         self._client = client
         self._killed_worker: type[BaseException] = distributed.scheduler.KilledWorker
         threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
@@ -225,18 +150,6 @@ class DaskBackend(Backend):
         self._cancelled = False
         self._results = threading.Thread(target=self._deliver, name="shoal-dask", daemon=True)
         self._results.start()
-
-    def _connect(self, distributed: Any, spec: WorkerSpec, address: str | None) -> Any:
-        if address is None:
-            self._cluster = _EmbeddedCluster(distributed, local_workers(spec))
-            return self._cluster.client
-        try:
-            return distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise ShoalError(
-                f"cannot reach the Dask scheduler at {address!r} within {CONNECT_TIMEOUT:g} s: "
-                f"{exc}"
-            ) from exc
 
     @property
     def workers(self) -> int:
