@@ -52,6 +52,7 @@ MODULES = [
     "shoal.backends.shipping",
     "shoal.backends.function_table",
     "shoal._executor",
+    "shoal._executors",
     "shoal._aio",
     "shoal.joblib",
     "shoal._info",

@@ -30,8 +30,8 @@ _HOMES = {
     "WorkerStats": "shoal.pool._stats",
     "SlowTask": "shoal.pool._stats",
     "InitializerError": "shoal.errors",
-    "ProcessPoolExecutor": "shoal._executor",
-    "ThreadPoolExecutor": "shoal._executor",
+    "ProcessPoolExecutor": "shoal._executors",
+    "ThreadPoolExecutor": "shoal._executors",
     "BoundedSemaphore": "shoal._sync",
     "Lock": "shoal._sync",
     "OwnerDiedWarning": "shoal._sync",
@@ -179,7 +179,8 @@ if TYPE_CHECKING:
 
     from shoal._conditions import Barrier, Condition, Event
     from shoal._context import get_context, set_start_method
-    from shoal._executor import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+    from shoal._executor import Executor
+    from shoal._executors import ProcessPoolExecutor, ThreadPoolExecutor
     from shoal._joinable import JoinableQueue
     from shoal._queue import Queue, SimpleQueue
     from shoal._shared import Shared, shared
