@@ -10,6 +10,7 @@ returns ``True`` as usual, ``owner_died`` is then true on that handle, and an
 from __future__ import annotations
 
 import multiprocessing.context
+from collections.abc import Callable
 from multiprocessing.reduction import DupFd
 from typing import Any, Self
 
@@ -53,12 +54,7 @@ class Semaphore(SyncCore):
         return None  # no limit
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        if multiprocessing.context.get_spawning_popen() is None:
-            raise RuntimeError(
-                f"{type(self).__name__} objects should only be shared between processes "
-                "through inheritance"
-            )
-        return (_rebuild, (type(self), DupFd(self.fileno())))
+        return _to_a_new_process(self, _rebuild)
 
 
 class BoundedSemaphore(Semaphore):
@@ -115,15 +111,23 @@ class RLock(RLockCore):
         return super().__new__(cls)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        if multiprocessing.context.get_spawning_popen() is None:
-            raise RuntimeError(
-                f"{type(self).__name__} objects should only be shared between processes "
-                "through inheritance"
-            )
-        return (_rebuild_rlock, (type(self), DupFd(self.fileno())))
+        return _to_a_new_process(self, _rebuild_rlock)
 
     def __repr__(self) -> str:
         return f"<shoal.RLock {'unlocked' if self._unlocked() else 'locked'}>"
+
+
+def _to_a_new_process(
+    lock: SyncCore | RLockCore, rebuild: Callable[..., Any]
+) -> tuple[Any, tuple[Any, ...]]:
+    """How a lock pickles: as its descriptor, only while a process is being started (as
+    multiprocessing's own locks do), so that the new process shares the same cell."""
+    if multiprocessing.context.get_spawning_popen() is None:
+        raise RuntimeError(
+            f"{type(lock).__name__} objects should only be shared between processes "
+            "through inheritance"
+        )
+    return (rebuild, (type(lock), DupFd(lock.fileno())))
 
 
 def _rebuild_rlock(cls: type[RLock], dupfd: Any) -> RLock:
