@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import warnings
 from typing import Any
 
@@ -72,6 +73,40 @@ def test_taking_over_a_dead_holders_lock_warns_at_the_callers_line(start_method:
     assert lock.acquire(timeout=0)
     assert not lock.owner_died
     lock.release()
+
+
+_ROUNDS = 5000
+
+
+def _count_under(lock: Any, total: Any) -> None:
+    def rounds() -> None:
+        for _ in range(_ROUNDS):
+            with lock:
+                total.value += 1  # a read and a write: a lost update shows in the sum
+
+    threads = [threading.Thread(target=rounds) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_threads_of_several_processes_never_lose_an_update(start_method: str, kind: str) -> None:
+    # The uncontended path (a try of the state mutex, attached) and the waiting one
+    # (detached, on the doorbell) racing each other across processes and threads.
+    import shoal
+
+    ctx: Any = multiprocessing.get_context(start_method)
+    lock, total = getattr(shoal, kind)(), shoal.RawValue("i", 0)
+    workers = [ctx.Process(target=_count_under, args=(lock, total)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    _count_under(lock, total)
+    for worker in workers:
+        worker.join()
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    assert total.value == 4 * 2 * _ROUNDS
 
 
 def test_counting_timeouts_and_over_release() -> None:
