@@ -137,20 +137,24 @@ def test_a_shoal_lock_in_initargs_guards_a_shared_count(
         """
         import shoal
 
-        def init(lock):
-            global LOCK
-            LOCK = lock
+        def init(lock, count):
+            global LOCK, COUNT
+            LOCK, COUNT = lock, count
 
         def task(x):
             with LOCK:
+                for _ in range(50):  # a read and a write each: a lost update shows
+                    COUNT.value += 1
                 return x
 
-        lock = shoal.Lock()
-        with shoal.Pool(2, initializer=init, initargs=(lock,), start_method=START) as pool:
+        lock, count = shoal.Lock(), shoal.RawValue("i", 0)
+        initargs = (lock, count)
+        with shoal.Pool(2, initializer=init, initargs=initargs, start_method=START) as pool:
             print(sum(pool.map(task, range(100), chunksize=3)))
+            print(count.value)
         print(lock.acquire(timeout=5))
         """,
         tmp_path,
         pool_start_method,
     )
-    assert done.stdout.split() == ["4950", "True"]
+    assert done.stdout.split() == ["4950", "5000", "True"]

@@ -153,8 +153,8 @@ impl Doorbell {
         if !spin.is_zero() {
             // Never past the deadline: a call that may not wait (a deadline of now) checks
             // once more and returns, it does not spin.
-            let spin_until =
-                deadline.map_or(Instant::now() + spin, |d| d.min(Instant::now() + spin));
+            let spun = Instant::now() + spin;
+            let spin_until = deadline.map_or(spun, |d| d.min(spun));
             while Instant::now() < spin_until {
                 std::thread::yield_now();
                 if ready() {

@@ -3,21 +3,19 @@
 //! how many times, is this handle's own record, as in multiprocessing: only the holding
 //! thread changes it while it holds the cell's one unit.
 
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use pyo3::exceptions::PyAssertionError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use shoal_engine::sync::{current_pid, SyncCell};
+use shoal_engine::sync::current_pid;
 
-use crate::sync::{acquire_cell, open_or_create, release_cell};
+use crate::sync::LockCell;
 
 /// A process-shared recursive lock.
 #[pyclass(subclass, frozen, module = "shoal._shoal")]
 pub struct RLockCore {
-    cell: SyncCell,
-    owner_died: AtomicBool,
+    lock: LockCell,
     /// The holding thread (`threading.get_ident()`), and its process: a forked child's
     /// thread may have its parent's thread id. 0: nobody here holds it.
     holder_thread: AtomicU64,
@@ -41,8 +39,7 @@ impl RLockCore {
     #[pyo3(signature = (fd = None))]
     fn new(fd: Option<i32>) -> PyResult<Self> {
         Ok(RLockCore {
-            cell: open_or_create(1, Some(1), fd)?,
-            owner_died: AtomicBool::new(false),
+            lock: LockCell::open_or_create(1, Some(1), fd)?,
             holder_thread: AtomicU64::new(0),
             holder_pid: AtomicU32::new(0),
             depth: AtomicU32::new(0),
@@ -51,14 +48,14 @@ impl RLockCore {
 
     /// The cell's descriptor (for duplication).
     fn fileno(&self) -> i32 {
-        self.cell.segment().fd().as_raw_fd()
+        self.lock.fileno()
     }
 
     /// Whether the last successful acquire that took the cell took it over from a process
     /// that died holding it.
     #[getter]
     fn owner_died(&self) -> bool {
-        self.owner_died.load(Ordering::Relaxed)
+        self.lock.owner_died()
     }
 
     /// Takes the lock, or takes it once more if this thread holds it; waits up to
@@ -69,7 +66,7 @@ impl RLockCore {
             self.depth.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
-        if !acquire_cell(py, &self.cell, &self.owner_died, block, timeout)? {
+        if !self.lock.acquire(py, block, timeout)? {
             return Ok(false);
         }
         self.hold(1);
@@ -106,14 +103,14 @@ impl RLockCore {
 
     /// Takes the lock again with `depth` levels (after `_release_save`).
     fn _acquire_restore(&self, py: Python<'_>, depth: u32) -> PyResult<()> {
-        acquire_cell(py, &self.cell, &self.owner_died, true, None)?;
+        self.lock.acquire(py, true, None)?;
         self.hold(depth);
         Ok(())
     }
 
     /// Whether nobody holds the lock (a snapshot, for `repr`).
     fn _unlocked(&self) -> bool {
-        self.holder_thread.load(Ordering::Relaxed) == 0 && self.cell.value() > 0
+        self.holder_thread.load(Ordering::Relaxed) == 0 && self.lock.value() > 0
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
@@ -148,6 +145,6 @@ impl RLockCore {
     fn let_go(&self, py: Python<'_>) -> PyResult<()> {
         self.holder_thread.store(0, Ordering::Relaxed);
         self.holder_pid.store(0, Ordering::Relaxed);
-        release_cell(py, &self.cell)
+        self.lock.release(py)
     }
 }

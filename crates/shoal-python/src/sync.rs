@@ -20,13 +20,99 @@ use crate::fds::take_owned;
 const OWNER_DIED: &str =
     "the previous holder of this lock died holding it; what it protects may be half-updated";
 
+/// One handle's state over a shared cell: the cell, and whether this handle's last
+/// successful acquire took the lock over from a process that died holding it. Both lock
+/// classes are made of one.
+pub(crate) struct LockCell {
+    cell: SyncCell,
+    owner_died: AtomicBool,
+}
+
+impl LockCell {
+    /// The cell behind `fd` (which the handle then owns), or without one a new cell of
+    /// `value` units, at most `max` (`None`: no limit).
+    pub(crate) fn open_or_create(value: u32, max: Option<u32>, fd: Option<i32>) -> PyResult<Self> {
+        let cell = match fd {
+            Some(fd) => to_py(SyncCell::open(take_owned(fd)?))?,
+            None => to_py(SyncCell::create(value, max))?,
+        };
+        Ok(LockCell {
+            cell,
+            owner_died: AtomicBool::new(false),
+        })
+    }
+
+    /// The segment's descriptor (for duplication).
+    pub(crate) fn fileno(&self) -> i32 {
+        self.cell.segment().fd().as_raw_fd()
+    }
+
+    pub(crate) fn owner_died(&self) -> bool {
+        self.owner_died.load(Ordering::Relaxed)
+    }
+
+    /// The units free now (a snapshot).
+    pub(crate) fn value(&self) -> u32 {
+        self.cell.value()
+    }
+
+    /// Takes a unit, waiting up to `timeout` seconds (not at all unless `block`); true once
+    /// taken. Records whether it was taken over from a dead holder, and warns if so.
+    pub(crate) fn acquire(
+        &self,
+        py: Python<'_>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<bool> {
+        let timeout = if block { timeout } else { Some(0.0) };
+        let may_wait = timeout.is_none_or(|t| t > 0.0);
+        // Uncontended, a try that never waits takes the unit without leaving the
+        // interpreter (leaving and coming back costs more than the rest of the call).
+        let got = match to_py(self.cell.try_acquire())? {
+            Attempt::Taken(how) => Some(how),
+            // Nothing to wait for: answered without leaving the interpreter either.
+            Attempt::Empty if !may_wait => None,
+            Attempt::Empty | Attempt::Busy => {
+                let until = deadline(timeout);
+                blocking(py, |interrupt| self.cell.acquire(until, interrupt))?
+            }
+        };
+        if got == Some(Acquired::OwnerDied) {
+            if let Err(err) = warn_owner_died(py) {
+                // Warnings are errors here: the caller never gets the lock, so give it
+                // back rather than keep it for nobody (the next acquirer is not warned
+                // again).
+                self.release(py)?;
+                return Err(err);
+            }
+        }
+        if got.is_some() {
+            self.owner_died
+                .store(got == Some(Acquired::OwnerDied), Ordering::Relaxed);
+        }
+        Ok(got.is_some())
+    }
+
+    /// Gives a unit back; `ValueError` past the maximum.
+    pub(crate) fn release(&self, py: Python<'_>) -> PyResult<()> {
+        // As in acquire: detached only when another process is inside the state mutex.
+        let outcome = match to_py(self.cell.try_release())? {
+            Some(outcome) => outcome,
+            None => blocking(py, |_| self.cell.release())?,
+        };
+        match outcome {
+            Release::Done => Ok(()),
+            Release::TooMany => Err(PyValueError::new_err(
+                "semaphore or lock released too many times",
+            )),
+        }
+    }
+}
+
 /// A shared lock or semaphore. No interior lock: every operation is atomic in the engine.
 #[pyclass(subclass, frozen, module = "shoal._shoal")]
 pub struct SyncCore {
-    cell: SyncCell,
-    /// Whether this handle's last successful acquire took the lock over from a process
-    /// that died holding it.
-    owner_died: AtomicBool,
+    lock: LockCell,
 }
 
 #[pymethods]
@@ -37,21 +123,20 @@ impl SyncCore {
     #[pyo3(signature = (value, max, fd = None))]
     fn new(value: u32, max: Option<u32>, fd: Option<i32>) -> PyResult<Self> {
         Ok(SyncCore {
-            cell: open_or_create(value, max, fd)?,
-            owner_died: AtomicBool::new(false),
+            lock: LockCell::open_or_create(value, max, fd)?,
         })
     }
 
     /// The segment's descriptor (for duplication).
     fn fileno(&self) -> i32 {
-        self.cell.segment().fd().as_raw_fd()
+        self.lock.fileno()
     }
 
     /// Whether the last successful acquire through this handle took the lock over from a
     /// process that died holding it.
     #[getter]
     fn owner_died(&self) -> bool {
-        self.owner_died.load(Ordering::Relaxed)
+        self.lock.owner_died()
     }
 
     /// Takes one unit, waiting while there is none (up to `timeout` seconds; not at all
@@ -59,86 +144,27 @@ impl SyncCore {
     /// from a process that died holding it warns (`shoal.OwnerDiedWarning`).
     #[pyo3(signature = (block = true, timeout = None))]
     fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<bool> {
-        acquire_cell(py, &self.cell, &self.owner_died, block, timeout)
+        self.lock.acquire(py, block, timeout)
     }
 
     /// Gives one unit back; `ValueError` past the maximum (an unlocked lock, a bounded
     /// semaphore at its initial value).
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        release_cell(py, &self.cell)
+        self.lock.release(py)
     }
 
     /// The units available now (a snapshot).
     fn get_value(&self) -> u32 {
-        self.cell.value()
+        self.lock.value()
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
-        self.acquire(py, true, None)
+        self.lock.acquire(py, true, None)
     }
 
     #[pyo3(signature = (*_exc))]
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<()> {
-        self.release(py)
-    }
-}
-
-/// The cell behind `fd` (which the caller then owns), or without one a new cell of
-/// `value` units, at most `max` (`None`: no limit).
-pub(crate) fn open_or_create(value: u32, max: Option<u32>, fd: Option<i32>) -> PyResult<SyncCell> {
-    match fd {
-        Some(fd) => to_py(SyncCell::open(take_owned(fd)?)),
-        None => to_py(SyncCell::create(value, max)),
-    }
-}
-
-/// Takes a unit of `cell` for [`SyncCore::acquire`] (and `RLockCore`'s); once taken,
-/// records in `owner_died` whether it was taken over from a dead holder.
-pub(crate) fn acquire_cell(
-    py: Python<'_>,
-    cell: &SyncCell,
-    owner_died: &AtomicBool,
-    block: bool,
-    timeout: Option<f64>,
-) -> PyResult<bool> {
-    // Uncontended, a try that never waits takes the unit without leaving the interpreter
-    // (leaving and coming back costs more than the rest of the call).
-    let may_wait = block && timeout.is_none_or(|t| t > 0.0);
-    let got = match to_py(cell.try_acquire())? {
-        Attempt::Taken(how) => Some(how),
-        // Nothing to wait for: answered without leaving the interpreter either.
-        Attempt::Empty if !may_wait => None,
-        Attempt::Empty | Attempt::Busy => {
-            let until = deadline(if block { timeout } else { Some(0.0) });
-            blocking(py, |interrupt| cell.acquire(until, interrupt))?
-        }
-    };
-    if got == Some(Acquired::OwnerDied) {
-        if let Err(err) = warn_owner_died(py) {
-            // Warnings are errors here: the caller never gets the lock, so give it back
-            // rather than keep it for nobody (the next acquirer is not warned again).
-            release_cell(py, cell)?;
-            return Err(err);
-        }
-    }
-    if got.is_some() {
-        owner_died.store(got == Some(Acquired::OwnerDied), Ordering::Relaxed);
-    }
-    Ok(got.is_some())
-}
-
-/// Gives a unit of `cell` back; `ValueError` past its maximum.
-pub(crate) fn release_cell(py: Python<'_>, cell: &SyncCell) -> PyResult<()> {
-    // As in take_unit: detached only when another process is inside the state mutex.
-    let outcome = match to_py(cell.try_release())? {
-        Some(outcome) => outcome,
-        None => blocking(py, |_| cell.release())?,
-    };
-    match outcome {
-        Release::Done => Ok(()),
-        Release::TooMany => Err(PyValueError::new_err(
-            "semaphore or lock released too many times",
-        )),
+        self.lock.release(py)
     }
 }
 
