@@ -84,8 +84,8 @@ def _session_dask(spec: Any, sink: Any, **options: Any) -> Any:
     global _dask_cluster
     import distributed
 
+    from shoal.backends._cluster.dask_session import EmbeddedCluster
     from shoal.backends.dask import DaskBackend
-    from shoal.backends.dask_session import EmbeddedCluster
 
     if _dask_cluster is None:
         _dask_cluster = EmbeddedCluster(distributed, 2)

@@ -17,8 +17,8 @@ import pytest
 
 import shoal
 from scripts import run_script
-from shoal._conditions import Condition
-from shoal._sync import OwnerDiedWarning, RLock, Semaphore
+from shoal._mp.conditions import Condition
+from shoal._mp.locks import OwnerDiedWarning, RLock, Semaphore
 
 PROGRAM = """
 import shoal as multiprocessing

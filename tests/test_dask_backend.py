@@ -114,7 +114,7 @@ def test_a_shared_object_is_scattered_to_the_workers_once() -> None:
 
 
 def test_a_function_too_large_to_ride_in_each_task_becomes_a_task_of_its_own() -> None:
-    from shoal.backends.shipping import INLINE_BYTES
+    from shoal.backends._cluster.shipping import INLINE_BYTES
 
     table = list(range(INLINE_BYTES))  # pickles to more than the inline limit
     with shoal.Pool(backend="dask-session") as pool:

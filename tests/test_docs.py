@@ -34,43 +34,46 @@ MODULES = [
     "shoal.backends.base",
     "shoal.backends.thread",
     "shoal.dummy._pool",
-    "shoal._buffers",
+    "shoal._wire.buffers",
     "shoal.backends.process",
-    "shoal._namespaces",
-    "shoal._queue",
-    "shoal._sync",
-    "shoal._context",
-    "shoal._joinable",
-    "shoal._conditions",
-    "shoal._sharedctypes",
+    "shoal._wire.namespaces",
+    "shoal._mp.queues",
+    "shoal._mp.locks",
+    "shoal._mp.context",
+    "shoal._mp.joinable",
+    "shoal._mp.conditions",
+    "shoal._mp.sharedctypes",
     "shoal.errors",
-    "shoal.backends.sendable",
+    "shoal.backends._sendable",
     "shoal._process.preload",
-    "shoal.backends.on_cluster",
-    "shoal.backends.ray_session",
-    "shoal._shared",
-    "shoal.backends.shipping",
-    "shoal.backends.function_table",
-    "shoal._executor",
-    "shoal._executors",
-    "shoal._aio",
+    "shoal.backends._cluster.remote",
+    "shoal.backends._cluster.ray_session",
+    "shoal._wire.shared",
+    "shoal.backends._cluster.shipping",
+    "shoal.backends._function_table",
+    "shoal.pool._executor",
+    "shoal.pool._aio",
     "shoal.joblib",
-    "shoal._info",
-    "shoal._progress",
-    "shoal._worker",
-    "shoal.backends.lives",
-    "shoal._labels",
+    "shoal._cli.info",
+    "shoal.pool._progress",
+    "shoal._current_worker",
+    "shoal.backends._lives",
+    "shoal._wire.labels",
     "shoal.pool._stats_text",
-    "shoal._culprit",
+    "shoal._wire.culprit",
 ]
 # Modules checked even though they may hold no example of their own: internals whose
 # behaviour the tests drive through the public API.
 OPTIONAL = [
-    "shoal._pickling",
+    "shoal._wire.pickling",
     "shoal.pool._stats",
     "shoal.pool._core",
     "shoal.pool._jobs",
     "shoal._process",
+    "shoal._mp",
+    "shoal._wire",
+    "shoal._cli",
+    "shoal.backends._cluster",
     "shoal._process.handover",
     "shoal._process.identity",
     "shoal._process.launch",
@@ -78,13 +81,13 @@ OPTIONAL = [
     "shoal._process.chunks",
     "shoal._process.zygote",
     "shoal.backends.dask",
-    "shoal.backends.dask_session",
+    "shoal.backends._cluster.dask_session",
     "shoal.backends.ray",
 ]
 # Modules whose docstrings are not run, and why.
 NOT_RUN = {
     "shoal.__main__": "importing it runs the command line (test_info, test_demo_runs)",
-    "shoal._demo": "the demo itself; test_demo_runs runs it",
+    "shoal._cli.demo": "the demo itself; test_demo_runs runs it",
     "shoal._shoal": "the compiled engine: stubtest checks it against _shoal.pyi",
 }
 
@@ -128,7 +131,7 @@ def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
 def test_the_protocol_stub_names_every_member_of_the_protocol() -> None:
     """docs/backends.md's stub of shoal.backends.base lists every field of the types a
     backend sees and every member of Backend, so that it cannot fall behind the code."""
-    from shoal.backends import base, lives
+    from shoal.backends import base
 
     stub = _first_block(ROOT / "docs" / "backends.md", "pyi")
     for cls in (
@@ -137,7 +140,7 @@ def test_the_protocol_stub_names_every_member_of_the_protocol() -> None:
         base.Chunk,
         base.ChunkResult,
         base.BackendStats,
-        lives.WorkerLife,
+        base.WorkerLife,
     ):
         assert f"class {cls.__name__}:" in stub, cls
         for field in dataclasses.fields(cls):
@@ -170,7 +173,7 @@ def _written_in(cls: type, module: ModuleType) -> bool:
 
 def _examples(module: ModuleType) -> list[doctest.DocTest]:
     """The module's doctests, and those of classes written in its file that present
-    themselves as another module's (``shoal.Queue`` is declared in ``shoal._queue``)."""
+    themselves as another module's (``shoal.Queue`` is declared in ``shoal._mp.queues``)."""
     finder = doctest.DocTestFinder()
     tests = finder.find(module)
     for value in vars(module).values():
@@ -215,10 +218,10 @@ def test_demo_runs() -> None:
 
 
 def test_the_figures_the_readme_quotes_are_the_codes() -> None:
-    from shoal._conditions import NOTIFY_PATIENCE
-    from shoal._joinable import _FIRST_LOOK, _LOOK_CAP
+    from shoal._mp.conditions import NOTIFY_PATIENCE
+    from shoal._mp.joinable import _FIRST_LOOK, _LOOK_CAP
+    from shoal.backends._cluster.ray_session import CONNECT_TIMEOUT as RAY_CONNECT_TIMEOUT
     from shoal.backends.dask import CONNECT_TIMEOUT
-    from shoal.backends.ray_session import CONNECT_TIMEOUT as RAY_CONNECT_TIMEOUT
 
     readme = " ".join((ROOT / "README.md").read_text().split())
     for quoted in (
@@ -238,10 +241,10 @@ def _rust_constant(path: str, pattern: str) -> int:
 
 
 def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
-    from shoal._labels import PROGRESS_EVERY
-    from shoal._progress import PROGRESS_STEPS
+    from shoal._wire.labels import PROGRESS_EVERY
     from shoal.backends.process import _DEPTH, _IN_FLIGHT_PER_WORKER
     from shoal.pool._chunks import MAX_ADAPTIVE
+    from shoal.pool._progress import PROGRESS_STEPS
 
     spin = _rust_constant(
         "crates/shoal-engine/src/wait.rs", r"const SPIN: Duration = Duration::from_micros\((\d+)\)"
@@ -258,7 +261,7 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
     ):
         assert quoted in design, quoted
     assert _DEPTH == 2  # the design doc says "two for slow chunks"
-    from shoal._labels import LABEL_AFTER
+    from shoal._wire.labels import LABEL_AFTER
     from shoal.pool._stats import SLOWEST
 
     assert f"every {PROGRESS_EVERY} s while a chunk a bar" in design

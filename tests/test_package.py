@@ -5,6 +5,7 @@ crate needs a newer Rust than the declared ``rust-version``."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -16,10 +17,28 @@ import shoal
 
 
 def test_every_public_name_resolves() -> None:
-    assert sorted(shoal.__all__) == sorted({*shoal._HOMES, *shoal._AS_IN_MULTIPROCESSING})
+    assert shoal.__all__ == sorted(shoal._HOMES)
     for name in shoal.__all__:
         assert getattr(shoal, name) is not None
     assert set(shoal.__all__) <= set(dir(shoal))
+
+
+def test_the_type_checkers_see_the_names_of_the_one_table() -> None:
+    """shoal/__init__.py's TYPE_CHECKING imports (what type checkers read, since the names
+    load lazily) are exactly its table of public names, each from its home."""
+    tree = ast.parse(Path(shoal.__file__).read_text())
+    guarded = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    )
+    seen = {}
+    for node in guarded.body:
+        assert isinstance(node, ast.ImportFrom)
+        for alias in node.names:
+            assert alias.asname == alias.name, "re-exported as `X as X`"
+            seen[alias.name] = node.module
+    assert seen == shoal._HOMES
 
 
 def test_import_shoal_loads_neither_the_pool_nor_pickling() -> None:

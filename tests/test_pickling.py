@@ -1,4 +1,4 @@
-"""shoal._pickling: what pickles (and comes back intact), and how a failure is reported."""
+"""shoal._wire.pickling: what pickles (and comes back intact), and how a failure is reported."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from shoal._pickling import dumps, dumps_callable, find_unpicklable, loads
+from shoal._wire.pickling import dumps, dumps_callable, find_unpicklable, loads
 from shoal.errors import PicklingError, ShoalError
 
 # --- module-level helpers: importable, so they pickle by reference ----------------------
@@ -249,7 +249,7 @@ def test_dumps_callable_sends_main_functions_by_value(tmp_path: Path) -> None:
     sender = textwrap.dedent(
         """
         import sys
-        from shoal._pickling import dumps_callable
+        from shoal._wire.pickling import dumps_callable
 
         SCALE = 3
 
@@ -265,7 +265,7 @@ def test_dumps_callable_sends_main_functions_by_value(tmp_path: Path) -> None:
     receiver = textwrap.dedent(
         """
         import sys
-        from shoal._pickling import loads
+        from shoal._wire.pickling import loads
 
         print(loads(bytes.fromhex(sys.stdin.read()))(2))
         """

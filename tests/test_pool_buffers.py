@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import shoal
-from shoal._buffers import THRESHOLD
+from shoal._wire.buffers import THRESHOLD
 from shoal.pool._stats import ArenaStats
 
 BIG = THRESHOLD // 8 * 4  # float64 items in a buffer well over the threshold
@@ -201,7 +201,7 @@ def test_past_the_budget_buffers_are_copied_with_a_warning(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The warning comes once per process: as if no earlier test had drawn it.
-    monkeypatch.setattr(shoal._buffers, "_warned_full", False)
+    monkeypatch.setattr(shoal._wire.buffers, "_warned_full", False)
     budget = 4 << 20
     with shoal.Pool(1, arena_bytes=budget) as pool:
         held = [pool.apply(_fresh, (BIG,))]  # fits

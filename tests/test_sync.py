@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shoal._sync import BoundedSemaphore, Lock, OwnerDiedWarning, Semaphore
+from shoal._mp.locks import BoundedSemaphore, Lock, OwnerDiedWarning, Semaphore
 
 
 def _hold(lock: Lock, ready: Semaphore) -> None:
@@ -141,7 +141,7 @@ def test_a_failed_acquire_leaves_owner_died_as_the_last_success_set_it() -> None
 
 
 def test_an_rlock_takes_no_arguments_and_guards_its_condition_calls() -> None:
-    from shoal._sync import RLock
+    from shoal._mp.locks import RLock
 
     with pytest.raises(TypeError):
         RLock(0)  # type: ignore[call-arg]

@@ -170,7 +170,7 @@ impl SyncCore {
 
 /// Warns with `shoal.OwnerDiedWarning`, pointing at the caller's line.
 fn warn_owner_died(py: Python<'_>) -> PyResult<()> {
-    let category = py.import("shoal._sync")?.getattr("OwnerDiedWarning")?;
+    let category = py.import("shoal._mp.locks")?.getattr("OwnerDiedWarning")?;
     let message = std::ffi::CString::new(OWNER_DIED)?;
     PyErr::warn(py, &category, &message, 1)
 }

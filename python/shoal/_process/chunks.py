@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
-from shoal._buffers import MAGIC, OutOfBand, pack, unpack
-from shoal._labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
-from shoal._pickling import dumps_detached, loads
 from shoal._shoal import Arena, ShmBuffer, WorkerLink
+from shoal._wire.buffers import MAGIC, OutOfBand, pack, unpack
+from shoal._wire.labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
+from shoal._wire.pickling import dumps_detached, loads
 from shoal.errors import ShoalError
 
 __all__ = [
@@ -164,7 +164,7 @@ class ChunkRunner:
             return pack((values, wired, elapsed, kept, ready, label), self._out_of_band)[0]
         except Exception:
             pass
-        from shoal.backends.sendable import make_sendable  # (rarely needed: loaded then)
+        from shoal.backends._sendable import make_sendable  # (rarely needed: loaded then)
 
         make_sendable(values, failures, dumps_detached, Failure)
         wired = wire(failures)

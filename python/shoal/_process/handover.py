@@ -25,8 +25,8 @@ from collections.abc import Iterator, Mapping
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, ClassVar
 
-from shoal._pickling import _PROTOCOL, _CloudPickler, pickling_error
 from shoal._process.worker import InheritedFd
+from shoal._wire.pickling import _PROTOCOL, _CloudPickler, pickling_error
 
 __all__ = ["FdCollector", "ForkOnly", "dumps_for_workers"]
 

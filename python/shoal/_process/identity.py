@@ -19,7 +19,7 @@ import sys
 import types
 from typing import Any, NamedTuple
 
-from shoal import _namespaces
+from shoal._wire import namespaces as _namespaces
 
 __all__ = ["NAME_PREFIX", "Lineage", "become_worker", "leave", "next_number"]
 

@@ -15,13 +15,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-from shoal._pickling import dumps_callable
 from shoal._process.handover import FdCollector, ForkOnly, dumps_for_workers
 from shoal._process.identity import Lineage, next_number
 from shoal._process.preload import preload_parent_modules
 from shoal._process.worker import WorkerConfig, forget_init, keep_init, main
 from shoal._process.zygote import _bootstrap, shared_zygote
 from shoal._shoal import PoolEngine
+from shoal._wire.pickling import dumps_callable
 from shoal.errors import ShoalError
 
 __all__ = [

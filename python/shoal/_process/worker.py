@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple, cast
 
-from shoal._pickling import dumps_detached, loads
+from shoal._current_worker import become_process_worker
 from shoal._process.chunks import ChunkRunner, Failure, wire
 from shoal._process.identity import Lineage, become_worker, leave
 from shoal._shoal import MSG_DEFINE, MSG_FORGET, MSG_STOP, MSG_TASK, Arena, WorkerLink
-from shoal._worker import become_process_worker
+from shoal._wire.pickling import dumps_detached, loads
 from shoal.errors import ShoalError
 
 __all__ = [

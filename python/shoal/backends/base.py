@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shoal._labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
-from shoal.backends.lives import WorkerLife
+from shoal._wire.labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
+from shoal.backends._lives import WorkerLife
 
 __all__ = [
     "LABEL_AFTER",

@@ -38,7 +38,15 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Final
 
-from shoal._shared import Shared, placing
+from shoal._wire.shared import Shared, placing
+from shoal.backends._cluster.dask_session import (
+    CONNECT_TIMEOUT,
+    EmbeddedCluster,
+    connect,
+    distributed_module,
+)
+from shoal.backends._cluster.remote import from_wire, run_remote
+from shoal.backends._cluster.shipping import KEEP, Functions, Shipped
 from shoal.backends.base import (
     Backend,
     Chunk,
@@ -48,14 +56,6 @@ from shoal.backends.base import (
     all_failed,
     local_workers,
 )
-from shoal.backends.dask_session import (
-    CONNECT_TIMEOUT,
-    EmbeddedCluster,
-    connect,
-    distributed_module,
-)
-from shoal.backends.on_cluster import from_wire, run_remote
-from shoal.backends.shipping import KEEP, Functions, Shipped
 from shoal.errors import WorkerLostError
 
 
@@ -74,7 +74,7 @@ _IN_FLIGHT_PER_WORKER: Final = 8  # enough queued work to hide a round trip of ~
 def _shared_from_cluster(key: str) -> Any:
     """On a Dask worker: a ``shoal.shared`` handle over the object the pool scattered to
     every worker (once per worker process; a worker that joined later fetches it)."""
-    from shoal._shared import stand_in
+    from shoal._wire.shared import stand_in
 
     with _shared_lock:
         handle = _shared_here.get(key)
@@ -127,7 +127,7 @@ class DaskBackend(Backend):
         self._workers = spec.processes or max(threads, 1)
         self._key = uuid.uuid4().hex
         # A large function pickle becomes a task of its own, which Dask can run again if
-        # the workers holding its result die (shoal.backends.shipping).
+        # the workers holding its result die (shoal.backends._cluster.shipping).
         self._functions = Functions(
             lambda blob: client.submit(
                 _identity, blob, key=f"shoal-fn-{uuid.uuid4().hex}", pure=False
@@ -136,7 +136,7 @@ class DaskBackend(Backend):
         self._init: Any = None
         self._scattered: weakref.WeakKeyDictionary[Shared[Any], Any] = weakref.WeakKeyDictionary()
         if spec.initializer is not None:
-            from shoal._pickling import dumps_callable
+            from shoal._wire.pickling import dumps_callable
 
             with placing(self._place):
                 blob = dumps_callable((spec.initializer, spec.initargs))
@@ -204,7 +204,7 @@ class DaskBackend(Backend):
         # Dask pickles arguments where it chooses (often another thread): items that
         # carry a shoal.shared handle are pickled here, inside `placing`. A dry run finds
         # them (large buffers stay out of band, uncopied).
-        from shoal._pickling import _check, dumps_detached
+        from shoal._wire.pickling import _check, dumps_detached
 
         found: list[Shared[Any]] = []
 

@@ -35,15 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
-from shoal._buffers import (
-    MAGIC,
-    OutOfBand,
-    check_arena_bytes,
-    default_arena_bytes,
-    pack,
-    unpack,
-)
-from shoal._pickling import loads
+from shoal._current_worker import IndexPool
 from shoal._process.chunks import CALL_APPLY, CALL_ONE, CALL_STAR, CALL_WATCHED
 from shoal._process.identity import NAME_PREFIX
 from shoal._process.launch import WorkerSetup, check_start_method, launch
@@ -59,7 +51,17 @@ from shoal._shoal import (
     WorkerExited,
     describe_exit,
 )
-from shoal._worker import IndexPool
+from shoal._wire.buffers import (
+    MAGIC,
+    OutOfBand,
+    check_arena_bytes,
+    default_arena_bytes,
+    pack,
+    unpack,
+)
+from shoal._wire.pickling import loads
+from shoal.backends._function_table import FunctionTable
+from shoal.backends._lives import RestartReason, WorkerLives
 from shoal.backends.base import (
     BackendStats,
     CallKind,
@@ -73,8 +75,6 @@ from shoal.backends.base import (
     all_failed,
     local_workers,
 )
-from shoal.backends.function_table import FunctionTable
-from shoal.backends.lives import RestartReason, WorkerLives
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 
 __all__ = ["OPTIONS", "RING_CAPACITY", "ProcessBackend"]

@@ -38,7 +38,10 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Final
 
-from shoal._shared import Shared, placing
+from shoal._wire.shared import Shared, placing
+from shoal.backends._cluster.ray_session import connect, disconnect
+from shoal.backends._cluster.remote import from_wire
+from shoal.backends._cluster.shipping import KEEP, Functions, Shipped
 from shoal.backends.base import (
     Backend,
     Chunk,
@@ -48,9 +51,6 @@ from shoal.backends.base import (
     WorkerSpec,
     all_failed,
 )
-from shoal.backends.on_cluster import from_wire
-from shoal.backends.ray_session import connect, disconnect
-from shoal.backends.shipping import KEEP, Functions, Shipped
 from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 
 __all__ = ["OPTIONS", "RayBackend"]
@@ -67,7 +67,7 @@ def _shared_from_store(ref: Any) -> Any:
     (once per worker process: Ray keeps the object, this keeps the handle)."""
     import ray
 
-    from shoal._shared import stand_in
+    from shoal._wire.shared import stand_in
 
     key = ref.binary()
     with _shared_lock:
@@ -89,7 +89,7 @@ def _chunk_stream(*args: Any) -> Any:
 
     import ray
 
-    from shoal.backends.on_cluster import run_remote
+    from shoal.backends._cluster.remote import run_remote
 
     yield ray.util.get_node_ip_address(), os.getpid()  # type: ignore[no-untyped-call]
     yield run_remote(*args)
@@ -137,7 +137,7 @@ class RayBackend(Backend):
         self._key = uuid.uuid4().hex
         self._init: Any = None
         if spec.initializer is not None:
-            from shoal._pickling import dumps_callable
+            from shoal._wire.pickling import dumps_callable
 
             self._init = ray.put(dumps_callable((spec.initializer, spec.initargs)))
         self._lock = threading.Condition()

@@ -29,7 +29,8 @@ import queue
 import threading
 import time
 
-from shoal._worker import IndexPool, become_thread_worker, leave_thread_worker
+from shoal._current_worker import IndexPool, become_thread_worker, leave_thread_worker
+from shoal.backends._lives import WorkerLives
 from shoal.backends.base import (
     BackendStats,
     Chunk,
@@ -42,7 +43,6 @@ from shoal.backends.base import (
     local_workers,
     run_chunk,
 )
-from shoal.backends.lives import WorkerLives
 
 __all__ = ["ThreadBackend"]
 

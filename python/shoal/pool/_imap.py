@@ -15,8 +15,8 @@ from multiprocessing import TimeoutError as MpTimeoutError
 # (Public in multiprocessing.pool, though its stubs leave it out.)
 from typing import Any, TypeVar
 
-from shoal._progress import ProgressCounter
 from shoal.backends.base import Failure
+from shoal.pool._progress import ProgressCounter
 from shoal.pool._results import TERMINATED, remote_exception
 
 __all__ = ["IMapIterator"]
@@ -114,7 +114,7 @@ class IMapIterator(Iterator[R]):
         ...     asyncio.run(main(pool))
         [1, 2, 3]
         """
-        from shoal._aio import iterate
+        from shoal.pool._aio import iterate
 
         return iterate(self)
 

@@ -8,9 +8,9 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Protocol
 
-from shoal._progress import ProgressCounter
 from shoal.backends.base import CallKind, Failure
 from shoal.pool._chunks import ChunkSizer
+from shoal.pool._progress import ProgressCounter
 
 __all__ = ["READ_AHEAD", "SINGLE", "Job", "Target", "WeakTarget"]
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
-from shoal._progress import PROGRESS_STEPS, ProgressCounter, ProgressSpec, counter_for
 from shoal.backends.base import CallKind
 from shoal.pool._arguments import check_callable, check_timeout, length_of
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
 from shoal.pool._core import RUN, PoolCore
 from shoal.pool._imap import IMapIterator
 from shoal.pool._jobs import READ_AHEAD, SINGLE, Job, Target, WeakTarget
+from shoal.pool._progress import PROGRESS_STEPS, ProgressCounter, ProgressSpec, counter_for
 from shoal.pool._results import AsyncResult, MapResult, get_or_abandon
 
 __all__ = ["MapCalls"]

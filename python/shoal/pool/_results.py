@@ -19,8 +19,8 @@ from multiprocessing import TimeoutError as MpTimeoutError
 from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any, Generic, Protocol, TypeVar
 
-from shoal._progress import ProgressCounter
 from shoal.backends.base import Failure
+from shoal.pool._progress import ProgressCounter
 
 __all__ = [
     "TERMINATED",
@@ -133,7 +133,7 @@ class AsyncResult(Generic[R]):
         ...     asyncio.run(main(pool))
         32
         """
-        from shoal._aio import result_of
+        from shoal.pool._aio import result_of
 
         return result_of(self).__await__()
 

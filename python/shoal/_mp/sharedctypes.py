@@ -22,7 +22,7 @@ from multiprocessing.reduction import DupFd
 from multiprocessing.sharedctypes import synchronized
 from typing import Any
 
-from shoal._sync import RLock
+from shoal._mp.locks import RLock
 
 __all__ = ["Array", "RawArray", "RawValue", "Value"]
 

@@ -38,7 +38,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from shoal._pickling import dumps_callable
+from shoal._wire.pickling import dumps_callable
 from shoal.backends.base import Failure
 
 __all__ = ["FunctionTable"]

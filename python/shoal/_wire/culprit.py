@@ -6,7 +6,7 @@ closures, defaults and globals of functions, class attributes, and for anything 
 its ``__reduce_ex__(5)`` returns), and returns the innermost: ``obj.conn`` of type
 ``socket.socket``, say. Each object is entered once, the walk stops 50 levels down or
 after 1,000 objects, and long lists are halved rather than tried item by item. The check
-of one part is the caller's (``shoal._pickling`` checks with the pickler that failed).
+of one part is the caller's (``shoal._wire.pickling`` checks with the pickler that failed).
 
 Example:
     >>> import cloudpickle, threading

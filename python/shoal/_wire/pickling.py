@@ -33,8 +33,8 @@ from typing import Any, ClassVar, Final, Protocol
 
 import cloudpickle  # type: ignore[import-untyped]
 
-from shoal._culprit import locate, type_name
-from shoal._namespaces import ModuleNamespace, function_setstate
+from shoal._wire.culprit import locate, type_name
+from shoal._wire.namespaces import ModuleNamespace, function_setstate
 from shoal.errors import PicklingError
 
 __all__ = [
@@ -240,7 +240,7 @@ _FILENAME_AT: Final = _cloud_code_reduce(compile("", "", "exec"))[1].index("<dyn
 class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle's pickler, refusing open text files as the standard pickler does, and
     sending functions by value so that, in a worker, those of one module share one
-    namespace (:mod:`shoal._namespaces`) and keep their file name."""
+    namespace (:mod:`shoal._wire.namespaces`) and keep their file name."""
 
     dispatch_table: ClassVar[ChainMap[type, Callable[[Any], Any]]] = ChainMap(
         {io.TextIOWrapper: _reduce_text_file, types.CodeType: _reduce_code},

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from multiprocessing.reduction import DupFd
 from typing import Any, Generic, TypeVar
 
-from shoal._buffers import (
+from shoal._shoal import DEFAULT_QUEUE_CAPACITY, Arena, QueueCore
+from shoal._wire.buffers import (
     MAGIC,
     OutOfBand,
     check_arena_bytes,
@@ -23,8 +24,7 @@ from shoal._buffers import (
     pack,
     unpack,
 )
-from shoal._pickling import loads
-from shoal._shoal import DEFAULT_QUEUE_CAPACITY, Arena, QueueCore
+from shoal._wire.pickling import loads
 
 __all__ = ["Queue", "SimpleQueue"]
 

@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from shoal._pickling import dumps_detached
+from shoal._wire.pickling import dumps_detached
 
 __all__ = ["Shared", "placing", "shared", "stand_in"]
 
@@ -165,7 +165,7 @@ def shared(obj: T) -> Shared[T]:
 
 
 class _Collect:
-    """A buffer sink (see ``shoal._pickling.BufferSink``) over a plain callback."""
+    """A buffer sink (see ``shoal._wire.pickling.BufferSink``) over a plain callback."""
 
     __slots__ = ("_keep",)
 

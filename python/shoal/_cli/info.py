@@ -51,7 +51,7 @@ def _shm() -> dict[str, Any]:
     """``/dev/shm`` (where POSIX shared memory lives; shoal's memfds count against the
     same memory), the memory shoal's arena may use by default, and the limits that
     bound how many queues and locks a program can hold (one descriptor each)."""
-    from shoal._buffers import default_arena_bytes
+    from shoal._wire.buffers import default_arena_bytes
 
     facts: dict[str, Any] = {"default_arena_bytes": default_arena_bytes()}
     try:

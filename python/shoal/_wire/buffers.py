@@ -33,8 +33,8 @@ import struct
 import warnings
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from shoal._pickling import REFUSALS, dumps, dumps_detached
 from shoal._shoal import ARENA_MIN_BLOCK, Arena, ShmBuffer
+from shoal._wire.pickling import REFUSALS, dumps, dumps_detached
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -162,11 +162,11 @@ def pack(obj: object, into: OutOfBand | None, *, detached: bool = True) -> tuple
     ``into`` is reused from call to call (one per sender, not shared between threads
     that may pickle at the same time): most messages never need it, and making one per
     message would cost more than they do. ``detached``: as for a pool's workers, objects
-    of ``__main__`` go by value (:func:`shoal._pickling.dumps_detached`); otherwise by
+    of ``__main__`` go by value (:func:`shoal._wire.pickling.dumps_detached`); otherwise by
     reference, as multiprocessing's queues send them.
 
     Raises:
-        shoal.errors.PicklingError: as :func:`shoal._pickling.dumps` does; nothing is left
+        shoal.errors.PicklingError: as :func:`shoal._wire.pickling.dumps` does; nothing is left
             in the arena then.
     """
     encode = dumps_detached if detached else dumps

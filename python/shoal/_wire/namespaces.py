@@ -6,7 +6,7 @@ other's globals: an initializer that sets ``global MODEL`` writes into a dict th
 never reads. A forked or spawned ``multiprocessing`` worker has one ``__main__`` that all
 its functions share, and programs rely on it.
 
-So shoal's pickler (:mod:`shoal._pickling`) writes, in place of that dict, a reference to
+So shoal's pickler (:mod:`shoal._wire.pickling`) writes, in place of that dict, a reference to
 the receiving process's namespace for the function's module (:func:`namespace_for`) and
 restores the function's globals with :func:`function_setstate`, which adds the names the
 namespace lacks and keeps those it has: a value an initializer or a task wrote is never

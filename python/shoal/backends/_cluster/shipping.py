@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
-from shoal._shared import Shared, placing
+from shoal._wire.shared import Shared, placing
 
 __all__ = ["INLINE_BYTES", "KEEP", "Functions", "Shipped"]
 
@@ -51,7 +51,7 @@ class Functions:
         ``shoal.shared`` handles reduced by ``place``)."""
         shipped = self._jobs.get(job_id)
         if shipped is None:
-            from shoal._pickling import dumps_callable
+            from shoal._wire.pickling import dumps_callable
 
             with placing(place):
                 shipped = self._jobs[job_id] = self.blob(dumps_callable(fn))

@@ -7,7 +7,7 @@ unpickled. Functions sent by value from one module share one namespace here, as 
 shoal's own workers: what an initializer sets as a global, the tasks see.
 
 Example, a chunk as a cluster worker runs it (here, in this process):
-    >>> from shoal._pickling import dumps_callable
+    >>> from shoal._wire.pickling import dumps_callable
     >>> wire = run_remote("pool-1", None, "abs", dumps_callable(abs), 3, [-1, -2], "one")
     >>> result = from_wire(wire)
     >>> result.chunk_id, result.values
@@ -22,8 +22,8 @@ import types
 from collections import OrderedDict
 from typing import Any, cast
 
+from shoal.backends._cluster.shipping import KEEP
 from shoal.backends.base import CallKind, Chunk, ChunkResult, Failure, all_failed, run_chunk
-from shoal.backends.shipping import KEEP
 
 __all__ = ["Wire", "from_wire", "run_remote"]
 
@@ -51,7 +51,7 @@ _sharing = False
 def _share_namespaces() -> None:
     global _sharing
     if not _sharing:
-        from shoal._namespaces import share
+        from shoal._wire.namespaces import share
 
         share(types.ModuleType("__main__"))
         _sharing = True
@@ -64,7 +64,7 @@ def _initialize(pool_key: str, init_blob: bytes | None) -> Failure | None:
             return _initialized[pool_key]
         broken: Failure | None = None
         if init_blob is not None:
-            from shoal._pickling import loads
+            from shoal._wire.pickling import loads
 
             try:
                 initializer, initargs = cast(tuple[Any, tuple[Any, ...]], loads(init_blob))
@@ -79,7 +79,7 @@ def _function(job_key: str, blob: bytes) -> Any:
     with _lock:
         fn = _functions.get(job_key)
         if fn is None:
-            from shoal._pickling import loads
+            from shoal._wire.pickling import loads
 
             fn = _functions[job_key] = loads(blob)
             while len(_functions) > KEEP:
@@ -103,8 +103,8 @@ def run_remote(
     cannot be pickled back becomes its task's error."""
     import cloudpickle  # type: ignore[import-untyped]
 
-    from shoal._pickling import _check
-    from shoal.backends.sendable import make_sendable
+    from shoal._wire.pickling import _check
+    from shoal.backends._sendable import make_sendable
 
     broken = _initialize(pool_key, init_blob)
     if broken is not None:
@@ -112,7 +112,7 @@ def run_remote(
     try:
         fn = _function(job_key, fn_blob)
         if isinstance(items, bytes):
-            from shoal._pickling import loads
+            from shoal._wire.pickling import loads
 
             items = cast(list[Any], loads(items))
     except Exception as exc:

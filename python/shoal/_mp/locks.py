@@ -36,7 +36,7 @@ class Semaphore(SyncCore):
     ``acquire`` and ``release`` run no Python code.
 
     Example:
-        >>> from shoal._sync import Semaphore
+        >>> from shoal._mp.locks import Semaphore
         >>> s = Semaphore(2)
         >>> s.acquire(), s.acquire(), s.acquire(timeout=0)
         (True, True, False)
@@ -61,7 +61,7 @@ class BoundedSemaphore(Semaphore):
     """A ``Semaphore`` whose ``release`` raises ``ValueError`` past its initial value.
 
     Example:
-        >>> from shoal._sync import BoundedSemaphore
+        >>> from shoal._mp.locks import BoundedSemaphore
         >>> s = BoundedSemaphore(1)
         >>> s.release()
         Traceback (most recent call last):
@@ -78,7 +78,7 @@ class Lock(BoundedSemaphore):
     wedges the others (see the module's docstring).
 
     Example:
-        >>> from shoal._sync import Lock
+        >>> from shoal._mp.locks import Lock
         >>> lock = Lock()
         >>> with lock:
         ...     lock.acquire(timeout=0)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="info as JSON")
     args = parser.parse_args(argv)
     if args.command == "info":
-        from shoal._info import main as info
+        from shoal._cli.info import main as info
 
         info(as_json=args.json)
         return

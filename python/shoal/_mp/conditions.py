@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol, TypeVar
 
-from shoal._sync import Lock, RLock, Semaphore
+from shoal._mp.locks import Lock, RLock, Semaphore
 
 __all__ = ["NOTIFY_PATIENCE", "Barrier", "Condition", "Event"]
 
@@ -234,7 +234,7 @@ class Barrier(threading.Barrier):
     def __init__(
         self, parties: int, action: Callable[[], Any] | None = None, timeout: float | None = None
     ) -> None:
-        from shoal._sharedctypes import RawArray
+        from shoal._mp.sharedctypes import RawArray
 
         self.__setstate__((parties, action, timeout, Condition(), RawArray("i", 2)))
 

@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final, TypeVar
 
-from shoal._queue import Queue
-from shoal._sync import Semaphore
+from shoal._mp.locks import Semaphore
+from shoal._mp.queues import Queue
 
 __all__ = ["JoinableQueue"]
 

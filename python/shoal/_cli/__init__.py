@@ -1,0 +1,1 @@
+"""``python -m shoal``'s commands: ``demo`` (``demo``) and ``info`` (``info``)."""
