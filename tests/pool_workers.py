@@ -105,3 +105,10 @@ def die(_: object = None) -> None:
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def worker_name(_: object = None) -> str:
+    """The name multiprocessing's ``current_process()`` gives the worker running this."""
+    import multiprocessing
+
+    return multiprocessing.current_process().name

@@ -29,3 +29,14 @@ def run_script(
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
+
+
+def pool_worker_prefix(start_method: str) -> str:
+    """What multiprocessing calls a Pool's workers in a program that set no start method
+    of its own, for shoal's pool ``start_method`` (the zygote stands in for this Python's
+    default, the first of ``get_all_start_methods()``)."""
+    import multiprocessing
+
+    method = start_method if start_method in ("fork", "spawn") else None
+    method = method or multiprocessing.get_all_start_methods()[0]
+    return {"fork": "Fork", "spawn": "Spawn", "forkserver": "ForkServer"}[method] + "PoolWorker"

@@ -5,9 +5,12 @@ Each runs as a file under every start method."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 from pathlib import Path
 
-from scripts import run_script
+import pytest
+
+from scripts import pool_worker_prefix, run_script
 
 
 def test_globals_set_by_an_initializer_are_seen_by_tasks(
@@ -86,7 +89,8 @@ def test_workers_know_they_are_workers(tmp_path: Path, pool_start_method: str) -
     )
     out = json.loads(done.stdout)
     names = {fact["name"] for fact in out["seen"]}
-    assert names <= {"ShoalPoolWorker-1", "ShoalPoolWorker-2"}
+    prefix = pool_worker_prefix(pool_start_method)
+    assert names <= {f"{prefix}-1", f"{prefix}-2"}
     assert names
     for fact in out["seen"]:
         number = int(fact["name"].rsplit("-", 1)[1])
@@ -95,7 +99,7 @@ def test_workers_know_they_are_workers(tmp_path: Path, pool_start_method: str) -
         assert fact["argv"] == ["program.py"]
         assert fact["main_file"] == out["file"]
         assert fact["level"] == 30
-    assert "hello from ShoalPoolWorker-" in done.stderr
+    assert f"hello from {prefix}-" in done.stderr
 
 
 def test_a_worker_traceback_shows_the_script_line(tmp_path: Path, pool_start_method: str) -> None:
@@ -158,3 +162,53 @@ def test_a_shoal_lock_in_initargs_guards_a_shared_count(
         pool_start_method,
     )
     assert done.stdout.split() == ["4950", "5000", "True"]
+
+
+# PyMOTW's and the logging cookbook's shape: workers say who they are. Run once on
+# multiprocessing and once with the imports changed; the names must be the same.
+_WHO_AM_I = """
+import json
+import threading
+import time
+import {mp} as multiprocessing
+from {cf} import ProcessPoolExecutor, ThreadPoolExecutor
+from {mp}.pool import ThreadPool
+
+def who(_):
+    time.sleep(0.02)  # long enough that every worker takes some
+    return multiprocessing.current_process().name
+
+def thread_who(_):
+    time.sleep(0.02)
+    return threading.current_thread().name
+
+if __name__ == "__main__":
+    if {method!r} is not None:
+        multiprocessing.set_start_method({method!r})
+    with multiprocessing.Pool(2) as pool:
+        pool_names = sorted(set(pool.map(who, range(40), chunksize=1)))
+    with ProcessPoolExecutor(2) as ex:
+        executor_names = sorted({{n.rsplit("-", 1)[0] for n in ex.map(who, range(40))}})
+    with ThreadPoolExecutor(2, thread_name_prefix="io") as ex:
+        prefixed = sorted({{n.rsplit("_", 1)[0] for n in ex.map(thread_who, range(40))}})
+    with ThreadPool(2) as pool:
+        named = pool.map(thread_who, range(40), chunksize=1)
+        threads = sorted({{n.split("-")[0] + n[n.index(" "):] for n in named}})
+    print(json.dumps([pool_names, executor_names, prefixed, threads]))
+"""
+
+
+@pytest.mark.parametrize("method", [None, "fork", "spawn", "forkserver"])
+def test_workers_are_named_as_multiprocessing_names_them(
+    tmp_path: Path, method: str | None
+) -> None:
+    seen = []
+    for mp, cf in (("multiprocessing", "concurrent.futures"), ("shoal", "shoal")):
+        source = _WHO_AM_I.format(mp=mp, cf=cf, method=method)
+        seen.append(json.loads(run_script(source, tmp_path, "unused").stdout))
+    theirs, ours = seen
+    assert ours == theirs
+    kind = {"fork": "Fork", "spawn": "Spawn", "forkserver": "ForkServer"}
+    default = multiprocessing.get_all_start_methods()[0]
+    assert ours[0] == [f"{kind[method or default]}PoolWorker-{n}" for n in (1, 2)]
+    assert ours[1:] == [[f"{kind[method or default]}Process"], ["io"], ["Thread (worker)"]]

@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pool_workers import BACKENDS, KEEPS_ITS_WORKERS, add, broken_initializer, fail_on, square
+from pool_workers import (
+    BACKENDS,
+    KEEPS_ITS_WORKERS,
+    add,
+    broken_initializer,
+    fail_on,
+    square,
+    worker_name,
+)
 
 import shoal
 from scripts import run_script
@@ -155,12 +163,13 @@ def test_the_drop_in_names_take_the_standard_signatures() -> None:
     seen: list[str] = []
     with shoal.ThreadPoolExecutor(None, "prefix", seen.append, ("ready",)) as ex:
         assert ex._max_workers == min(32, (os.cpu_count() or 1) + 4)
-        assert ex.submit(threading.current_thread).result(timeout=10).name.startswith("shoal")
+        assert ex.submit(threading.current_thread).result(timeout=10).name.startswith("prefix_")
     assert "ready" in seen
     fork = multiprocessing.get_context("fork")
     with shoal.ProcessPoolExecutor(2, fork, max_tasks_per_child=5) as ex:
         assert ex._max_workers == 2
         assert sum(ex.map(square, range(20))) == sum(n * n for n in range(20))
+        assert ex.submit(worker_name).result(timeout=10).startswith("ForkProcess-")
     assert "InitializerError" in dir(shoal)
     assert "ProcessPoolExecutor" in dir(shoal)
     assert not KEEPS_ITS_WORKERS.get("process")

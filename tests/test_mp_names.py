@@ -62,7 +62,9 @@ if __name__ == "__main__":
             assert pool.starmap(record, [(shared, i) for i in range(4)]) == [0, 1, 2, 3]
         names = dict(shared)
     assert sorted(names) == [0, 1, 2, 3], names
-    assert all(name.startswith("ShoalPoolWorker-") for name in names.values()), names
+    # Named as multiprocessing names the pool workers of that start method.
+    kind = {"fork": "Fork", "spawn": "Spawn", "forkserver": "ForkServer"}[START]
+    assert all(name.startswith(f"{kind}PoolWorker-") for name in names.values()), names
 
     mine, theirs = multiprocessing.Pipe()
     child = multiprocessing.Process(target=answer, args=(theirs,))

@@ -10,6 +10,7 @@ import time
 import pytest
 
 import shoal
+from scripts import pool_worker_prefix
 
 
 def _own_pid(_: object) -> int:
@@ -23,7 +24,8 @@ def test_handles_name_the_worker_processes(pool_start_method: str) -> None:
         assert all(h.is_alive() for h in handles)
         pids = set(pool.map(_own_pid, range(20), chunksize=1))
         assert pids <= {h.pid for h in handles}
-        assert all(h.name.startswith("ShoalPoolWorker-") for h in handles)
+        prefix = pool_worker_prefix(pool_start_method)
+        assert all(h.name.startswith(f"{prefix}-") for h in handles)
 
 
 def test_a_killed_worker_ends_with_minus_its_signal_and_is_replaced() -> None:

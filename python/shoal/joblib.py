@@ -47,7 +47,6 @@ from joblib._parallel_backends import (
 )
 
 import shoal
-from shoal._process.identity import NAME_PREFIX
 
 __all__ = ["ShoalBackend"]
 
@@ -80,9 +79,9 @@ _thread_limits: object = None
 
 
 def _in_a_shoal_worker() -> bool:
-    import multiprocessing
+    from shoal._process.worker import in_worker
 
-    return multiprocessing.current_process().name.startswith(NAME_PREFIX)
+    return in_worker()
 
 
 class _Outcome:

@@ -85,7 +85,7 @@ class ShoalContext:
         from shoal.pool import Pool
 
         if options.get("backend") in (None, "process"):
-            options.setdefault("start_method", pool_method_for(self._inner.get_start_method()))
+            options.setdefault("context", self._inner)
         return Pool(processes, initializer, initargs, maxtasksperchild, **options)
 
     def get_context(self, method: str | None = None) -> ShoalContext:

@@ -6,8 +6,9 @@ to pick a GPU per worker, at ``parent_process()``, ``sys.argv`` and
 ``__main__.__file__``; and ``multiprocessing.log_to_stderr()`` in the parent is expected
 to reach the workers. The parent writes down what the workers need
 (:meth:`Lineage.of_this_process`); each worker, at start, becomes a worker
-(:func:`become_worker`): named ``ShoalPoolWorker-N`` with ``_identity`` the parent's
-plus ``(N,)``, N counted as multiprocessing counts this process's children.
+(:func:`become_worker`): named as multiprocessing would have named it in the same program
+(:func:`worker_names`: ``ForkPoolWorker-N``, ``SpawnProcess-N``...), with ``_identity``
+the parent's plus ``(N,)``, N counted as multiprocessing counts this process's children.
 """
 
 from __future__ import annotations
@@ -21,9 +22,39 @@ from typing import Any, NamedTuple
 
 from shoal._wire import namespaces as _namespaces
 
-__all__ = ["NAME_PREFIX", "Lineage", "become_worker", "leave", "next_number"]
+__all__ = [
+    "Lineage",
+    "become_worker",
+    "leave",
+    "next_number",
+    "program_start_method",
+    "worker_names",
+]
 
-NAME_PREFIX = "ShoalPoolWorker"
+# multiprocessing's Process classes, by start method: ForkProcess, SpawnProcess...
+_PROCESS_KINDS = {"fork": "Fork", "spawn": "Spawn", "forkserver": "ForkServer"}
+
+
+def program_start_method() -> str:
+    """The start method multiprocessing uses in this program: the one it set, or this
+    Python's default (``fork`` on Linux up to 3.13, ``forkserver`` from 3.14). Asking
+    does not set it, as ``multiprocessing.get_start_method()`` would."""
+    import multiprocessing
+
+    # (get_all_start_methods lists the default first.)
+    return multiprocessing.get_start_method(True) or multiprocessing.get_all_start_methods()[0]
+
+
+def worker_names(method: str, role: str) -> str:
+    """What multiprocessing calls the workers it starts by ``method`` for ``role``:
+    a Pool's (``"pool"``) or a ``ProcessPoolExecutor``'s (``"executor"``); each worker
+    is that and ``-N``.
+
+    >>> worker_names("fork", "pool"), worker_names("forkserver", "executor")
+    ('ForkPoolWorker', 'ForkServerProcess')
+    """
+    kind = _PROCESS_KINDS.get(method, "")
+    return f"{kind}PoolWorker" if role == "pool" else f"{kind}Process"
 
 
 class Lineage(NamedTuple):
@@ -36,6 +67,8 @@ class Lineage(NamedTuple):
         main_file: the parent's ``__main__.__file__``, if it has one.
         log_level: the level of multiprocessing's logger, if the parent made it.
         log_to_stderr: whether the parent called ``multiprocessing.log_to_stderr()``.
+        worker_names: what the pool's workers are called, but for their ``-N``
+            (:func:`worker_names`).
     """
 
     name: str
@@ -44,10 +77,12 @@ class Lineage(NamedTuple):
     main_file: str | None
     log_level: int | None
     log_to_stderr: bool
+    worker_names: str
 
     @classmethod
-    def of_this_process(cls) -> Lineage:
-        """This process's facts, as its pool's workers should see them."""
+    def of_this_process(cls, worker_names: str) -> Lineage:
+        """This process's facts, as its pool's workers (``worker_names``) should see
+        them."""
         import multiprocessing
 
         util = _private("multiprocessing.util")
@@ -62,6 +97,7 @@ class Lineage(NamedTuple):
             main_file=os.path.abspath(main_file) if isinstance(main_file, str) else None,
             log_level=None if logger is None else logger.getEffectiveLevel(),
             log_to_stderr=bool(util._log_to_stderr),
+            worker_names=worker_names,
         )
 
 
@@ -79,7 +115,7 @@ def become_worker(lineage: Lineage, number: int, parent: int, *, forked_from_par
     process, util = _private("multiprocessing.process"), _private("multiprocessing.util")
     me = process.current_process()
     me._identity = (*lineage.identity, number)
-    me._name = f"{NAME_PREFIX}-{number}"
+    me._name = f"{lineage.worker_names}-{number}"
     me._parent_pid = parent
     me._parent_name = lineage.name
     process._parent_process = process._ParentProcess(lineage.name, parent, _sentinel(parent))

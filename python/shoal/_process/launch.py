@@ -77,6 +77,7 @@ class WorkerSetup:
         arena_fd: int,
         requested: str | None = None,
         worker_exit: Callable[[], object] | None = None,
+        worker_names: str = "ForkPoolWorker",
     ) -> None:
         self.method = check_start_method(requested)
         # Raises PicklingError here, in Pool(), if it cannot be sent.
@@ -104,7 +105,7 @@ class WorkerSetup:
             cwd=os.getcwd(),
             authkey=bytes(multiprocessing.current_process().authkey),
             parent=os.getpid(),
-            lineage=Lineage.of_this_process(),
+            lineage=Lineage.of_this_process(worker_names),
         )
         self.config_fd = os.memfd_create("shoal-worker-config", os.MFD_CLOEXEC)
         os.write(self.config_fd, pickle.dumps(config, protocol=5))
@@ -167,7 +168,7 @@ def launch(
     index: int = 0,
 ) -> tuple[int, int, int]:
     """Starts one worker for ``engine`` by ``method``, as worker ``index`` of its pool:
-    its engine id, pid and number (its name is ``ShoalPoolWorker-<number>``). On
+    its engine id, pid and number (its name ends in ``-<number>``). On
     failure, the engine gets back what the worker was given and the error propagates."""
     worker, tasks, results, bell = engine.add_worker(limit)
     fds = [tasks, results, bell, setup.config_fd, setup.arena_fd, *setup.inherited]

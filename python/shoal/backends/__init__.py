@@ -39,10 +39,10 @@ DEFAULT_BACKEND: Final = "process"
 def check_options(backend: str, options: Mapping[str, Any], known: Iterable[str]) -> None:
     """``TypeError`` naming the first of ``options`` the backend does not take.
 
-    >>> check_options("thread", {"start_method": "spawn"}, ())
+    >>> check_options("dask", {"start_method": "spawn"}, ("address", "client"))
     Traceback (most recent call last):
     ...
-    TypeError: the thread backend takes no option 'start_method' (it takes none)
+    TypeError: the dask backend takes no option 'start_method' (it takes 'address', 'client')
     """
     allowed = tuple(known)
     for name in options:
@@ -55,8 +55,8 @@ def _thread_factory(spec: WorkerSpec, sink: ResultSink, **options: Any) -> Backe
     # Imported on first use, as every backend is, so that `import shoal` stays cheap.
     from shoal.backends.thread import ThreadBackend
 
-    check_options("thread", options, ())
-    return ThreadBackend(spec, sink)
+    check_options("thread", options, ("thread_name_prefix",))
+    return ThreadBackend(spec, sink, **options)
 
 
 def _process_factory(spec: WorkerSpec, sink: ResultSink, **options: Any) -> Backend:

@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from shoal._wire.labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
 from shoal.backends._lives import WorkerLife
@@ -80,6 +80,11 @@ class WorkerSpec:
             unless its initializer raised; what it returns or raises is reported as a
             :class:`WorkerExit` (:meth:`Backend.exit_results`). A backend that cannot run
             it refuses it.
+        role: what the pool stands in for, so that its workers are named as the standard
+            library names its own: ``"pool"`` (``multiprocessing.Pool``: processes
+            ``ForkPoolWorker-N``..., threads ``Thread-N (worker)``) or ``"executor"``
+            (``concurrent.futures``: processes ``ForkProcess-N``..., threads
+            ``ThreadPoolExecutor-M_N``). Backends whose workers are not theirs ignore it.
 
     What only one backend understands (the process backend's ``start_method``, a cluster's
     address) is not here: the Pool passes its extra keyword arguments to the backend's
@@ -91,6 +96,7 @@ class WorkerSpec:
     initargs: tuple[Any, ...] = ()
     maxtasksperchild: int | None = None
     worker_exit: Callable[[], object] | None = None
+    role: Literal["pool", "executor"] = "pool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +120,7 @@ class WorkerHandle:
     that reads worker pids from there finds them in a shoal Pool too).
 
     Example:
-        >>> w = WorkerHandle("ShoalPoolWorker-1", 4242)
+        >>> w = WorkerHandle("ForkPoolWorker-1", 4242)
         >>> w.is_alive(), w.exitcode
         (True, None)
     """

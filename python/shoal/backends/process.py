@@ -37,7 +37,7 @@ from typing import Any, Final, cast
 
 from shoal._current_worker import IndexPool
 from shoal._process.chunks import CALL_APPLY, CALL_ONE, CALL_STAR, CALL_WATCHED
-from shoal._process.identity import NAME_PREFIX
+from shoal._process.identity import program_start_method, worker_names
 from shoal._process.launch import WorkerSetup, check_start_method, launch
 from shoal._process.zygote import shared_zygote
 from shoal._shoal import (
@@ -79,7 +79,7 @@ from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 
 __all__ = ["OPTIONS", "RING_CAPACITY", "ProcessBackend"]
 
-OPTIONS: Final = ("start_method", "arena_bytes", "prefetch")
+OPTIONS: Final = ("start_method", "arena_bytes", "prefetch", "context")
 """The keyword arguments of ``Pool`` this backend takes (see :class:`ProcessBackend`)."""
 
 RING_CAPACITY: Final = 4 << 20
@@ -119,6 +119,12 @@ class ProcessBackend:
     chunks take (2 while they are slow, up to 64 while they are tiny); ``1`` gives a
     worker its next chunk only once it has answered the last, so no task ever waits
     behind a slow one on a busy worker while another is free (a round trip per chunk).
+    ``context``: a multiprocessing context (``multiprocessing.Pool``'s fifth argument,
+    ``ProcessPoolExecutor``'s ``mp_context``): its ``fork`` forks the workers from this
+    process, its ``spawn`` and ``forkserver`` use the zygote (unless ``start_method``
+    says otherwise). Workers are named as multiprocessing names them for the context's
+    method, or else for the one the program set or this Python's default
+    (``ForkPoolWorker-N``; ``ForkProcess-N`` for an executor).
 
     A worker that dies fails only the chunk it was running (``WorkerLostError``) and is
     replaced; the chunks it had not started go to other workers.
@@ -132,6 +138,7 @@ class ProcessBackend:
         start_method: str | None = None,
         arena_bytes: int | None = None,
         prefetch: int | None = None,
+        context: Any = None,
     ) -> None:
         if prefetch is not None and (
             isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1
@@ -140,7 +147,9 @@ class ProcessBackend:
         self._spec = spec
         self._count = local_workers(spec)
         self._sink = sink
+        start_method, names = _methods(start_method, context)
         check_start_method(start_method)  # a wrong name fails before anything is made
+        self._names = worker_names(names, spec.role)
         check_arena_bytes(arena_bytes)
         # Large buffers of arguments and results travel through this shared memory.
         self._arena = Arena(arena_bytes or default_arena_bytes())
@@ -154,6 +163,7 @@ class ProcessBackend:
             self._arena.fileno(),
             start_method,
             spec.worker_exit,
+            self._names,
         )
         self._method = self._setup.method
         if prefetch is None:
@@ -332,7 +342,7 @@ class ProcessBackend:
             self._indexes.give_back(index)
             raise
         with self._lock:
-            self._handles[worker] = WorkerHandle(f"{NAME_PREFIX}-{number}", pid)
+            self._handles[worker] = WorkerHandle(f"{self._names}-{number}", pid)
             self._index_of[worker] = index
         self._lives.started(index, pid, worker, launched)
 
@@ -524,6 +534,23 @@ class ProcessBackend:
             if not stopping:
                 # The pool carries on with one worker fewer; the next exit tries again.
                 traceback.print_exc()
+
+
+def _methods(start_method: str | None, context: Any) -> tuple[str | None, str]:
+    """How the workers start (``start_method``, or what ``context`` asks for), and the
+    multiprocessing start method they are named after."""
+    if context is None:
+        names = start_method if start_method in ("fork", "spawn") else program_start_method()
+        return start_method, names
+    getter = getattr(context, "get_start_method", None)
+    if not callable(getter):
+        raise TypeError(f"context must be a multiprocessing context, not {context!r}")
+    method = str(getter())
+    if start_method is None:
+        from shoal._mp.context import pool_method_for
+
+        start_method = pool_method_for(method)
+    return start_method, method
 
 
 def _failure(exc: BaseException, text: str, cause: BaseException | None = None) -> Failure:

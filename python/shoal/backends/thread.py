@@ -63,10 +63,16 @@ class ThreadBackend:
     Threads are daemons: an interpreter that exits with a task still running does not wait
     for it, and nothing can be forcibly stopped, so ``shutdown(cancel=True)`` drops queued
     chunks and lets running ones finish.
+
+    Threads are named as the standard library names its own (``spec.role``): a pool's as
+    ``multiprocessing.pool.ThreadPool``'s (``Thread-N (worker)``), an executor's as
+    ``ThreadPoolExecutor``'s (``<thread_name_prefix>_N``, the prefix by default
+    ``ThreadPoolExecutor-M`` counted with the standard executors).
     """
 
-    def __init__(self, spec: WorkerSpec, sink: ResultSink) -> None:
+    def __init__(self, spec: WorkerSpec, sink: ResultSink, *, thread_name_prefix: str = "") -> None:
         self._count = local_workers(spec)
+        self._names = _ThreadNames(spec.role, thread_name_prefix)
         self._spec = spec
         self._sink = sink
         self._tasks: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
@@ -155,10 +161,7 @@ class ThreadBackend:
             index = self._indexes.take()
         self._lives.started(index, None, index)
         thread = threading.Thread(
-            target=self._work,
-            args=(worker, index),
-            name=f"shoal-thread-worker-{worker}",
-            daemon=True,
+            target=self._work, args=(worker, index), name=self._names.next(worker), daemon=True
         )
         # Started under the lock, so that join() never sees a thread it cannot join yet.
         with self._lock:
@@ -244,3 +247,24 @@ class ThreadBackend:
         self._lives.ended(index, "maxtasksperchild")
         self._start_worker(index)
         return True
+
+
+class _ThreadNames:
+    """The names of one pool's threads, as the standard library would give them."""
+
+    def __init__(self, role: str, prefix: str) -> None:
+        self._role = role
+        if role == "executor" and not prefix:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # The standard executors' own count, so that no two executors share a prefix.
+            prefix = f"ThreadPoolExecutor-{ThreadPoolExecutor._counter()}"  # type: ignore[attr-defined]
+        self._prefix = prefix
+
+    def next(self, worker: int) -> str:
+        """The name of the pool's ``worker``-th thread (counting from 0)."""
+        if self._role == "executor":
+            return f"{self._prefix}_{worker}"
+        # threading's own numbering of unnamed threads, and the name of the function
+        # multiprocessing's pool threads run, as threading appends it.
+        return f"{threading._newname('Thread-%d')} (worker)"  # type: ignore[attr-defined]

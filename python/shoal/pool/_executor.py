@@ -141,6 +141,7 @@ class Executor(futures.Executor):
             backend=backend,
             task_timeout=task_timeout,
             retries=retries,
+            _role="executor",
             **backend_options,
         )
         self._lock = threading.Lock()
@@ -347,9 +348,9 @@ class ProcessPoolExecutor(Executor):
         max_tasks_per_child: int | None = None,
         **options: Any,
     ) -> None:
-        if mp_context is not None and mp_context.get_start_method() == "fork":
-            options.setdefault("start_method", "fork")
         options.setdefault("backend", "process")
+        if mp_context is not None and options["backend"] == "process":
+            options.setdefault("context", mp_context)
         super().__init__(
             max_workers,
             initializer=initializer,
@@ -361,8 +362,8 @@ class ProcessPoolExecutor(Executor):
 
 class ThreadPoolExecutor(Executor):
     """``concurrent.futures.ThreadPoolExecutor``'s signature on shoal's thread backend
-    (``max_workers`` defaults as there: ``min(32, CPUs + 4)``). ``thread_name_prefix``
-    is accepted for compatibility; shoal names its threads ``shoal-thread-worker-N``.
+    (``max_workers`` defaults as there: ``min(32, CPUs + 4)``), its threads named as
+    there (``thread_name_prefix`` and ``_N``; by default ``ThreadPoolExecutor-M_N``).
 
     Example:
         >>> from shoal import ThreadPoolExecutor
@@ -382,6 +383,8 @@ class ThreadPoolExecutor(Executor):
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
         options.setdefault("backend", "thread")
+        if thread_name_prefix and options["backend"] == "thread":
+            options.setdefault("thread_name_prefix", thread_name_prefix)
         super().__init__(max_workers, initializer=initializer, initargs=initargs, **options)
 
 

@@ -8,7 +8,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from shoal import backends
 from shoal.backends.base import WorkerHandle, WorkerSpec
@@ -34,6 +34,10 @@ class Pool(SingleCalls, MapCalls):
         maxtasksperchild: a worker exits after this many tasks (chunks, as in
             multiprocessing) and a fresh one replaces it; ``None``: workers live as long as
             the pool.
+        context: a multiprocessing context, as multiprocessing's fifth argument: the
+            process backend starts its workers by its method (``fork`` forks them; ``spawn``
+            and ``forkserver`` use shoal's zygote) and names them after it
+            (``SpawnPoolWorker-N``). Other backends take none.
         backend: what runs the tasks, by name (``shoal.backends.available()``):
             ``"process"`` (the default, ``shoal.backends.DEFAULT_BACKEND``) runs them in
             worker processes; ``"thread"`` on threads of this process, nothing pickled.
@@ -76,12 +80,14 @@ class Pool(SingleCalls, MapCalls):
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
+        context: Any = None,
         *,
         backend: str | None = None,
         chunksize: int | None = None,
         task_timeout: float | None = None,
         retries: int = 0,
         worker_exit: Callable[[], object] | None = None,
+        _role: Literal["pool", "executor"] = "pool",
         **backend_options: Any,
     ) -> None:
         if processes is not None and processes < 1:
@@ -102,7 +108,11 @@ class Pool(SingleCalls, MapCalls):
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
         name = backends.DEFAULT_BACKEND if backend is None else backend
         factory = backends.get_factory(name)
-        spec = WorkerSpec(processes, initializer, tuple(initargs), maxtasksperchild, worker_exit)
+        if context is not None:
+            backend_options["context"] = context
+        spec = WorkerSpec(
+            processes, initializer, tuple(initargs), maxtasksperchild, worker_exit, _role
+        )
         self._backend_name = name
         self._chunksize = chunksize
         self._task_timeout = task_timeout
