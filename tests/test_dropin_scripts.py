@@ -212,3 +212,55 @@ def test_workers_are_named_as_multiprocessing_names_them(
     default = multiprocessing.get_all_start_methods()[0]
     assert ours[0] == [f"{kind[method or default]}PoolWorker-{n}" for n in (1, 2)]
     assert ours[1:] == [[f"{kind[method or default]}Process"], ["io"], ["Thread (worker)"]]
+
+
+# The classic shared-counter answer: a multiprocessing.Value bound under the guard,
+# handed over by the initializer, read by the task as a global. Run on multiprocessing
+# and with only the Pool changed to shoal's.
+_COUNTER = """
+from multiprocessing import Value
+import multiprocessing
+from {pool} import Pool
+
+def init(args):
+    global counter
+    counter = args
+
+def task(x):
+    with counter.get_lock():
+        counter.value += 1
+    return x * x
+
+def read_unset(_):
+    return other.value  # set under the guard, never by an initializer
+
+if __name__ == "__main__":
+    if {method!r} is not None:
+        multiprocessing.set_start_method({method!r})
+    counter, other = Value("i", 0), Value("i", 7)
+    with Pool(2, initializer=init, initargs=(counter,)) as pool:
+        print(pool.map(task, range(10)))
+        try:
+            print(pool.apply(read_unset, (0,)))
+        except NameError as exc:
+            print("NameError:", exc)
+            print(*getattr(exc, "__notes__", []), file=__import__("sys").stderr)
+    print(counter.value)
+"""
+
+
+@pytest.mark.parametrize("method", [None, "fork", "spawn", "forkserver"])
+def test_a_global_that_cannot_be_pickled_is_set_by_the_initializer(
+    tmp_path: Path, method: str | None
+) -> None:
+    done = [
+        run_script(_COUNTER.format(pool=pool, method=method), tmp_path, "unused")
+        for pool in ("multiprocessing", "shoal")
+    ]
+    assert done[1].stdout == done[0].stdout
+    lines = done[1].stdout.splitlines()
+    assert lines[0] == str([x * x for x in range(10)])
+    assert lines[-1] == "10"
+    if "NameError" in done[1].stdout:  # (workers that did not fork from the program)
+        assert "shoal left the global 'other' out of read_unset()" in done[1].stderr
+        assert "set it in the pool's initializer" in done[1].stderr

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from shoal._wire.namespaces import explain_name_error
 from shoal._wire.pickling import dumps, dumps_callable, find_unpicklable, loads
 from shoal.errors import PicklingError, ShoalError
 
@@ -348,8 +349,19 @@ def test_lock_in_globals_of_a_function_sent_by_value() -> None:
     fn = namespace["uses_lock"]
     assert_reported(pickling_error(fn), "obj.__globals__['LOCK']", "_thread.lock")
     with pytest.raises(PicklingError) as info:
-        dumps_callable(fn)
-    assert_reported(info.value, "obj.__globals__['LOCK']", "_thread.lock")
+        dumps([fn])  # as data (a task's argument), it fails naming the global
+    assert_reported(info.value, "obj[0].__globals__['LOCK']", "_thread.lock")
+    # Sent as a function (the pool's functions, its initializer), the global is left out,
+    # as a spawned worker would not have it: reading it unset says why.
+    arrived = loads(dumps_callable(fn))
+    assert callable(arrived)
+    with pytest.raises(NameError) as unset:
+        arrived()
+    explain_name_error(unset.value)
+    (note,) = unset.value.__notes__
+    assert "left the global 'LOCK' out of uses_lock()" in note
+    assert "_thread.lock" in note
+    assert "initializer" in note
 
 
 def test_lock_in_a_mangled_slot() -> None:

@@ -10,6 +10,7 @@ from typing import Any, Final, NamedTuple
 from shoal._shoal import Arena, ShmBuffer, WorkerLink
 from shoal._wire.buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._wire.labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
+from shoal._wire.namespaces import explain_name_error
 from shoal._wire.pickling import dumps_detached, loads
 from shoal.errors import ShoalError
 
@@ -51,8 +52,10 @@ class Failure(NamedTuple):
         import traceback
 
         tb = exc.__traceback__
-        if from_task and tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
+        if from_task:
+            explain_name_error(exc)
+            if tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
         return cls(exc, "".join(traceback.format_exception(type(exc), exc, tb)))
 
 

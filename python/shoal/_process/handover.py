@@ -47,6 +47,12 @@ class FdCollector:
     def __init__(self) -> None:
         self.fds: list[int] = []
 
+    def forget_since(self, count: int) -> None:
+        """Closes the descriptors collected after the first ``count`` (a pickle that
+        failed half-way took them)."""
+        while len(self.fds) > count:
+            os.close(self.fds.pop())
+
     def duplicate_for_child(self, fd: int) -> int:
         """multiprocessing's hook: keeps a duplicate of ``fd`` for the workers; its index."""
         self.fds.append(os.dup(fd))
@@ -119,17 +125,24 @@ def dumps_for_workers(obj: object, collector: FdCollector) -> bytes:
 
     multiprocessing.context.set_spawning_popen(collector)  # type: ignore[arg-type]
     try:
-        with io.BytesIO() as file:
-            try:
-                _WorkerPickler(file, protocol=_PROTOCOL).dump(obj)
-            except ForkOnly:
-                raise
-            except MemoryError:
-                raise
-            except Exception as exc:
-                failure = exc
-            else:
-                return file.getvalue()
+        failure: BaseException | None = None
+        start = len(collector.fds)
+        # Then once more, leaving out the functions' globals that cannot be pickled (as
+        # dumps_callable does).
+        for lenient in (False, True):
+            with io.BytesIO() as file:
+                pickler = _WorkerPickler(file, protocol=_PROTOCOL)
+                pickler.lenient = lenient
+                try:
+                    pickler.dump(obj)
+                except (ForkOnly, MemoryError):
+                    raise
+                except Exception as exc:
+                    failure = failure or exc
+                    collector.forget_since(start)
+                else:
+                    return file.getvalue()
+        assert failure is not None
         raise pickling_error(obj, failure, _WorkerPickler) from failure
     finally:
         multiprocessing.context.set_spawning_popen(None)

@@ -37,11 +37,17 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["function_setstate", "namespace_for", "share"]
+__all__ = ["LEFT_OUT", "explain_name_error", "function_setstate", "namespace_for", "share"]
+
+LEFT_OUT = "_shoal_left_out"
+"""Where a function's state names the globals left out of it (they could not be pickled):
+``(qualified name, {global: why})``."""
 
 _sharing = False
 # Namespaces of modules this process does not have, by module name.
 _namespaces: dict[str, dict[str, Any]] = {}
+# Globals left out of the functions that arrived here, by name: the function, and why.
+_left_out: dict[str, tuple[str, str]] = {}
 
 
 def share(main: types.ModuleType | None) -> None:
@@ -82,6 +88,11 @@ def function_setstate(fn: types.FunctionType, state: tuple[dict[str, Any], dict[
     names = slots.pop("__globals__")
     closure = slots.pop("__closure__")
     slots.pop("_cloudpickle_submodules", None)  # held only to import them first
+    left_out = slots.pop(LEFT_OUT, None)
+    if left_out is not None:
+        qualname, reasons = left_out
+        for name, why in reasons.items():
+            _left_out[name] = (qualname, why)
     namespace = fn.__globals__
     for name, value in names.items():
         namespace.setdefault(name, value)
@@ -94,6 +105,22 @@ def function_setstate(fn: types.FunctionType, state: tuple[dict[str, Any], dict[
                 continue
     for name, value in slots.items():
         setattr(fn, name, value)
+
+
+def explain_name_error(exc: BaseException) -> None:
+    """Adds a note to a task's ``NameError`` for a global that was left out of a function
+    sent here because it could not be pickled: it is unset until this process's own code
+    sets it, as in a spawned worker."""
+    name = getattr(exc, "name", None)
+    if type(exc) is not NameError or name not in _left_out:
+        return
+    qualname, why = _left_out[name]
+    exc.add_note(
+        f"shoal left the global {name!r} out of {qualname}() when it sent it to the "
+        f"workers: it cannot be pickled ({why}). A worker has it only once code running "
+        "there sets it, as in a spawned multiprocessing worker: set it in the pool's "
+        "initializer (global " + name + "; " + name + " = ...), or pass it as an argument."
+    )
 
 
 class ModuleNamespace:

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Final, Protocol
 import cloudpickle  # type: ignore[import-untyped]
 
 from shoal._wire.culprit import locate, type_name
-from shoal._wire.namespaces import ModuleNamespace, function_setstate
+from shoal._wire.namespaces import LEFT_OUT, ModuleNamespace, function_setstate
 from shoal.errors import PicklingError
 
 __all__ = [
@@ -110,12 +110,23 @@ def dumps_callable(fn: object) -> bytes:
     with cloudpickle.
 
     Functions of ``__main__``, local functions, lambdas and closures go by value, with the
-    globals their code uses; functions importable from a module go by reference.
+    globals their code uses; functions importable from a module go by reference. A global
+    that cannot be pickled (a ``multiprocessing.Value`` bound under the ``__main__``
+    guard) is left out, as a spawned worker never has it until its own code sets it: an
+    initializer's ``global counter; counter = c`` is what the function then reads
+    (:mod:`shoal._wire.namespaces`), and reading it unset raises a ``NameError`` that says
+    why. The decision is made here, once per function.
 
     Raises:
         shoal.errors.PicklingError: as :func:`dumps` does.
     """
-    return _cloud_dumps_or_explain(fn)
+    try:
+        return _cloud_dumps(fn)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        failure = exc
+    return _cloud_dumps_or_explain(fn, failure=failure)
 
 
 def find_unpicklable(obj: object, root: str = "obj") -> tuple[str, str, BaseException] | None:
@@ -158,16 +169,20 @@ def _dumps_slow(obj: object, buffers: BufferSink | None = None) -> bytes:
     return _cloud_dumps_or_explain(obj, buffers)
 
 
-def _cloud_dumps_or_explain(obj: object, buffers: BufferSink | None = None) -> bytes:
-    """cloudpickle's pickle of ``obj``, or the PicklingError that says what failed."""
+def _cloud_dumps_or_explain(
+    obj: object, buffers: BufferSink | None = None, *, failure: BaseException | None = None
+) -> bytes:
+    """cloudpickle's pickle of ``obj``, or the PicklingError that says what failed. Given
+    the ``failure`` of a plain attempt, it tries once more leaving out the functions'
+    globals that cannot be pickled (:func:`dumps_callable`)."""
     try:
         if buffers is not None:
             buffers.restart()
-        return _cloud_dumps(obj, buffers)
+        return _cloud_dumps(obj, buffers, lenient=failure is not None)
     except MemoryError:
         raise
     except Exception as exc:
-        failure = exc
+        failure = failure or exc
     raise pickling_error(obj, failure) from failure
 
 
@@ -247,8 +262,13 @@ class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
         cloudpickle.Pickler.dispatch_table,
     )
 
+    # Set on a pickler that leaves out the globals that cannot be pickled.
+    lenient = False
+
     def _dynamic_function_reduce(self, fn: types.FunctionType) -> tuple[Any, ...]:
         rebuild, args, state, items, pairs, _ = super()._dynamic_function_reduce(fn)
+        if self.lenient:
+            _leave_out_unpicklable_globals(fn, state[1], type(self))
         return rebuild, args, state, items, pairs, function_setstate
 
     def _function_getnewargs(self, fn: types.FunctionType) -> tuple[Any, ...]:
@@ -262,9 +282,31 @@ class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
         return code, namespace, name, defaults, closure
 
 
-def _cloud_dumps(obj: object, buffers: BufferSink | None = None) -> bytes:
+def _leave_out_unpicklable_globals(
+    fn: types.FunctionType, slots: dict[str, Any], pickler: type[pickle.Pickler]
+) -> None:
+    """Drops from a by-value function's state (cloudpickle's, a dict of its own) the
+    globals ``pickler`` cannot pickle, and writes down which and why for the receiver."""
+    names: dict[str, Any] = slots["__globals__"]
+    left: dict[str, str] = {}
+    token = _checking_with.set(pickler)
+    try:
+        for name, value in list(names.items()):
+            error = _check(value)
+            if error is not None:
+                del names[name]
+                left[name] = f"{type_name(type(value))}: {error}"
+    finally:
+        _checking_with.reset(token)
+    if left:
+        slots[LEFT_OUT] = (fn.__qualname__, left)
+
+
+def _cloud_dumps(obj: object, buffers: BufferSink | None = None, *, lenient: bool = False) -> bytes:
     with io.BytesIO() as file:
-        _CloudPickler(file, protocol=_PROTOCOL, buffer_callback=buffers).dump(obj)
+        pickler = _CloudPickler(file, protocol=_PROTOCOL, buffer_callback=buffers)
+        pickler.lenient = lenient
+        pickler.dump(obj)
         return file.getvalue()
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from shoal._wire.labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
+from shoal._wire.namespaces import explain_name_error
 from shoal.backends._lives import WorkerLife
 
 __all__ = [
@@ -183,7 +184,9 @@ class Failure:
 
     @classmethod
     def capture(cls, exc: BaseException) -> Failure:
-        """The failure for ``exc``, with its traceback formatted now."""
+        """The failure for ``exc``, with its traceback formatted now (and a ``NameError``
+        for a global left out of a function sent by value explained)."""
+        explain_name_error(exc)
         return cls(exc, "".join(traceback.format_exception(exc)))
 
     def __reduce__(self) -> tuple[Any, tuple[BaseException, str, BaseException | None]]:
