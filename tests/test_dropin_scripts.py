@@ -264,3 +264,36 @@ def test_a_global_that_cannot_be_pickled_is_set_by_the_initializer(
     if "NameError" in done[1].stdout:  # (workers that did not fork from the program)
         assert "shoal left the global 'other' out of read_unset()" in done[1].stderr
         assert "set it in the pool's initializer" in done[1].stderr
+
+
+def test_shared_memory_a_task_attaches_is_tracked_by_the_programs_tracker(
+    tmp_path: Path, pool_start_method: str
+) -> None:
+    # One tracker for the program and its workers, as multiprocessing's children have:
+    # a worker's own would unlink the block when the worker exits (maxtasksperchild=1
+    # makes every task's worker a replacement), and the program's unlink() would fail.
+    done = run_script(
+        """
+        from multiprocessing import shared_memory
+        import shoal
+
+        def total(name):
+            block = shared_memory.SharedMemory(name=name)
+            try:
+                return sum(block.buf[:4])
+            finally:
+                block.close()
+
+        block = shared_memory.SharedMemory(create=True, size=16)
+        block.buf[:4] = bytes([1, 2, 3, 4])
+        with shoal.Pool(2, maxtasksperchild=1, start_method=START) as pool:
+            print(pool.map(total, [block.name] * 6, chunksize=1))
+        block.close()
+        block.unlink()
+        print("unlinked")
+        """,
+        tmp_path,
+        pool_start_method,
+    )
+    assert done.stdout.splitlines() == ["[10, 10, 10, 10, 10, 10]", "unlinked"]
+    assert "resource_tracker" not in done.stderr, done.stderr

@@ -98,6 +98,7 @@ class WorkerSetup:
             except BaseException:
                 _close_all(collector.fds)
                 raise
+        self.tracker_fd = _resource_tracker_fd()
         config = WorkerConfig(
             init=init,
             init_kept=self.kept_init,
@@ -108,6 +109,7 @@ class WorkerSetup:
             authkey=bytes(multiprocessing.current_process().authkey),
             parent=os.getpid(),
             lineage=Lineage.of_this_process(worker_names),
+            tracker=self.tracker_fd is not None,
         )
         self.config_fd = os.memfd_create("shoal-worker-config", os.MFD_CLOEXEC)
         os.write(self.config_fd, pickle.dumps(config, protocol=5))
@@ -124,8 +126,31 @@ class WorkerSetup:
         """Closes this process's descriptors (workers keep their own copies)."""
         if self.kept_init:
             forget_init(self.config_fd)
-        _close_all([self.config_fd, *self.inherited])
+        tracker = [] if self.tracker_fd is None else [self.tracker_fd]
+        _close_all([self.config_fd, *tracker, *self.inherited])
         self.inherited = []
+        self.tracker_fd = None
+
+    def fds(self) -> list[int]:
+        """What every worker is given after its rings and bell: its config, the pool's
+        arena, the resource tracker (if any), then what the initializer's arguments need."""
+        tracker = [] if self.tracker_fd is None else [self.tracker_fd]
+        return [self.config_fd, self.arena_fd, *tracker, *self.inherited]
+
+
+def _resource_tracker_fd() -> int | None:
+    """A duplicate of the descriptor that reaches this process's multiprocessing resource
+    tracker, started if it was not, as multiprocessing does for each child it spawns:
+    the workers register what they attach (``SharedMemory(name=...)``) with it, so that
+    no tracker of their own unlinks the program's shared memory when they exit. ``None``
+    if it cannot be started (the workers then start their own when they need one)."""
+    from multiprocessing import resource_tracker
+
+    try:
+        fd = resource_tracker.getfd()
+        return None if fd is None else os.dup(fd)
+    except Exception:
+        return None
 
 
 def _close_all(fds: list[int]) -> None:
@@ -193,7 +218,7 @@ def launch(
     its engine id, pid and number (its name ends in ``-<number>``). On
     failure, the engine gets back what the worker was given and the error propagates."""
     worker, tasks, results, bell = engine.add_worker(limit)
-    fds = [tasks, results, bell, setup.config_fd, setup.arena_fd, *setup.inherited]
+    fds = [tasks, results, bell, *setup.fds()]
     number = next_number()
     try:
         if method == "zygote":

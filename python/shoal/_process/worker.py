@@ -1,8 +1,10 @@
 """The loop every process-pool worker runs, whichever way it was started.
 
-A worker gets four descriptors: its task ring, its result ring, the pool's bell and a
-memfd holding the pool's settings (``WorkerConfig``, pickled), plus any descriptors its
-initializer's arguments need (a ``shoal.Queue`` in ``initargs``). It then takes messages
+A worker gets five or six descriptors: its task ring, its result ring, the pool's bell, a
+memfd holding the pool's settings (``WorkerConfig``, pickled), the pool's shared-memory
+arena and, when the pool's process has one, its multiprocessing resource tracker; then
+any descriptors its initializer's arguments need (a ``shoal.Queue`` in ``initargs``).
+It then takes messages
 from its task ring: a function to keep (pickled once per pool, cached here by id), a chunk
 to run (``shoal._process.chunks``), or the order to stop.
 """
@@ -10,6 +12,7 @@ to run (``shoal._process.chunks``), or the order to stop.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pickle
 import signal
@@ -64,6 +67,7 @@ class WorkerConfig(NamedTuple):
             multiprocessing's resource sharer can be collected.
         parent: the pid of the pool's process.
         lineage: what the worker takes on from the parent (its name, ``sys.argv``...).
+        tracker: the worker is given the parent's multiprocessing resource tracker.
     """
 
     init: bytes | None
@@ -75,6 +79,7 @@ class WorkerConfig(NamedTuple):
     authkey: bytes
     parent: int
     lineage: Lineage
+    tracker: bool
 
 
 class InheritedFd:
@@ -119,11 +124,11 @@ def inherited_fd(index: int) -> int:
 
 
 def main(fds: Sequence[int], number: int, *, forked: bool, index: int = 0) -> None:
-    """Runs worker ``number`` on ``fds`` (task ring, result ring, bell, config, then
-    inherited) and exits the process when told to stop, at its task limit, or when the
-    pool's process is gone. ``forked``: the process is a copy of another (zygote or fork)
-    and must leave with ``os._exit``. ``index``: its place in the pool
-    (``shoal.current_worker().index``)."""
+    """Runs worker ``number`` on ``fds`` (task ring, result ring, bell, config, arena,
+    the resource tracker if the config says so, then inherited) and exits the process
+    when told to stop, at its task limit, or when the pool's process is gone.
+    ``forked``: the process is a copy of another (zygote or fork) and must leave with
+    ``os._exit``. ``index``: its place in the pool (``shoal.current_worker().index``)."""
     code = 0
     try:
         code = _serve(fds, number, forked, index)
@@ -155,8 +160,14 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
     sys.path[:] = config.sys_path
     with contextlib.suppress(OSError):
         os.chdir(config.cwd)
-    _inherited[:] = extra
     import multiprocessing
+
+    if config.tracker:
+        # The parent's resource tracker, as multiprocessing's own children use it: what
+        # a task attaches is not unlinked by a tracker of the worker's own when it exits.
+        tracker: Any = importlib.import_module("multiprocessing.resource_tracker")
+        tracker._resource_tracker._fd, *extra = extra  # (a private name the stubs leave out)
+    _inherited[:] = extra
 
     # Objects the parent passed through multiprocessing's resource sharer (a queue in a
     # task's arguments) are collected from it with this key.

@@ -284,7 +284,9 @@ def serve(parent: int) -> None:  # noqa: C901 (a branch per request)
     site.setcopyright()
     site.sethelper()
     # Imported before the first fork, so that every worker starts with them loaded.
-    import multiprocessing.util  # noqa: F401  # every worker sets its identity there
+    # (Every worker sets its identity in util, and reaches the program's resource tracker.)
+    import multiprocessing.resource_tracker
+    import multiprocessing.util  # noqa: F401
 
     import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
 
