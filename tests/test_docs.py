@@ -61,6 +61,7 @@ MODULES = [
     "shoal._wire.labels",
     "shoal.pool._stats_text",
     "shoal._wire.culprit",
+    "shoal._mp.mirror",
 ]
 # Modules checked even though they may hold no example of their own: internals whose
 # behaviour the tests drive through the public API.
@@ -74,6 +75,23 @@ OPTIONAL = [
     "shoal._wire",
     "shoal._cli",
     "shoal.backends._cluster",
+    # multiprocessing's submodules under shoal's name: their examples are multiprocessing's.
+    "shoal.connection",
+    "shoal.context",
+    "shoal.forkserver",
+    "shoal.heap",
+    "shoal.managers",
+    "shoal.process",
+    "shoal.queues",
+    "shoal.reduction",
+    "shoal.resource_sharer",
+    "shoal.resource_tracker",
+    "shoal.shared_memory",
+    "shoal.sharedctypes",
+    "shoal.spawn",
+    "shoal.synchronize",
+    "shoal.util",
+    "shoal.dummy.connection",
     "shoal._process.handover",
     "shoal._process.identity",
     "shoal._process.launch",

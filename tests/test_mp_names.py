@@ -90,7 +90,7 @@ def test_every_multiprocessing_name_is_offered() -> None:
     dummy = __import__("multiprocessing.dummy").dummy
     assert [name for name in dummy.__all__ if not hasattr(shoal.dummy, name)] == []
     assert shoal.Process is multiprocessing.Process
-    assert shoal.managers is __import__("multiprocessing.managers").managers
+    assert shoal.managers.BaseManager is multiprocessing.managers.BaseManager
     assert shoal.pool.ApplyResult is shoal.AsyncResult
     assert set(shoal.__all__) >= set(multiprocessing.__all__)
 
@@ -99,8 +99,8 @@ def test_every_multiprocessing_name_is_offered() -> None:
     ("name", "hint"),
     [
         ("ThreadPool", "it is shoal.pool.ThreadPool"),
-        ("BaseManager", "it is multiprocessing.managers.BaseManager"),
-        ("Listener", "it is multiprocessing.connection.Listener"),
+        ("BaseManager", "it is shoal.managers.BaseManager"),
+        ("Listener", "it is shoal.connection.Listener"),
     ],
 )
 def test_a_missing_name_says_where_it_is(name: str, hint: str) -> None:
@@ -113,3 +113,54 @@ def test_contexts_map_start_methods_to_the_pool() -> None:
     with pytest.raises(ValueError, match="cannot find context for 'zygote'"):
         shoal.get_context("zygote")
     assert type(shoal.get_context("spawn").SimpleQueue()) is shoal.SimpleQueue
+
+
+SUBMODULES = """
+import importlib, pkgutil, sys
+import multiprocessing
+import shoal
+
+# Every submodule a program imports as multiprocessing.X imports as shoal.X, with shoal's
+# objects where shoal has its own and multiprocessing's everywhere else.
+from shoal.shared_memory import SharedMemory, ShareableList
+from shoal.managers import BaseManager, SyncManager, BaseProxy
+from shoal.connection import Client, Listener, Connection, wait
+from shoal.synchronize import Lock, Barrier
+from shoal.sharedctypes import Value, synchronized
+from shoal.queues import Queue, JoinableQueue
+from shoal.util import Finalize, get_logger
+from shoal.pool import Pool, ThreadPool, ApplyResult
+from shoal.dummy import Pool as DummyPool
+from shoal.dummy.connection import Pipe
+from shoal.context import BaseContext
+from shoal.process import current_process, BaseProcess
+from shoal.reduction import ForkingPickler
+from shoal.heap import BufferWrapper
+import shoal.resource_tracker, shoal.spawn, shoal.forkserver, shoal.resource_sharer
+
+assert Lock is shoal.Lock and Barrier is shoal.Barrier and Value is shoal.Value
+assert Queue is shoal.Queue and JoinableQueue is shoal.JoinableQueue and Pool is shoal.Pool
+assert SharedMemory is multiprocessing.shared_memory.SharedMemory
+import multiprocessing.connection
+assert Connection is multiprocessing.connection.Connection
+missing = [
+    m.name
+    for m in pkgutil.iter_modules(multiprocessing.__path__)
+    if not m.name.startswith("popen_") and importlib.util.find_spec(f"shoal.{m.name}") is None
+]
+assert missing == [], missing
+with shoal.Pool(2) as pool:
+    print(pool.map(abs, [-1, -2]), type(shoal.synchronize.RLock()).__module__)
+try:
+    shoal.connection.NoSuchName
+except AttributeError as exc:
+    print(exc)
+"""
+
+
+def test_every_submodule_imports_from_shoal(tmp_path: Path) -> None:
+    done = run_script(SUBMODULES, tmp_path, "unused")
+    assert done.stdout.splitlines() == [
+        "[1, 2] shoal._mp.locks",
+        "module 'shoal.connection' has no attribute 'NoSuchName'",
+    ]

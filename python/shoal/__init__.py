@@ -99,9 +99,28 @@ _HOMES = {
     "set_executable": "multiprocessing",
     "set_forkserver_preload": "multiprocessing",
 }
-# multiprocessing's submodules, reachable as attributes (``shoal.managers.BaseManager``).
+# Submodules named as multiprocessing's (shoal.synchronize, shoal.managers...), with shoal's
+# objects where shoal has its own; like the names above, loaded on first use.
 _SUBMODULES = frozenset(
-    {"connection", "managers", "shared_memory", "sharedctypes", "synchronize", "util"}
+    {
+        "connection",
+        "context",
+        "dummy",
+        "forkserver",
+        "heap",
+        "managers",
+        "pool",
+        "process",
+        "queues",
+        "reduction",
+        "resource_sharer",
+        "resource_tracker",
+        "shared_memory",
+        "sharedctypes",
+        "spawn",
+        "synchronize",
+        "util",
+    }
 )
 
 __all__ = sorted(_HOMES)
@@ -292,7 +311,7 @@ def __getattr__(name: str) -> Any:
     if home is None:
         if name not in _SUBMODULES:
             raise AttributeError(_missing(name))
-        value = importlib.import_module(f"multiprocessing.{name}")
+        value = importlib.import_module(f"shoal.{name}")
     else:
         if name in ("Pool", "map"):  # (once each: the name is cached below)
             # A program about to make a pool: its default backend gets ready (the process
@@ -306,27 +325,19 @@ def __getattr__(name: str) -> Any:
 
 
 def _missing(name: str) -> str:
-    """What to say of a name shoal lacks: where multiprocessing has it, if it does."""
+    """What to say of a name shoal lacks: the submodule that has it, if one does (as
+    multiprocessing keeps ``BaseManager`` in ``managers``)."""
     message = f"module 'shoal' has no attribute {name!r}"
     if name.startswith("_"):
         return message
     for module in ("pool", "managers", "connection", "shared_memory", "queues", "util"):
         if hasattr(importlib.import_module(f"multiprocessing.{module}"), name):
-            where = "shoal.pool" if module == "pool" and name in _POOL_NAMES else None
-            if where is not None:
-                return f"{message}; it is {where}.{name}"
-            return (
-                f"{message}; it is multiprocessing.{module}.{name}, which shoal does not "
-                f"replace: import it from there (it works with shoal's Pool and Queue)"
-            )
+            return f"{message}; it is shoal.{module}.{name}"
     return message
 
 
-_POOL_NAMES = frozenset({"ThreadPool", "ApplyResult", "MapResult", "IMapIterator"})
-
-
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+    return sorted({*globals(), *_HOMES, *_SUBMODULES})
 
 
 __version__ = "0.1.0"
