@@ -66,3 +66,11 @@ def test_the_project_says_where_it_lives_and_what_it_is_about() -> None:
     assert "multiprocessing" in project["keywords"]
     for classifier in ("Typing :: Typed", "Operating System :: POSIX :: Linux"):
         assert classifier in project["classifiers"]
+
+
+def test_the_wheel_tools_are_the_projects_own() -> None:
+    group = _pyproject()["dependency-groups"]["wheel"]
+    assert {re.split(r"[<>=!~ ]", r)[0] for r in group} == {"maturin", "ziglang", "auditwheel"}
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--group wheel" in makefile
+    assert re.search(r"^WHEEL_TAG \?= manylinux_2_28$", makefile, re.MULTILINE)
