@@ -4,8 +4,9 @@ PYTHON ?= python3
 CARGO_TARGET_DIR ?= target
 export CARGO_TARGET_DIR
 
-.PHONY: help install dev demo lint test test-rust test-python test-other-pythons bench bench-queue bench-pool \
-	bench-buffers bench-sync bench-startup bench-cluster bench-doors bench-progress bench-stats
+.PHONY: help install dev demo lint test test-rust test-python test-other-pythons wheel sdist \
+	test-wheel bench bench-queue bench-pool bench-buffers bench-sync bench-startup bench-cluster \
+	bench-doors bench-progress bench-stats
 
 help:               ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -39,7 +40,42 @@ OTHER_PYTHONS ?= 3.12 3.13
 test-other-pythons: ## the portable part of the suite on CPython 3.12 and 3.13, where present
 	$(PYTHON) tests/other_pythons.py $(OTHER_PYTHONS)
 
-test: lint test-rust test-python test-other-pythons  ## everything CI runs
+# The wheel a user installs without Rust. Its platform tag: the engine calls glibc's
+# memfd_create, which glibc 2.27 brought, so no older tag is true (a manylinux2014 build
+# links it unversioned and then fails to import on glibc 2.17-2.26); manylinux_2_28 is the
+# baseline PyPA builds for past it (RHEL 8 and its rebuilds, Debian 10, Ubuntu 18.10 on).
+# The kernel is another matter: pidfd_open and waitid(P_PIDFD) need Linux 5.4, whatever the
+# glibc.
+WHEEL_TAG ?= manylinux_2_28
+# maturin, zig and auditwheel (pyproject's dependency group "wheel"), in a venv of their
+# own; zig links against the tag's glibc, so no manylinux container is needed.
+WHEEL_TOOLS := target/wheel-tools
+DIST := target/dist
+
+$(WHEEL_TOOLS)/installed: pyproject.toml
+	rm -rf $(WHEEL_TOOLS)
+	$(PYTHON) -m venv $(WHEEL_TOOLS)
+	$(WHEEL_TOOLS)/bin/python -m pip install -q --disable-pip-version-check "pip>=25.1"
+	$(WHEEL_TOOLS)/bin/python -m pip install -q --disable-pip-version-check --group wheel
+	touch $@
+
+wheel: $(WHEEL_TOOLS)/installed ## the abi3 manylinux_2_28 wheel, auditwheel-checked, in target/dist
+	rm -f $(DIST)/shoal-*.whl
+	PATH="$(CURDIR)/$(WHEEL_TOOLS)/bin:$$PATH" maturin build --release --locked --zig \
+		--compatibility $(WHEEL_TAG) --out $(DIST)
+	$(WHEEL_TOOLS)/bin/python tests/wheel_check.py $(DIST)/shoal-*.whl $(WHEEL_TAG)
+
+sdist: $(WHEEL_TOOLS)/installed ## the source distribution (Cargo.lock included), in target/dist
+	rm -f $(DIST)/shoal-*.tar.gz
+	$(WHEEL_TOOLS)/bin/maturin sdist --out $(DIST)
+
+# The sdist's build outlasts the suite's faulthandler_timeout; each test has its own timeout.
+test-wheel: wheel sdist ## the wheel in a fresh venv without Rust; the sdist built in another
+	SHOAL_WHEEL="$$(echo $(CURDIR)/$(DIST)/shoal-*.whl)" \
+		SHOAL_SDIST="$$(echo $(CURDIR)/$(DIST)/shoal-*.tar.gz)" \
+		$(PYTHON) -m pytest tests/test_wheel.py -o faulthandler_timeout=0
+
+test: lint test-rust test-python test-other-pythons test-wheel ## everything CI runs
 
 bench: bench-queue ## the queue beside its peers (each bench-* needs ".[bench]")
 
