@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -234,3 +235,36 @@ def test_shutdown_stops_reading_a_lazy_map_left_unread(backend: str) -> None:
     rest = list(results)  # what was read still arrives, then the iterator ends
     assert rest == [n * n for n in range(5, 5 + len(rest))]
     assert len(rest) <= 8
+
+
+_UNREAD_MAP = """
+import sys
+from {cf} import ProcessPoolExecutor
+
+def init():
+    print("init", flush=True)
+
+def task(n):
+    sys.stdout.write(f"task {{n}}\\n")  # one write: workers print at once
+    sys.stdout.flush()
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(2, initializer=init) as ex:
+        _ = ex.map(task, range(6){extra})  # never read: the calls still run
+"""
+
+
+@pytest.mark.parametrize("buffersize", [None, 2])
+def test_a_map_nobody_reads_still_runs_as_concurrent_futures_runs_it(
+    tmp_path: Path, buffersize: int | None
+) -> None:
+    if buffersize is not None and sys.version_info < (3, 14):
+        pytest.skip("concurrent.futures' map takes buffersize from Python 3.14")
+    extra = "" if buffersize is None else f", buffersize={buffersize}"
+    seen = []
+    for module in ("concurrent.futures", "shoal"):
+        done = run_script(_UNREAD_MAP.format(cf=module, extra=extra), tmp_path, "unused")
+        seen.append(sorted(line for line in done.stdout.splitlines() if line.startswith("task")))
+    theirs, ours = seen
+    assert ours == theirs
+    assert len(ours) == (6 if buffersize is None else buffersize)

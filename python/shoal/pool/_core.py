@@ -145,11 +145,19 @@ class PoolCore:
             Chunk(job.job_id, chunk_id, job.fn, job.items, job.call, job.timeout, job.retries)
         )
 
-    def stop_reading(self, job: Job) -> None:
-        """Reads no more of ``job``'s input: what was handed out still runs, and its
-        target learns that the input ends there (``Executor.shutdown`` with a lazy map
-        left unread)."""
+    def stop_reading(self, job: Job, ahead: int = 0) -> None:
+        """Reads no more of ``job``'s input than ``ahead`` items past what its consumer
+        has taken (and nothing past what was read when that is less): what was handed
+        out still runs, and its target learns that the input ends there
+        (``Executor.shutdown`` with a lazy map left unread; ``ahead`` is its buffersize,
+        the calls a standard executor would have submitted)."""
         with self.cond:
+            end = job.consumed + ahead
+            if end > job.pulled and job.target._wants_more():
+                job.end = end  # the feeder reads up to it (pull), then stops
+                job.window = job.limit = None
+                self.cond.notify_all()
+                return
             job.stopped = True
             if self.pulling is job:
                 return  # the feeder ends it once the chunk it is reading is out
@@ -158,6 +166,14 @@ class PoolCore:
             self.jobs.remove(job)
             pulled = job.pulled
         job.target._set_length(pulled)
+
+    def read_all(self, job: Job) -> None:
+        """Lifts ``job``'s read-ahead bound: the rest of its input is read and run whether
+        or not anyone takes its results (``Executor.shutdown`` with a map left unread:
+        ``concurrent.futures`` runs every call it was given)."""
+        with self.cond:
+            job.window = job.limit = None
+            self.cond.notify_all()
 
     def consumed(self, job: Job, count: int = 1) -> None:
         """The consumer of ``job`` took ``count`` more items: its read-ahead may have room

@@ -150,8 +150,9 @@ class Executor(futures.Executor):
         self._breaking = False
         # Unfinished futures (for cancel_futures and for breaking); each leaves as it ends.
         self._pending: set[futures.Future[Any]] = set()
-        # The iterators of maps still running, to stop reading their input at shutdown.
-        self._maps: weakref.WeakSet[Any] = weakref.WeakSet()
+        # The iterators of maps still running, and each one's buffersize: at shutdown,
+        # the rest of a map's input is run (or, with a buffersize, not read: see shutdown).
+        self._maps: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
         _OPEN.add(self)
         # An executor dropped with nothing pending lets its workers go, quietly.
         weakref.finalize(self, Pool.close, self._pool)
@@ -232,7 +233,7 @@ class Executor(futures.Executor):
         counter = counter_for(progress, _shortest(iterables))
         if counter is not None:
             results._count_progress(counter)
-        self._maps.add(results)
+        self._maps[results] = buffersize
         return self._yield(results, deadline)
 
     def _yield(self, results: Any, deadline: float | None) -> Generator[Any, None, None]:
@@ -271,11 +272,19 @@ class Executor(futures.Executor):
         with self._lock:
             self._shutdown = True
             pending = list(self._pending) if cancel_futures else []
-            unread = list(self._maps)
-        # A lazy map's input not read yet was never submitted: it is not read now (what
-        # was read still runs, and its iterator ends after it).
-        for results in unread:
-            results._stop_reading()
+            unread = list(self._maps.items())
+        # concurrent.futures submits every call of a map at once, and shutdown runs them
+        # all (or, with cancel_futures, cancels those not started): the rest of a lazy
+        # map's input is read and run now, or dropped with cancel_futures. With a
+        # buffersize only that many calls ahead of the reader were ever submitted; the
+        # rest is not read, as there.
+        for results, buffersize in unread:
+            if cancel_futures:
+                results._stop_reading(0)
+            elif buffersize is not None:
+                results._stop_reading(buffersize)
+            else:
+                results._read_all()
         for future in pending:
             future.cancel()
         if self._broken:

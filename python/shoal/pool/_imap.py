@@ -78,7 +78,8 @@ class IMapIterator(Iterator[R]):
         self._unreported = 0
         self._on_consumed: Callable[[int], None] = lambda count: None
         # Reads no more of the input (set by the Pool, as _on_consumed is).
-        self._stop_reading: Callable[[], None] = lambda: None
+        self._stop_reading: Callable[[int], None] = lambda ahead: None
+        self._read_all: Callable[[], None] = lambda: None
         # Called once when a next value, error or the end arrives (an ``async for``
         # waiting on the event loop).
         self._wakers: list[Callable[[], object]] = []

@@ -41,6 +41,7 @@ class Job:
     __slots__ = (
         "call",
         "consumed",
+        "end",
         "fn",
         "items",
         "iterator",
@@ -92,6 +93,7 @@ class Job:
         # buffersize); None: only the window bounds it.
         self.limit = limit
         self.stopped = False  # no more of the input is to be read (stop_reading)
+        self.end: int | None = None  # read no item past this one (stop_reading)
         self.pulled = 0  # items handed out
         self.consumed = 0  # items the consumer has taken (imap only)
         # One task from a list (apply, submit, a map of one): handed over in one piece,
@@ -112,6 +114,10 @@ class Job:
         size = self.sizer.next_size()
         if self.limit is not None:
             size = max(min(size, self.limit - (self.pulled - self.consumed)), 1)
+        if self.end is not None:
+            size = max(min(size, self.end - self.pulled), 0)
+            # (Read under no lock, as end was set before the feeder could pick the job.)
+            self.stopped = self.pulled + size >= self.end
         if self.items is not None:
             chunk = self.items[self.pulled : self.pulled + size]
             return chunk, self.pulled + len(chunk) >= len(self.items), None

@@ -318,5 +318,6 @@ class MapCalls:
         )
         core = self._core
         result._on_consumed = lambda count: core.consumed(job, count)
-        result._stop_reading = lambda: core.stop_reading(job)
+        result._stop_reading = lambda ahead: core.stop_reading(job, ahead)
+        result._read_all = lambda: core.read_all(job)
         return result
