@@ -297,3 +297,29 @@ def test_shared_memory_a_task_attaches_is_tracked_by_the_programs_tracker(
     )
     assert done.stdout.splitlines() == ["[10, 10, 10, 10, 10, 10]", "unlinked"]
     assert "resource_tracker" not in done.stderr, done.stderr
+
+
+_CACHE = """
+import time
+import {mp} as multiprocessing
+
+def slow(x):
+    time.sleep(0.3)
+    return x
+
+if __name__ == "__main__":
+    with multiprocessing.Pool(2) as pool:
+        results = [pool.apply_async(slow, (i,)) for i in range(4)]
+        print(len(pool._cache))
+        while pool._cache:  # the idiom: wait until every call is answered
+            time.sleep(0.01)
+        print([r.get(0) for r in results])
+"""
+
+
+def test_a_program_waits_on_the_pools_cache(tmp_path: Path) -> None:
+    outputs = [
+        run_script(_CACHE.format(mp=mp), tmp_path, "unused").stdout
+        for mp in ("multiprocessing", "shoal")
+    ]
+    assert outputs[1] == outputs[0] == "4\n[0, 1, 2, 3]\n"

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import pickle
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -381,3 +382,20 @@ def test_apply_is_not_starved_by_a_busy_infinite_imap(pool: shoal.Pool) -> None:
     finally:
         stop.set()
         reader.join(30)
+
+
+def test_the_cache_holds_the_calls_not_finished(pool: shoal.Pool) -> None:
+    # multiprocessing's Pool._cache: programs wait `while pool._cache:` or count it.
+    slow = [pool.apply_async(nap, (0.3,)) for _ in range(3)]
+    mapped = pool.map_async(nap, [0.1, 0.1], chunksize=1)
+    future = pool.submit(nap, 0.2)
+    held = {id(result) for result in [*slow, mapped, future]}
+    assert held <= set(pool._cache), pool._cache
+    assert {id(v) for v in pool._cache.values()} == set(pool._cache)
+    deadline = time.monotonic() + 30
+    while pool._cache and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool._cache == {}
+    assert all(r.ready() for r in slow)
+    assert mapped.ready()
+    assert future.done()

@@ -296,6 +296,23 @@ class PoolCore:
             self.cond.notify_all()
         return started
 
+    def unfinished(self) -> dict[int, Any]:
+        """The result objects of the calls not answered yet, by ``id`` (``Pool._cache``)."""
+        with self.lock:
+            pulling = [] if self.pulling is None else [self.pulling.target]
+            # list(): results leave in_flight without the lock (see _handle).
+            targets = [
+                *(job.target for job in self.jobs),
+                *pulling,
+                *(entry[0] for entry in list(self.in_flight.values())),
+            ]
+        found: dict[int, Any] = {}
+        for target in targets:
+            held = target._result()
+            if held is not None and target._wants_more():
+                found[id(held)] = held
+        return found
+
     def stats(self, backend: str) -> PoolStats:
         """The pool's counts joined with the backend's report (``Pool.stats``)."""
         return self._untallied.report(backend, self.backend.stats(), len(self.in_flight))

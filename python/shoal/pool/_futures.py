@@ -102,6 +102,9 @@ class FutureTarget(Generic[R]):
     def _wants_more(self) -> bool:
         return not self.future.done()
 
+    def _result(self) -> object:
+        return self.future
+
     def _handed_over(self, chunk_id: int) -> None:
         self.future._chunk_id = chunk_id
 

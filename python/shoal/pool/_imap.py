@@ -233,6 +233,9 @@ class IMapIterator(Iterator[R]):
     def _wants_more(self) -> bool:
         return not self._cancelled
 
+    def _result(self) -> object:
+        return self
+
     def _handed_over(self, chunk_id: int) -> None:
         """Nothing to do: an iterator's chunks are not taken back one by one."""
 

@@ -33,6 +33,10 @@ class Target(Protocol):
     def _set_length(self, length: int) -> None: ...
     def _set_source_error(self, index: int, exc: BaseException) -> None: ...
     def _cancel(self) -> None: ...
+    def _result(self) -> object:
+        """The object the caller holds for the call (``Pool._cache`` lists it); ``None``
+        once nobody can."""
+        ...
 
 
 class Job:
@@ -148,6 +152,9 @@ class WeakTarget:
     def _wants_more(self) -> bool:
         target = self._ref()
         return target is not None and target._wants_more()
+
+    def _result(self) -> object:
+        return self._ref()
 
     def _handed_over(self, chunk_id: int) -> None:
         """Nothing to do: an iterator's chunks are not taken back one by one."""

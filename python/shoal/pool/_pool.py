@@ -178,6 +178,22 @@ class Pool(SingleCalls, MapCalls):
         """
         return self._core.backend.handles()
 
+    @property
+    def _cache(self) -> dict[int, Any]:
+        """The calls not finished yet, as ``multiprocessing.Pool._cache`` holds them: their
+        result objects (``AsyncResult``, ``MapResult``, ``imap``'s iterator, ``submit``'s
+        future), each under a number of its own. A fresh dict at each read, so programs
+        that wait ``while pool._cache:`` or count ``len(pool._cache)`` see it empty once
+        every call has its answer.
+
+        >>> import shoal, time
+        >>> with shoal.Pool(1, backend="thread") as pool:
+        ...     result = pool.apply_async(time.sleep, (0.5,))
+        ...     [type(r).__name__ for r in pool._cache.values()], result.get(5), pool._cache
+        (['AsyncResult'], None, {})
+        """
+        return self._core.unfinished()
+
     def _repopulate_pool(self) -> None:
         """multiprocessing's way to replace exited workers; a shoal Pool replaces each
         as it exits, so there is nothing to do."""

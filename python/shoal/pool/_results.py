@@ -221,6 +221,9 @@ class AsyncResult(Generic[R]):
     def _wants_more(self) -> bool:
         return not self._finishing
 
+    def _result(self) -> object:
+        return self
+
     def _handed_over(self, chunk_id: int) -> None:
         self._chunk_id = chunk_id
 
