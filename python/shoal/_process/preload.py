@@ -4,8 +4,11 @@ forked worker would) instead of importing pandas or gensim afresh.
 
 Which modules: those in ``sys.modules`` whose file lies in the standard library or in
 site-packages (the program's own modules, test modules and ``__main__`` are left to the
-workers, which import what tasks need), less ``SHOAL_PRELOAD_SKIP`` (comma-separated
-names; a package's name skips its submodules too). ``SHOAL_PRELOAD=0`` turns it off.
+workers, which import what tasks need), less debuggers, profilers and IDE hooks (a
+kernel's debugpy: their imports act on the process, and print), less
+``SHOAL_PRELOAD_SKIP`` (comma-separated names; a package's name skips its submodules
+too). ``SHOAL_PRELOAD=0`` turns it off. What the imports print goes nowhere
+(``shoal._process.zygote``): a program sees only what its own code prints.
 
 An import that fails is ignored (the worker will meet the error, if it needs the module,
 as it would have). An import that leaves a Python thread running makes the zygote unsafe
@@ -29,6 +32,34 @@ __all__ = ["import_all", "preload_parent_modules", "worth_preloading"]
 
 # Modules whose import does something besides defining names.
 _NEVER: Final = frozenset({"__main__", "__mp_main__", "this", "antigravity"})
+# Debuggers, profilers, coverage and IDE hooks, by top-level package: the program's
+# process runs under them, its workers need not (and their imports print, trace, patch).
+_HOOKS: Final = frozenset(
+    {
+        "debugpy",
+        "pydevd",
+        "pydevconsole",
+        "pydevd_plugins",
+        "pydevd_file_utils",
+        "pydevd_tracing",
+        "bdb",
+        "pdb",
+        "ipdb",
+        "coverage",
+        "cProfile",
+        "profile",
+        "pyinstrument",
+        "line_profiler",
+        "yappi",
+        "memray",
+        "scalene",
+        "viztracer",
+        "teamcity",
+        "ipykernel",
+        "IPython",
+    }
+)
+_HOOK_PREFIXES: Final = ("_pydev", "pydev_", "_jb_")
 # Zygotes replaced because an import left a thread, before the preload gives up.
 _MAX_RETIRED: Final = 3
 
@@ -45,7 +76,14 @@ def _install_dirs() -> tuple[str, ...]:
 
 def _skipped(name: str, skip: frozenset[str]) -> bool:
     top = name.partition(".")[0]
-    return name in skip or top in skip or top == "shoal" or name in _NEVER
+    return (
+        name in skip
+        or top in skip
+        or top == "shoal"
+        or name in _NEVER
+        or top in _HOOKS
+        or top.startswith(_HOOK_PREFIXES)
+    )
 
 
 def worth_preloading(modules: Iterable[tuple[str, object]] | None = None) -> list[str]:
@@ -53,8 +91,8 @@ def worth_preloading(modules: Iterable[tuple[str, object]] | None = None) -> lis
     import, in the order they were first imported.
 
     Example:
-        >>> import json, sys
-        >>> worth_preloading([("json", json), ("__main__", sys.modules["__main__"])])
+        >>> import json, pdb, sys
+        >>> worth_preloading([("json", json), ("pdb", pdb), ("__main__", sys.modules["__main__"])])
         ['json']
     """
     if os.environ.get("SHOAL_PRELOAD") == "0":

@@ -15,6 +15,11 @@ reaps its children as they exit (never before it has opened the pidfd of a new o
 that the pidfd is always for the right process), ignores ``SIGINT`` (Ctrl-C is the
 parent's to handle), and exits when the parent's end of the socket closes, that is when
 the parent exits, however it exits.
+
+Its standard output and error are the program's, for its workers' prints; what its own
+imports print (at start, and in a preload: a notebook kernel's debugger warns as it is
+imported) goes to ``/dev/null``, so that nothing shoal does on its own shows where the
+user reads.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Final
 
 from shoal._shoal import ChildProcess, die_with_parent
@@ -255,6 +261,29 @@ def _status_of(pid: int) -> bytes:
     return b"?" if status is None else str(status).encode()
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Sends what this process prints, at the descriptor level, to ``/dev/null`` for the
+    duration: imports the zygote makes on its own print nowhere."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
 def _preload(fds: list[int]) -> bytes:
     """Imports the modules listed in the descriptor the parent sent; the reply."""
     from shoal._process.preload import import_all
@@ -267,7 +296,8 @@ def _preload(fds: list[int]) -> bytes:
     finally:
         for fd in fds[1:]:
             os.close(fd)
-    threaded = import_all(name for name in names if name)
+    with _quiet():
+        threaded = import_all(name for name in names if name)
     return b"ok" if threaded is None else _THREADED + threaded.encode()
 
 
@@ -285,12 +315,13 @@ def serve(parent: int) -> None:  # noqa: C901 (a branch per request)
     site.sethelper()
     # Imported before the first fork, so that every worker starts with them loaded.
     # (Every worker sets its identity in util, and reaches the program's resource tracker.)
-    import multiprocessing.resource_tracker
-    import multiprocessing.util  # noqa: F401
+    with _quiet():
+        import multiprocessing.resource_tracker
+        import multiprocessing.util  # noqa: F401
 
-    import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
+        import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
 
-    from shoal._process import worker
+        from shoal._process import worker
 
     sock = socket.socket(fileno=_SOCKET_FD)
     while True:
