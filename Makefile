@@ -4,9 +4,9 @@ PYTHON ?= python3
 CARGO_TARGET_DIR ?= target
 export CARGO_TARGET_DIR
 
-.PHONY: help install dev demo lint test test-rust test-python test-other-pythons wheel sdist \
-	test-wheel bench bench-queue bench-pool bench-buffers bench-sync bench-startup bench-cluster \
-	bench-doors bench-progress bench-stats
+.PHONY: help install dev demo lint test test-rust test-python test-other-pythons pythons wheel \
+	sdist test-wheel bench bench-queue bench-pool bench-buffers bench-sync bench-startup \
+	bench-cluster bench-doors bench-progress bench-stats
 
 help:               ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -36,9 +36,14 @@ test-rust:          ## the engine's own tests, without Python
 test-python:        ## the Python suite (processes, a Dask cluster, CPython's Pool tests)
 	$(PYTHON) -m pytest
 
-OTHER_PYTHONS ?= 3.12 3.13
-test-other-pythons: ## the portable part of the suite on CPython 3.12 and 3.13, where present
+OTHER_PYTHONS ?= 3.12 3.13 3.14 3.15
+test-other-pythons: pythons ## the portable part of the suite on CPython 3.12 to 3.15, where present
 	$(PYTHON) tests/other_pythons.py $(OTHER_PYTHONS)
+
+# Versions no pyenv here can build and Debian stable lacks: Debian unstable's builds.
+DEBIAN_PYTHONS ?= 3.14 3.15
+pythons:            ## CPython 3.14 and 3.15 from Debian unstable, unpacked under target/pythons/
+	PYTHON=$(PYTHON) bash tests/pythons.sh $(DEBIAN_PYTHONS)
 
 # The wheel a user installs without Rust. Its platform tag: the engine calls glibc's
 # memfd_create, which glibc 2.27 brought, so no older tag is true (a manylinux2014 build

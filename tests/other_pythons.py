@@ -11,9 +11,15 @@ backend's and imap's own long files (their behaviour is the same Python code on 
 version; test_pool.py runs the shared cases on it). A version the machine lacks is
 skipped with a line that says so.
 
+The interpreters are pyenv's or on ``PATH``, or Debian unstable's builds that
+``make pythons`` (``tests/pythons.sh``) unpacks under ``target/`` (3.14 and 3.15 here).
+Those leave out ensurepip's wheels, so every virtual environment is made without pip,
+and pip is run from its wheel (fetched once by this interpreter's pip) to install itself
+and the tools.
+
 Usage::
 
-    python tests/other_pythons.py 3.12 3.13
+    python tests/other_pythons.py 3.12 3.13 3.14 3.15
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import shoal
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "target" / "other-pythons"
+UNPACKED = ROOT / "target" / "pythons"
 TOOLS = ["pytest>=8", "pytest-timeout>=2.3", "psutil>=5.9", "hypothesis>=6.100", "numpy"]
 TOOLS += ["rich>=13", "tqdm>=4.66", "cloudpickle>=3"]
 TESTS = [
@@ -49,11 +56,13 @@ LEAVE_OUT = (
 
 
 def find(version: str) -> str | None:
-    """A working CPython ``version`` interpreter on this machine (pyenv's, or on PATH;
-    a pyenv shim for a version not selected fails to run, so each is tried)."""
+    """A working CPython ``version`` interpreter on this machine (pyenv's, on PATH, or
+    unpacked by ``make pythons``; a pyenv shim for a version not selected fails to run,
+    so each is tried)."""
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     candidates = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))[::-1]
     candidates.append(shutil.which(f"python{version}") or "")
+    candidates.append(str(UNPACKED / version / "bin" / f"python{version}"))
     for python in filter(None, candidates):
         probe = subprocess.run([python, "-c", "import venv"], capture_output=True, check=False)
         if probe.returncode == 0:
@@ -61,13 +70,31 @@ def find(version: str) -> str | None:
     return None
 
 
+def pip_wheel() -> Path:
+    """pip's wheel, fetched once: run from it, pip installs itself into an environment
+    that has none."""
+    wheels = WORK / "wheels"
+    found = sorted(wheels.glob("pip-*.whl"))
+    if not found:
+        download = [sys.executable, "-m", "pip", "download", "-q", "--no-deps"]
+        subprocess.run([*download, "--only-binary=:all:", "-d", str(wheels), "pip"], check=True)
+        found = sorted(wheels.glob("pip-*.whl"))
+    return found[-1]
+
+
 def prepare(version: str, python: str) -> Path:
-    """A virtual environment of ``python`` with the test tools; made once, reused."""
+    """A virtual environment of ``python`` with the test tools; made once, reused while
+    the tools listed are the ones it has."""
     venv = WORK / f"venv-{version}"
     interpreter = venv / "bin" / "python"
-    if not interpreter.exists():
-        subprocess.run([python, "-m", "venv", str(venv)], check=True)
-        subprocess.run([interpreter, "-m", "pip", "install", "-q", *TOOLS], check=True)
+    # Written last, so an environment whose making was cut short is made again.
+    made = venv / "tools.txt"
+    if not made.exists() or made.read_text() != "\n".join(TOOLS):
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
+        pip = [str(interpreter), str(pip_wheel() / "pip"), "--disable-pip-version-check"]
+        subprocess.run([*pip, "install", "-q", "pip", *TOOLS], check=True)
+        made.write_text("\n".join(TOOLS))
     return interpreter
 
 
@@ -83,7 +110,7 @@ def main(versions: list[str]) -> int:
     for version in versions:
         python = find(version)
         if python is None:
-            print(f"CPython {version}: not on this machine, skipped")
+            print(f"CPython {version}: not on this machine, skipped (3.14 and up: make pythons)")
             continue
         interpreter = prepare(version, python)
         started = time.monotonic()
