@@ -9,7 +9,8 @@ scikit-learn are installed for the main interpreter only) and CPython's own suit
 (which run against one version each already), and, to keep CI short, the process
 backend's and imap's own long files (their behaviour is the same Python code on every
 version; test_pool.py runs the shared cases on it). A version the machine lacks is
-skipped with a line that says so.
+skipped with a line that says so. Each version's run has a process group of its own;
+what it leaves running is named, killed, and fails that version.
 
 The interpreters are pyenv's or on ``PATH``, or Debian unstable's builds that
 ``make pythons`` (``tests/pythons.sh``) unpacks under ``target/`` (3.14 and 3.15 here).
@@ -24,9 +25,11 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +101,49 @@ def prepare(version: str, python: str) -> Path:
     return interpreter
 
 
+def _group(pgid: int) -> dict[int, str]:
+    """The live processes of process group ``pgid``, with their command lines."""
+    members = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members[int(entry.name)] = command.strip()
+    return members
+
+
+def run_suite(command: list[str], env: dict[str, str]) -> tuple[int, dict[int, str]]:
+    """Runs ``command`` in a process group of its own and returns its exit status and what
+    it left running, killed.
+
+    A process the suite forks and then loses track of (a test that fails between fork and
+    join) would outlive the run, hold the pipes of whatever reads this run's output, and
+    keep a CI job waiting; the group finds every such one.
+    """
+    suite = subprocess.Popen(command, cwd=ROOT, env=env, process_group=0)
+    try:
+        code = suite.wait()
+    except KeyboardInterrupt:  # the terminal's Ctrl-C reaches only its own group
+        os.killpg(suite.pid, signal.SIGINT)
+        suite.wait()
+        raise
+    finally:
+        # What ends by itself (a resource tracker seeing its pipe close) is given a moment.
+        deadline = time.monotonic() + 5
+        while (left := _group(suite.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return code, left
+
+
 def main(versions: list[str]) -> int:
     package = WORK / "package"
     shutil.rmtree(package, ignore_errors=True)
@@ -116,15 +162,12 @@ def main(versions: list[str]) -> int:
         started = time.monotonic()
         env = {**os.environ, "PYTHONPATH": str(package)}
         command = [str(interpreter), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        run = subprocess.run(
-            [*command, "-k", LEAVE_OUT, *TESTS],
-            cwd=ROOT,
-            env=env,
-            check=False,
-        )
+        code, left = run_suite([*command, "-k", LEAVE_OUT, *TESTS], env)
         took = time.monotonic() - started
-        print(f"CPython {version} ({python}): exit {run.returncode} in {took:.0f} s")
-        if run.returncode != 0:
+        print(f"CPython {version} ({python}): exit {code} in {took:.0f} s")
+        for pid, line in left.items():
+            print(f"CPython {version}: the run left process {pid} running (killed): {line}")
+        if code != 0 or left:
             failed.append(version)
     return 1 if failed else 0
 
