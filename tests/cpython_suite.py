@@ -1,23 +1,26 @@
-"""CPython's own multiprocessing Pool and Queue tests, made concrete for shoal.
+"""CPython's own multiprocessing tests, made concrete for shoal.
 
-``test._test_multiprocessing`` holds abstract test classes (``_TestPool``, ``_TestQueue``
-...) that read what they test from a mixin: ``self.Pool``, ``self.Queue``,
-``self.Process``... CPython's ``test_multiprocessing_fork``/``_spawn`` combine each with
-``ProcessesMixin`` or ``ThreadsMixin``; here the same classes are combined with mixins
-whose ``Pool`` and ``Queue`` are shoal's, and everything shoal does not offer
-(``Process``, ``Event``, ``Lock``...) stays multiprocessing's, from the start method
-each class names.
+``test._test_multiprocessing`` holds abstract test classes (``_TestLock``, ``_TestPool``,
+``_TestQueue``...) that read what they test from a mixin: ``self.Process``, ``self.Lock``,
+``self.Pool``... CPython's ``test_multiprocessing_fork``/``_spawn``/``_forkserver``
+combine each with ``ProcessesMixin``, ``ThreadsMixin`` or ``ManagerMixin``. Here every
+class whose types include "processes" (``SHOAL_CLASSES``, as many as the running Python
+has) is combined with a mixin whose objects are what ``import shoal as multiprocessing``
+gives: shoal's Pool, queues, locks, conditions, values; multiprocessing's where shoal
+takes multiprocessing's as it is. They run under this Python version's default start
+method (``START_METHOD``), as a program that sets none does. Two more classes run
+CPython's Queue tests under spawn and its Pool tests on ``shoal.dummy``.
 
 Some CPython tests call ``multiprocessing.Pool`` or ``multiprocessing.Queue`` by name
-rather than through the mixin (``_TestPoolWorkerErrors``, ``_TestPoolWorkerLifetime``,
-``_TestQueue.test_timeout``...): while a test of a process class runs, those names are
-pointed at shoal too, or those tests would test multiprocessing.
+rather than through the mixin (``_TestPoolWorkerErrors``, ``_TestQueue.test_timeout``...):
+while a test of a process class runs, those names are pointed at shoal too, or those
+tests would test multiprocessing.
 
-This is a module of its own, imported by ``test_cpython_suite``, because the spawn start
-method pickles a test's worker functions (classmethods of these classes) by reference:
-a child imports this module by its name, from ``tests/`` on ``sys.path``.
+This is an importable module, as a user's test module is: a child started by spawn or
+forkserver imports it by name (``tests/`` on ``sys.path``) to find a test's worker
+function. ``test_cpython_suite`` runs it in an interpreter of its own.
 
-``EXPECTED_FAILURES`` names every test known to fail against shoal today, with why;
+``EXPECTED_FAILURES`` names every test that fails against shoal on purpose, with why;
 each runs as ``unittest.expectedFailure``, so one that starts passing fails the suite
 ("unexpected success") until it is taken off the table. ``NOT_APPLICABLE`` names the
 tests that exercise multiprocessing's internals rather than its API; they are skipped.
@@ -42,39 +45,38 @@ import shoal.dummy
 __all__ = [
     "EXPECTED_FAILURES",
     "NOT_APPLICABLE",
-    "WithProcessesTestPool",
-    "WithProcessesTestPoolWorkerErrors",
-    "WithProcessesTestPoolWorkerLifetime",
-    "WithProcessesTestQueue",
+    "SHOAL_CLASSES",
+    "START_METHOD",
     "WithSpawnTestQueue",
     "WithThreadsTestPool",
 ]
 
-# (concrete class, test method): why it fails against shoal today.
+START_METHOD = multiprocessing.get_all_start_methods()[0]
+"""The start method the shoal classes run under: this Python version's default (fork up to
+3.13, forkserver from 3.14), as a program that sets none gets it."""
+
+# (concrete class, test method): why it fails against shoal, on purpose. A test a Python
+# version lacks is passed over.
 _PUT_PICKLES = (
     "put() pickles at once and raises shoal.errors.PicklingError (there is no feeder "
     "thread to report the error and drop the object, as multiprocessing's does)"
 )
+_LAMBDA_RESULT = (
+    "its unpicklable result is a lambda, which shoal sends back (cloudpickle); a result "
+    "that cannot be pickled fails with ResultNotSentError, a MaybeEncodingError "
+    "(test_pool_process.py)"
+)
 EXPECTED_FAILURES: dict[tuple[str, str], str] = {
-    ("WithProcessesTestPoolWorkerErrors", "test_unpickleable_result"): (
-        "its unpicklable result is a lambda, which shoal sends back (cloudpickle); a result "
-        "that cannot be pickled fails with ResultNotSentError, a MaybeEncodingError "
-        "(test_pool_process.py)"
-    ),
-    ("WithProcessesTestQueue", "test_queue_feeder_donot_stop_onexc"): _PUT_PICKLES,
+    ("WithShoalTestPoolWorkerErrors", "test_unpickleable_result"): _LAMBDA_RESULT,
+    ("WithShoalTestQueue", "test_queue_feeder_donot_stop_onexc"): _PUT_PICKLES,
     ("WithSpawnTestQueue", "test_queue_feeder_donot_stop_onexc"): _PUT_PICKLES,
 }
 
 # (concrete class, test method): why it cannot apply to shoal at all.
 _FEEDER_HOOK = "subclasses multiprocessing.queues.Queue to test its feeder thread's hook"
-_SUBPROCESS = "runs multiprocessing's own Pool in a fresh interpreter, out of this harness's reach"
 NOT_APPLICABLE: dict[tuple[str, str], str] = {
-    ("WithProcessesTestQueue", "test_queue_feeder_on_queue_feeder_error"): _FEEDER_HOOK,
+    ("WithShoalTestQueue", "test_queue_feeder_on_queue_feeder_error"): _FEEDER_HOOK,
     ("WithSpawnTestQueue", "test_queue_feeder_on_queue_feeder_error"): _FEEDER_HOOK,
-    (
-        "WithProcessesTestPoolWorkerLifetime",
-        "test_worker_finalization_via_atexit_handler_of_multiprocessing",
-    ): _SUBPROCESS,
 }
 
 
@@ -162,6 +164,15 @@ def _concrete(name: str, base: type, mixin: type, attrs: dict[str, Any]) -> type
     ``install_tests_in_module_dict`` builds it, and the marks this harness's tables give
     its tests. It lives in this module under ``name``, so that it pickles by reference."""
     namespace: dict[str, Any] = {**attrs, "__module__": __name__, "__qualname__": name}
+    if "setUp" in attrs:
+        # The harness's own set-up first, then the test class's (many have one).
+        ours, theirs = attrs["setUp"], getattr(base, "setUp", unittest.TestCase.setUp)
+
+        def set_up(self: unittest.TestCase) -> None:
+            ours(self)
+            theirs(self)
+
+        namespace["setUp"] = set_up
     for test in _tests_of(base):
         reason = NOT_APPLICABLE.get((name, test))
         if reason is not None:
@@ -170,14 +181,6 @@ def _concrete(name: str, base: type, mixin: type, attrs: dict[str, Any]) -> type
         reason = EXPECTED_FAILURES.get((name, test))
         if reason is not None:
             namespace[test] = _marked(getattr(base, test), unittest.expectedFailure)
-    unknown = {
-        test
-        for table in (EXPECTED_FAILURES, NOT_APPLICABLE)
-        for cls, test in table
-        if cls == name and test not in set(_tests_of(base))
-    }
-    if unknown:
-        raise LookupError(f"{name} has no tests named {sorted(unknown)}")
     cls = type(name, (base, mixin, unittest.TestCase), namespace)
     return cls
 
@@ -185,27 +188,51 @@ def _concrete(name: str, base: type, mixin: type, attrs: dict[str, Any]) -> type
 _ProcessesMixin: type = cpython.ProcessesMixin
 _ThreadsMixin: type = cpython.ThreadsMixin
 
-WithProcessesTestPool = _concrete(
-    "WithProcessesTestPool", cpython._TestPool, _ProcessesMixin, _process_attrs("fork")
-)
-WithProcessesTestPoolWorkerErrors = _concrete(
-    "WithProcessesTestPoolWorkerErrors",
-    cpython._TestPoolWorkerErrors,
-    _ProcessesMixin,
-    _process_attrs("fork"),
-)
-WithProcessesTestPoolWorkerLifetime = _concrete(
-    "WithProcessesTestPoolWorkerLifetime",
-    cpython._TestPoolWorkerLifetime,
-    _ProcessesMixin,
-    _process_attrs("fork"),
-)
 WithThreadsTestPool = _concrete(
     "WithThreadsTestPool", cpython._TestPool, _ThreadsMixin, _thread_attrs()
-)
-WithProcessesTestQueue = _concrete(
-    "WithProcessesTestQueue", cpython._TestQueue, _ProcessesMixin, _process_attrs("fork")
 )
 WithSpawnTestQueue = _concrete(
     "WithSpawnTestQueue", cpython._TestQueue, _ProcessesMixin, _process_attrs("spawn")
 )
+
+
+def _shoal_attrs() -> dict[str, Any]:
+    """The mixin attributes of a process class as ``import shoal as multiprocessing``
+    gives them: shoal's objects where it has its own (Pool, the queues, locks, values),
+    multiprocessing's elsewhere (today Process, Pipe, current_process...)."""
+    attrs: dict[str, Any] = {"setUp": _redirect_multiprocessing}
+    for name, value in vars(cpython.ProcessesMixin).items():
+        if name.startswith("_") or name == "TYPE":
+            continue
+        found = getattr(shoal, name)
+        attrs[name] = staticmethod(found) if isinstance(value, staticmethod) else found
+    return attrs
+
+
+def _process_classes() -> dict[str, type]:
+    """CPython's abstract test classes that run on processes, by name (each version has
+    its own list)."""
+    return {
+        name: base
+        for name, base in vars(cpython).items()
+        if isinstance(base, type)
+        and issubclass(base, cpython.BaseTestCase)
+        and base is not cpython.BaseTestCase
+        and "processes" in getattr(base, "ALLOWED_TYPES", ())
+    }
+
+
+SHOAL_CLASSES = [
+    _concrete(
+        f"WithShoal{name[1:]}",
+        base,
+        _ProcessesMixin,
+        {**_shoal_attrs(), "start_method": START_METHOD},
+    )
+    for name, base in sorted(_process_classes().items())
+    # (As CPython's own harness does: a class may be for some start methods only.)
+    if START_METHOD in (getattr(base, "START_METHODS", None) or {START_METHOD})
+]
+"""Every CPython test class of the "processes" type, with shoal's objects in its mixin
+and the start method the Python version defaults to."""
+globals().update((cls.__name__, cls) for cls in SHOAL_CLASSES)

@@ -50,6 +50,7 @@ TESTS = [
     "tests/test_pool_stats.py",
     "tests/test_progress.py",
     "tests/test_docs.py",
+    "tests/test_cpython_suite.py",
 ]
 # Cases that need an engine only the main interpreter has, or the README's and docs'
 # programs (which use them too).

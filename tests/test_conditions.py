@@ -176,7 +176,7 @@ def test_a_forked_child_holds_nothing_its_parent_held() -> None:
         child.join()
         assert child.exitcode == 0
         assert lock._is_owned()
-    assert repr(lock) == "<shoal.RLock unlocked>"
+    assert repr(lock) == "<RLock(None, 0)>"  # as multiprocessing says it
 
 
 def test_condition_wakes_threads_one_by_one() -> None:
@@ -190,7 +190,7 @@ def test_condition_wakes_threads_one_by_one() -> None:
     for t in threads:
         t.start()
     deadline = time.monotonic() + 30
-    while cond._sleeping.get_value() < 3 and time.monotonic() < deadline:
+    while cond._sleeping_count.get_value() < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     with cond:
         cond.notify()
@@ -239,5 +239,44 @@ def test_pickling_outside_process_start_is_refused(make: Any) -> None:
 
 
 def test_an_unknown_type_code_names_the_known_ones() -> None:
-    with pytest.raises(TypeError, match="unknown type code 'z'"):
+    with pytest.raises(TypeError, match="bad typecode 'z'"):
         shoal.Value("z")
+
+
+def test_the_primitives_read_as_multiprocessings_do() -> None:
+    # Logs print locks: each repr reads as multiprocessing's own, held or not, by this
+    # thread or another; and 3.14's locked() is there on every Python.
+    import threading
+
+    for module in (multiprocessing, shoal):
+        seen = []
+        for make in (module.Lock, module.RLock):
+            lock = make()
+            seen.append(repr(lock))
+            lock.acquire()
+            seen += [repr(lock), str(lock.locked()) if module is shoal else "True"]
+            here: list[str] = []
+            lock.release()
+
+            def take(lock: Any = lock, here: list[str] = here) -> None:
+                lock.acquire()
+                here.append(repr(lock))
+
+            thread = threading.Thread(target=take, name="T1")
+            thread.start()
+            thread.join()
+            seen += [*here, repr(lock)]
+        seen += [repr(module.Semaphore(2)), repr(module.BoundedSemaphore(3))]
+        seen.append(repr(module.Condition()))
+        event = module.Event()
+        seen.append(repr(event).split(" at ")[0] + repr(event).rsplit(" ", 1)[1])
+        if module is multiprocessing:
+            theirs = seen
+    assert seen == theirs
+    assert theirs[:5] == [
+        "<Lock(owner=None)>",
+        "<Lock(owner=MainProcess)>",
+        "True",
+        "<Lock(owner=MainProcess|T1)>",
+        "<Lock(owner=SomeOtherThread)>",
+    ]

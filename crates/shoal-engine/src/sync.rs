@@ -123,6 +123,17 @@ impl SyncCell {
         self.state().count.load(Ordering::Acquire)
     }
 
+    /// The pid recorded as the lock's holder, 0 for none (a snapshot, for `repr`).
+    pub fn owner(&self) -> u32 {
+        self.state().owner.load(Ordering::Relaxed)
+    }
+
+    /// The most units the cell holds (`None`: no limit).
+    pub fn max(&self) -> Option<u32> {
+        let max = self.state().max.load(Ordering::Acquire);
+        (max != NO_LIMIT).then_some(max)
+    }
+
     /// Takes one unit if one is free, waiting only for the state mutex (held for a few
     /// stores at a time). `steal_dead`: a lock whose recorded owner died is taken over.
     fn try_take(&self, steal_dead: bool) -> Result<Option<Acquired>> {

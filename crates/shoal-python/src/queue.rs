@@ -1,6 +1,7 @@
 //! `QueueCore`: one process's handle on a shared queue. Python pickles; this moves bytes.
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -20,6 +21,9 @@ pub struct QueueCore {
     // Why a lock: `close()` may race with a blocked `get()` in another thread. Calls clone
     // the Arc under the lock and release it before blocking, so close never waits on them.
     inner: Mutex<Option<Arc<Queue>>>,
+    /// Whether anything was put through this handle (`close()` of a handle that never put
+    /// does less, as multiprocessing's does).
+    put_any: AtomicBool,
 }
 
 impl QueueCore {
@@ -36,6 +40,7 @@ impl QueueCore {
     fn wrap(queue: Queue) -> Self {
         QueueCore {
             inner: Mutex::new(Some(Arc::new(queue))),
+            put_any: AtomicBool::new(false),
         }
     }
 }
@@ -65,6 +70,7 @@ impl QueueCore {
     #[pyo3(signature = (tag, body, timeout))]
     fn put(&self, py: Python<'_>, tag: u8, body: &[u8], timeout: Option<f64>) -> PyResult<()> {
         let q = self.queue()?;
+        self.put_any.store(true, Ordering::Relaxed);
         let until = deadline(timeout);
         blocking(py, |interrupt| {
             q.put(&[Message { tag, body }], until, interrupt)
@@ -80,6 +86,7 @@ impl QueueCore {
         timeout: Option<f64>,
     ) -> PyResult<()> {
         let q = self.queue()?;
+        self.put_any.store(true, Ordering::Relaxed);
         let until = deadline(timeout);
         let messages: Vec<Message<'_>> = items
             .iter()
@@ -146,6 +153,12 @@ impl QueueCore {
             .map_err(|_| PyRuntimeError::new_err("queue handle poisoned"))?;
         inner.take();
         Ok(())
+    }
+
+    /// Whether anything was put through this handle.
+    #[getter]
+    fn put_any(&self) -> bool {
+        self.put_any.load(Ordering::Relaxed)
     }
 
     /// Whether `close()` was called.

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use shoal_engine::sync::current_pid;
 
-use crate::sync::LockCell;
+use crate::sync::{this_thread, LockCell};
 
 /// A process-shared recursive lock.
 #[pyclass(subclass, frozen, module = "shoal._shoal")]
@@ -22,13 +22,6 @@ pub struct RLockCore {
     holder_pid: AtomicU32,
     /// How many times the holder took it.
     depth: AtomicU32,
-}
-
-/// The calling thread's id, as `threading.get_ident()` gives it (`pthread_t` is a 64-bit
-/// integer on the 64-bit Linux shoal builds for).
-fn this_thread() -> u64 {
-    // SAFETY: pthread_self has no preconditions and cannot fail.
-    unsafe { libc::pthread_self() }
 }
 
 #[pymethods]
@@ -111,6 +104,20 @@ impl RLockCore {
     /// Whether nobody holds the lock (a snapshot, for `repr`).
     fn _unlocked(&self) -> bool {
         self.holder_thread.load(Ordering::Relaxed) == 0 && self.lock.value() > 0
+    }
+
+    /// How many times this thread holds it (0: it does not).
+    fn _count(&self) -> u32 {
+        if self.is_owned() {
+            self.depth.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// The pid of the process holding it, 0 for none (a snapshot, for `repr`).
+    fn _owner_pid(&self) -> u32 {
+        self.lock.owner()
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {

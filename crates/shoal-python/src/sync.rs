@@ -4,13 +4,13 @@
 //! passes through no Python frame.
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use shoal_engine::lock::Acquired;
-use shoal_engine::sync::{Attempt, Release, SyncCell};
+use shoal_engine::sync::{current_pid, Attempt, Release, SyncCell};
 
 use crate::blocking::{blocking, deadline};
 use crate::errors::to_py;
@@ -20,12 +20,21 @@ use crate::fds::take_owned;
 const OWNER_DIED: &str =
     "the previous holder of this lock died holding it; what it protects may be half-updated";
 
-/// One handle's state over a shared cell: the cell, and whether this handle's last
-/// successful acquire took the lock over from a process that died holding it. Both lock
-/// classes are made of one.
+/// One handle's state over a shared cell: the cell, whether this handle's last
+/// successful acquire took the lock over from a process that died holding it, and which
+/// of this process's threads took the last unit through it (the cell records only the
+/// process). Both lock classes are made of one.
 pub(crate) struct LockCell {
     cell: SyncCell,
     owner_died: AtomicBool,
+    holder: AtomicU64,
+}
+
+/// The calling thread's id, as `threading.get_ident()` gives it (`pthread_t` is a 64-bit
+/// integer on the 64-bit Linux shoal builds for).
+pub(crate) fn this_thread() -> u64 {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    unsafe { libc::pthread_self() }
 }
 
 impl LockCell {
@@ -39,6 +48,7 @@ impl LockCell {
         Ok(LockCell {
             cell,
             owner_died: AtomicBool::new(false),
+            holder: AtomicU64::new(0),
         })
     }
 
@@ -54,6 +64,24 @@ impl LockCell {
     /// The units free now (a snapshot).
     pub(crate) fn value(&self) -> u32 {
         self.cell.value()
+    }
+
+    /// The pid recorded as the holder, 0 for none (a snapshot).
+    pub(crate) fn owner(&self) -> u32 {
+        self.cell.owner()
+    }
+
+    /// The most units the cell holds (`None`: no limit).
+    pub(crate) fn max(&self) -> Option<u32> {
+        self.cell.max()
+    }
+
+    /// Whether the calling thread took the last unit (a lock it holds), as far as this
+    /// handle saw: a snapshot, for `repr`.
+    pub(crate) fn is_mine(&self) -> bool {
+        self.cell.value() == 0
+            && self.cell.owner() == current_pid()
+            && self.holder.load(Ordering::Relaxed) == this_thread()
     }
 
     /// Takes a unit, waiting up to `timeout` seconds (not at all unless `block`); true once
@@ -89,12 +117,14 @@ impl LockCell {
         if got.is_some() {
             self.owner_died
                 .store(got == Some(Acquired::OwnerDied), Ordering::Relaxed);
+            self.holder.store(this_thread(), Ordering::Relaxed);
         }
         Ok(got.is_some())
     }
 
     /// Gives a unit back; `ValueError` past the maximum.
     pub(crate) fn release(&self, py: Python<'_>) -> PyResult<()> {
+        self.holder.store(0, Ordering::Relaxed);
         // As in acquire: detached only when another process is inside the state mutex.
         let outcome = match to_py(self.cell.try_release())? {
             Some(outcome) => outcome,
@@ -156,6 +186,23 @@ impl SyncCore {
     /// The units available now (a snapshot).
     fn get_value(&self) -> u32 {
         self.lock.value()
+    }
+
+    /// The pid of the process that took the last unit of a lock, 0 for none (a snapshot,
+    /// for `repr`).
+    fn _owner_pid(&self) -> u32 {
+        self.lock.owner()
+    }
+
+    /// Whether the calling thread holds the lock (a snapshot, for `repr`).
+    fn _is_mine(&self) -> bool {
+        self.lock.is_mine()
+    }
+
+    /// The most units it holds (a bounded semaphore's initial value); `None`: no limit.
+    #[getter]
+    fn maxvalue(&self) -> Option<u32> {
+        self.lock.max()
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {

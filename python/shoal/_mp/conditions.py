@@ -63,7 +63,7 @@ class Condition:
         self, lock: _Lockish, sleeping: Semaphore, woken: Semaphore, wake: Semaphore
     ) -> None:
         self._lock = lock
-        self._sleeping, self._woken, self._wake = sleeping, woken, wake
+        self._sleeping_count, self._woken_count, self._wait_semaphore = sleeping, woken, wake
         self.acquire = lock.acquire
         self.release = lock.release
 
@@ -91,7 +91,7 @@ class Condition:
         """Releases the lock, waits for a notify (up to ``timeout`` seconds), retakes the
         lock; ``False`` if the time ran out."""
         self._require_owned()
-        self._sleeping.release()
+        self._sleeping_count.release()
         save = getattr(self._lock, "_release_save", None)
         if save is not None:
             levels = save()  # every level of a recursive lock
@@ -99,9 +99,9 @@ class Condition:
             self._lock.release()
             levels = 1
         try:
-            return self._wake.acquire(True, timeout)
+            return self._wait_semaphore.acquire(True, timeout)
         finally:
-            self._woken.release()
+            self._woken_count.release()
             restore = getattr(self._lock, "_acquire_restore", None)
             if restore is not None:
                 restore(levels)
@@ -127,17 +127,17 @@ class Condition:
         if n <= 0:
             return
         # Wake-ups taken by waiters that timed out before they were notified: forget them.
-        while self._woken.acquire(False):
-            self._sleeping.acquire(False)
+        while self._woken_count.acquire(False):
+            self._sleeping_count.acquire(False)
         sleepers = 0
-        while sleepers < n and self._sleeping.acquire(False):
-            self._wake.release()
+        while sleepers < n and self._sleeping_count.acquire(False):
+            self._wait_semaphore.release()
             sleepers += 1
         for _ in range(sleepers):
             # A waiter that died inside wait() never says it woke: go on without it.
-            self._woken.acquire(True, NOTIFY_PATIENCE)
+            self._woken_count.acquire(True, NOTIFY_PATIENCE)
         # Wake-ups left by waiters that timed out meanwhile must not wake later waiters.
-        while self._wake.acquire(False):
+        while self._wait_semaphore.acquire(False):
             pass
 
     def notify_all(self) -> None:
@@ -146,7 +146,13 @@ class Condition:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         _require_spawning(self)
-        return (_rebuild_condition, (self._lock, self._sleeping, self._woken, self._wake))
+        parts = (self._lock, self._sleeping_count, self._woken_count, self._wait_semaphore)
+        return (_rebuild_condition, parts)
+
+    def __repr__(self) -> str:
+        # As multiprocessing's: its lock, and how many wait.
+        waiting = self._sleeping_count.get_value() - self._woken_count.get_value()
+        return f"<{type(self).__name__}({self._lock}, {waiting})>"
 
 
 def _rebuild_condition(
@@ -207,6 +213,9 @@ class Event:
             self._flag.release()
             return True
         return False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} at {id(self):#x} {'set' if self.is_set() else 'unset'}>"
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         _require_spawning(self)

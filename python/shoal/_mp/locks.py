@@ -9,7 +9,10 @@ returns ``True`` as usual, ``owner_died`` is then true on that handle, and an
 
 from __future__ import annotations
 
+import multiprocessing
 import multiprocessing.context
+import os
+import threading
 from collections.abc import Callable
 from multiprocessing.reduction import DupFd
 from typing import Any, Self
@@ -56,6 +59,14 @@ class Semaphore(SyncCore):
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _to_a_new_process(self, _rebuild)
 
+    def locked(self) -> bool:
+        """Whether no unit is free (``acquire(False)`` would fail), as Python 3.14's
+        ``multiprocessing`` locks and semaphores say."""
+        return self.get_value() == 0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}(value={self.get_value()})>"
+
 
 class BoundedSemaphore(Semaphore):
     """A ``Semaphore`` whose ``release`` raises ``ValueError`` past its initial value.
@@ -72,6 +83,9 @@ class BoundedSemaphore(Semaphore):
     def _max_for(value: int) -> int | None:
         return value
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}(value={self.get_value()}, maxvalue={self.maxvalue})>"
+
 
 class Lock(BoundedSemaphore):
     """A process-shared lock, with ``multiprocessing.Lock``'s API; a holder that dies never
@@ -87,6 +101,10 @@ class Lock(BoundedSemaphore):
 
     def __new__(cls) -> Self:
         return super().__new__(cls, 1)
+
+    def __repr__(self) -> str:
+        # As multiprocessing's: who holds it ("None" when free).
+        return f"<{type(self).__name__}(owner={_holder(self.get_value() == 1, self)})>"
 
 
 class RLock(RLockCore):
@@ -113,8 +131,32 @@ class RLock(RLockCore):
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _to_a_new_process(self, _rebuild_rlock)
 
+    def locked(self) -> bool:
+        """Whether some thread holds it, as Python 3.14's ``multiprocessing.RLock`` says."""
+        return not self._unlocked()
+
     def __repr__(self) -> str:
-        return f"<shoal.RLock {'unlocked' if self._unlocked() else 'locked'}>"
+        # As multiprocessing's: the holder and how many times it holds it.
+        count = self._count()
+        if count:
+            return f"<{type(self).__name__}({_name_of_this_thread()}, {count})>"
+        holder = _holder(self._unlocked(), self)
+        return f"<{type(self).__name__}({holder}, {0 if holder == 'None' else 'nonzero'})>"
+
+
+def _holder(free: bool, lock: SyncCore | RLockCore) -> str:
+    """How multiprocessing's lock reprs name a holder."""
+    if free:
+        return "None"
+    if isinstance(lock, SyncCore) and lock._is_mine():
+        return _name_of_this_thread()
+    return "SomeOtherThread" if lock._owner_pid() == os.getpid() else "SomeOtherProcess"
+
+
+def _name_of_this_thread() -> str:
+    name: str = multiprocessing.current_process().name
+    thread = threading.current_thread().name
+    return name if thread == "MainThread" else f"{name}|{thread}"
 
 
 def _to_a_new_process(

@@ -183,18 +183,29 @@ class Queue(Generic[T]):
 
     def empty(self) -> bool:
         """Whether no message is waiting (a snapshot)."""
-        return self._core.qsize() == 0
+        try:
+            return self._core.qsize() == 0
+        except ValueError:
+            # Closed: as multiprocessing's empty(), which polls its closed pipe.
+            raise OSError("handle is closed") from None
 
     def full(self) -> bool:
         """Whether ``maxsize`` messages are waiting (a snapshot; never true without one)."""
         return self._core.full()
 
     def close(self) -> None:
-        """Ends this process's use of the queue: later calls here raise ``ValueError``.
+        """Ends this process's use of the queue: later calls here raise ``ValueError``
+        (``empty()``, ``OSError``, as multiprocessing's).
 
         Messages already put stay in the queue for other processes. The shared memory
-        is freed when the last process lets go.
+        is freed when the last process lets go. As with multiprocessing, whose
+        ``close()`` stops the feeder thread a ``put`` starts: a handle that never put
+        only stops taking ``put`` and ``get``, and still answers ``empty()``, ``qsize()``
+        and ``full()``.
         """
+        if not self._core.put_any:
+            self._core = _Closed(self._core)  # type: ignore[assignment]
+            return
         self._core.close()
         # Its arena too: what was already received keeps its blocks mapped.
         self._arena = None
@@ -227,6 +238,24 @@ class SimpleQueue(Queue[T]):
 
     def __repr__(self) -> str:
         return super().__repr__().replace("shoal.Queue", "shoal.SimpleQueue", 1)
+
+
+class _Closed:
+    """A closed handle that never put: it refuses to move messages but still counts
+    them (see ``Queue.close``)."""
+
+    closed = True
+    put_any = True  # (a second close() closes it for good)
+
+    def __init__(self, core: QueueCore) -> None:
+        self._open = core
+        self.qsize, self.full, self.max_items = core.qsize, core.full, core.max_items
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError("the queue is closed")
+
+    def close(self) -> None:
+        self._open.close()
 
 
 def _rebuild(dupfd: Any, arena_dupfd: Any, cls: type[Queue[Any]] = Queue) -> Queue[Any]:

@@ -85,7 +85,7 @@ def _ctype(typecode_or_type: str | type) -> Any:
         except KeyError:
             codes = "".join(sorted(_TYPECODES))
             raise TypeError(
-                f"unknown type code {typecode_or_type!r}: use a ctypes type or one of {codes!r}"
+                f"bad typecode {typecode_or_type!r} (use a ctypes type or one of {codes!r})"
             ) from None
     return typecode_or_type
 

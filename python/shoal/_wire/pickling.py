@@ -110,7 +110,9 @@ def dumps_callable(fn: object) -> bytes:
     with cloudpickle.
 
     Functions of ``__main__``, local functions, lambdas and closures go by value, with the
-    globals their code uses; functions importable from a module go by reference. A global
+    globals their code uses; what the standard pickler takes without naming ``__main__``
+    (functions importable from a module, methods of importable classes, however they
+    are decorated) goes by reference, as it does with multiprocessing. A global
     that cannot be pickled (a ``multiprocessing.Value`` bound under the ``__main__``
     guard) is left out, as a spawned worker never has it until its own code sets it: an
     initializer's ``global counter; counter = c`` is what the function then reads
@@ -120,6 +122,13 @@ def dumps_callable(fn: object) -> bytes:
     Raises:
         shoal.errors.PicklingError: as :func:`dumps` does.
     """
+    try:
+        data = _dumps(fn, _PROTOCOL)
+    except REFUSALS:
+        pass
+    else:
+        if b"__main__" not in data:
+            return data
     try:
         return _cloud_dumps(fn)
     except MemoryError:
