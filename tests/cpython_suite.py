@@ -74,7 +74,12 @@ EXPECTED_FAILURES: dict[tuple[str, str], str] = {
 
 # (concrete class, test method): why it cannot apply to shoal at all.
 _FEEDER_HOOK = "subclasses multiprocessing.queues.Queue to test its feeder thread's hook"
+_FORKSERVER = (
+    "tests multiprocessing's fork server's authentication; a shoal.Process never uses "
+    "the fork server (its child is forked by shoal's zygote)"
+)
 NOT_APPLICABLE: dict[tuple[str, str], str] = {
+    ("WithShoalTestProcess", "test_forkserver_without_auth_fails"): _FORKSERVER,
     ("WithShoalTestQueue", "test_queue_feeder_on_queue_feeder_error"): _FEEDER_HOOK,
     ("WithSpawnTestQueue", "test_queue_feeder_on_queue_feeder_error"): _FEEDER_HOOK,
 }

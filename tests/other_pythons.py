@@ -51,6 +51,7 @@ TESTS = [
     "tests/test_progress.py",
     "tests/test_docs.py",
     "tests/test_cpython_suite.py",
+    "tests/test_process.py",
 ]
 # Cases that need an engine only the main interpreter has, or the README's and docs'
 # programs (which use them too).

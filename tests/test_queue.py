@@ -23,6 +23,13 @@ from queue_workers import block_in_get, consume, echo, pool_init, pool_task, pro
 from shoal import Queue
 from shoal.errors import PicklingError
 
+# Some tests start multiprocessing's fork processes while pytest's faulthandler watchdog
+# thread runs: from Python 3.12 os.fork() warns of the thread, and 3.15 raises that
+# warning when warnings are errors (after the child exists). CPython's own tests ignore it.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+
 
 def test_objects_round_trip_in_order() -> None:
     q: Queue[Any] = Queue()

@@ -68,6 +68,8 @@ _HOMES = {
     "RawArray": "shoal._mp.sharedctypes",
     "RawValue": "shoal._mp.sharedctypes",
     "Value": "shoal._mp.sharedctypes",
+    "Process": "shoal._mp.process",
+    "Manager": "shoal._mp.managers",
     "get_context": "shoal._mp.context",
     "set_start_method": "shoal._mp.context",
     # Errors
@@ -82,9 +84,7 @@ _HOMES = {
     # multiprocessing's own, as they are: they work with shoal's Pool and Queue.
     "AuthenticationError": "multiprocessing",
     "BufferTooShort": "multiprocessing",
-    "Manager": "multiprocessing",
     "Pipe": "multiprocessing",
-    "Process": "multiprocessing",
     "ProcessError": "multiprocessing",
     "active_children": "multiprocessing",
     "allow_connection_pickling": "multiprocessing",
@@ -133,13 +133,7 @@ if TYPE_CHECKING:
         BufferTooShort as BufferTooShort,
     )
     from multiprocessing import (
-        Manager as Manager,
-    )
-    from multiprocessing import (
         Pipe as Pipe,
-    )
-    from multiprocessing import (
-        Process as Process,
     )
     from multiprocessing import (
         ProcessError as ProcessError,
@@ -225,6 +219,12 @@ if TYPE_CHECKING:
     )
     from shoal._mp.locks import (
         Semaphore as Semaphore,
+    )
+    from shoal._mp.managers import (
+        Manager as Manager,
+    )
+    from shoal._mp.process import (
+        Process as Process,
     )
     from shoal._mp.queues import (
         Queue as Queue,

@@ -92,6 +92,14 @@ class ShoalContext:
         """The context of ``method`` (this one's for ``None``)."""
         return self if method is None else get_context(method)
 
+    @property
+    def Process(self) -> type[Any]:
+        """This context's ``Process``: shoal's (its child forked from the zygote, no
+        ``__main__`` guard needed) for spawn and forkserver, multiprocessing's for fork."""
+        from shoal._mp.process import process_class
+
+        return process_class(self._inner.get_start_method())
+
     def __getattr__(self, name: str) -> Any:
         if name in _SHOAL_NAMES:
             import shoal

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from shoal._process.worker import InheritedFd
 from shoal._wire.pickling import _PROTOCOL, _CloudPickler, pickling_error
 
-__all__ = ["FdCollector", "ForkOnly", "dumps_for_workers"]
+__all__ = ["FdCollector", "ForkOnly", "dumps_for_workers", "resource_tracker_fd"]
 
 
 class ForkOnly(Exception):
@@ -146,3 +146,18 @@ def dumps_for_workers(obj: object, collector: FdCollector) -> bytes:
         raise pickling_error(obj, failure, _WorkerPickler) from failure
     finally:
         multiprocessing.context.set_spawning_popen(None)
+
+
+def resource_tracker_fd() -> int | None:
+    """A duplicate of the descriptor that reaches this process's multiprocessing resource
+    tracker, started if it was not, as multiprocessing does for each child it spawns:
+    the workers register what they attach (``SharedMemory(name=...)``) with it, so that
+    no tracker of their own unlinks the program's shared memory when they exit. ``None``
+    if it cannot be started (the workers then start their own when they need one)."""
+    from multiprocessing import resource_tracker
+
+    try:
+        fd = resource_tracker.getfd()
+        return None if fd is None else os.dup(fd)
+    except Exception:
+        return None

@@ -7,22 +7,25 @@ the engine a handle on the new process: a pidfd from the zygote, or the child it
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import pickle
 import sys
-import threading
-import warnings
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-from shoal._process.handover import FdCollector, ForkOnly, dumps_for_workers
+from shoal._process.forking import fork
+from shoal._process.handover import (
+    FdCollector,
+    ForkOnly,
+    dumps_for_workers,
+    resource_tracker_fd,
+)
 from shoal._process.identity import Lineage, next_number
 from shoal._process.preload import preload_parent_modules
 from shoal._process.worker import WorkerConfig, forget_init, keep_init, main
 from shoal._process.zygote import _bootstrap, shared_zygote
-from shoal._shoal import PoolEngine, die_with_parent
+from shoal._shoal import PoolEngine
 from shoal._wire.pickling import dumps_callable
 from shoal.errors import ShoalError
 
@@ -98,7 +101,7 @@ class WorkerSetup:
             except BaseException:
                 _close_all(collector.fds)
                 raise
-        self.tracker_fd = _resource_tracker_fd()
+        self.tracker_fd = resource_tracker_fd()
         config = WorkerConfig(
             init=init,
             init_kept=self.kept_init,
@@ -138,21 +141,6 @@ class WorkerSetup:
         return [self.config_fd, self.arena_fd, *tracker, *self.inherited]
 
 
-def _resource_tracker_fd() -> int | None:
-    """A duplicate of the descriptor that reaches this process's multiprocessing resource
-    tracker, started if it was not, as multiprocessing does for each child it spawns:
-    the workers register what they attach (``SharedMemory(name=...)``) with it, so that
-    no tracker of their own unlinks the program's shared memory when they exit. ``None``
-    if it cannot be started (the workers then start their own when they need one)."""
-    from multiprocessing import resource_tracker
-
-    try:
-        fd = resource_tracker.getfd()
-        return None if fd is None else os.dup(fd)
-    except Exception:
-        return None
-
-
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
         os.close(fd)
@@ -173,38 +161,8 @@ def _fork_instead(obj: object, requested: str | None) -> StartMethod:
             f"starts its workers by {requested!r}: {fixes}, or pass start_method='fork'"
         )
     # As multiprocessing does, it forks even while other threads run (fork() warns then,
-    # on Python 3.12 and later: see _fork).
+    # on Python 3.12 and later: see shoal._process.forking).
     return "fork"
-
-
-_FORK_WARNING: Final = (
-    "This process (pid={pid}) is multi-threaded, use of fork() may lead to deadlocks in the child."
-)
-
-
-def _fork() -> int:
-    """``os.fork()``, warning as it warns from Python 3.12 on when other threads run (the
-    program's: shoal's own threads hold nothing a worker needs), but never from inside it:
-    a warning raised as an error after the fork would leave the parent without the pid
-    of a child that runs on. The child dies with the forking thread when that thread is
-    the main thread or shoal's own (which outlive the workers): it cannot outlive the
-    parent, even if it hangs before it could watch for the parent's death itself."""
-    me = threading.current_thread()
-    others = [t for t in threading.enumerate() if t is not me and not t.name.startswith("shoal-")]
-    if others and sys.version_info >= (3, 12):
-        # As os.fork: a filter that makes the warning an error drops it.
-        with contextlib.suppress(DeprecationWarning):
-            # (From shoal's frame, as os.fork's is from multiprocessing's: hidden by the
-            # default filters, shown by -W default or error.)
-            warnings.warn(_FORK_WARNING.format(pid=os.getpid()), DeprecationWarning, stacklevel=1)
-    parent = os.getpid()
-    lasting = me is threading.main_thread() or me.name.startswith("shoal-")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0 and lasting and not die_with_parent(parent):  # pragma: no cover - the child
-        os._exit(1)
-    return pid
 
 
 def launch(
@@ -237,7 +195,7 @@ def launch(
             targets = [(fd, _FIRST_FD + i) for i, fd in enumerate(fds)]
             pid = engine.spawn_worker(worker, sys.executable, ["-c", source], [], targets)
         else:
-            pid = _fork()
+            pid = fork()
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
                 main(fds, number, forked=True, index=index)
             engine.attach_child(worker, pid)

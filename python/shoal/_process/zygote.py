@@ -1,22 +1,25 @@
-"""The zygote: a fresh, single-threaded interpreter that forks pool workers on request.
+"""The zygote: a fresh, single-threaded interpreter that forks pool workers and
+``shoal.Process`` children on request. This module is the parent's handle on it; the
+zygote's own side is ``shoal._process.zygote_server``.
 
-The pool's own process has threads (shoal's and often the user's), so forking it would
-copy locks that no thread will ever release. Instead the first process pool starts one
-zygote with ``posix_spawn`` (``shoal._shoal.ChildProcess``); it imports shoal and
-cloudpickle once, then forks a worker for each request in about a millisecond. It starts
-without ``site`` processing (``python -S``, with this process's ``sys.path``): ``.pth``
-files can cost tens of milliseconds, and workers do not run ``sitecustomize``. Every
-later pool of the process uses the same zygote.
+The program's own process has threads (shoal's and often the user's), so forking it would
+copy locks that no thread will ever release. Instead the first process pool or Process
+starts one zygote with ``posix_spawn`` (``shoal._shoal.ChildProcess``); it imports shoal
+and cloudpickle once, then forks a child for each request in about a millisecond. It
+starts without ``site`` processing (``python -S``, with this process's ``sys.path``):
+``.pth`` files can cost tens of milliseconds, and children do not run
+``sitecustomize``. Every later pool of the process uses the same zygote.
 
-Requests travel over a ``SOCK_SEQPACKET`` socket: the parent sends the worker's
-descriptors (``SCM_RIGHTS``), the zygote answers with the worker's pid and a pidfd for
+Requests travel over a ``SOCK_SEQPACKET`` socket: the parent sends the child's
+descriptors (``SCM_RIGHTS``), the zygote answers with the child's pid and a pidfd for
 it, so the parent watches the right process even though it is not its child. The zygote
 reaps its children as they exit (never before it has opened the pidfd of a new one, so
-that the pidfd is always for the right process), ignores ``SIGINT`` (Ctrl-C is the
-parent's to handle), and exits when the parent's end of the socket closes, that is when
-the parent exits, however it exits.
+that the pidfd is always for the right process) and keeps their exit statuses for the
+parent to ask, ignores ``SIGINT`` (Ctrl-C is the parent's to handle), and exits when the
+parent's end of the socket closes, that is when the parent exits, however it exits; its
+children die with it.
 
-Its standard output and error are the program's, for its workers' prints; what its own
+Its standard output and error are the program's, for its children's prints; what its own
 imports print (at start, and in a preload: a notebook kernel's debugger warns as it is
 imported) goes to ``/dev/null``, so that nothing shoal does on its own shows where the
 user reads.
@@ -27,22 +30,21 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Final
 
-from shoal._shoal import ChildProcess, die_with_parent
+from shoal._shoal import ChildProcess
 from shoal.errors import ShoalError
 
-__all__ = ["Zygote", "serve", "shared_zygote"]
+__all__ = ["Zygote", "prestart", "retire_shared_zygote", "shared_zygote"]
 
 _SOCKET_FD: Final = 3
 _MAX_FDS: Final = 253  # SCM_RIGHTS' limit per message
 _REPLY_TIMEOUT: Final = 30.0
 _FORK: Final = b"fork "
+_PROCESS: Final = b"process"
 _STATUS: Final = b"status "
 _PRELOAD: Final = b"preload"
 _THREADED: Final = b"threaded "
@@ -64,7 +66,9 @@ class Zygote:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            source = _bootstrap(f"from shoal._process.zygote import serve; serve({os.getpid()})")
+            source = _bootstrap(
+                f"from shoal._process.zygote_server import serve; serve({os.getpid()})"
+            )
             # -S: no site processing (.pth files can take tens of milliseconds); the
             # path it would build comes from this process instead.
             self._process = ChildProcess(
@@ -88,11 +92,20 @@ class Zygote:
         """Forks worker ``number`` (``index`` in its pool), which runs on ``fds`` (see
         ``shoal._process.worker.main``). Returns its pid and a pidfd for it, which the
         caller must close."""
+        return self._fork(_FORK + f"{number},{index}".encode(), fds)
+
+    def start_process(self, fds: list[int]) -> tuple[int, int]:
+        """Forks a ``shoal.Process``'s child, which runs on ``fds`` (see
+        ``shoal._process.child.main``). Returns its pid and a pidfd for it, which the
+        caller must close."""
+        return self._fork(_PROCESS, fds)
+
+    def _fork(self, request: bytes, fds: list[int]) -> tuple[int, int]:
         if len(fds) > _MAX_FDS:
-            raise ShoalError(f"a worker can be given at most {_MAX_FDS} descriptors")
+            raise ShoalError(f"a child can be given at most {_MAX_FDS} descriptors")
         with self._lock:
             try:
-                socket.send_fds(self._socket, [_FORK + f"{number},{index}".encode()], fds)
+                socket.send_fds(self._socket, [request], fds)
                 reply, received, _, _ = socket.recv_fds(self._socket, 64, 1)
             except OSError as exc:
                 raise ShoalError(f"the zygote (pid {self.pid}) stopped answering: {exc}") from exc
@@ -224,7 +237,16 @@ def _close_at_exit() -> None:
     # The zygote exits when its socket closes; closing it here, not in the garbage
     # collector at shutdown, keeps interpreter exit free of an unclosed-socket warning.
     global _shared
-    for zygote in [_shared, *_retired] if _shared is not None else _retired:
+    zygotes = [_shared, *_retired] if _shared is not None else _retired
+    if any(zygote.owner == os.getpid() for zygote in zygotes):
+        # Its children die with it, so the program's Processes end first, as
+        # multiprocessing's exit handler ends them (it would run after this one):
+        # daemonic ones terminated, the others joined.
+        util = sys.modules.get("multiprocessing.util")
+        if util is not None:
+            with contextlib.suppress(Exception):
+                util._exit_function()
+    for zygote in zygotes:
         if zygote.owner == os.getpid():
             with contextlib.suppress(OSError):
                 zygote._socket.close()
@@ -233,148 +255,3 @@ def _close_at_exit() -> None:
 
 
 atexit.register(_close_at_exit)
-
-
-_statuses: dict[int, int] = {}
-
-
-def _reap(signum: int = 0, frame: object = None) -> None:
-    """Collects every child that has exited and keeps its status for the parent (SIGCHLD
-    handler of the zygote)."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        if len(_statuses) >= _KEEP_STATUSES:
-            _statuses.pop(next(iter(_statuses)))
-        _statuses[pid] = status
-
-
-def _status_of(pid: int) -> bytes:
-    """The status of child ``pid`` for the parent, reaping it first if it just exited."""
-    if pid not in _statuses:
-        _reap()
-    status = _statuses.pop(pid, None)
-    return b"?" if status is None else str(status).encode()
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Sends what this process prints, at the descriptor level, to ``/dev/null`` for the
-    duration: imports the zygote makes on its own print nowhere."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    saved = [os.dup(1), os.dup(2)]
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        yield
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, null):
-            os.close(fd)
-
-
-def _preload(fds: list[int]) -> bytes:
-    """Imports the modules listed in the descriptor the parent sent; the reply."""
-    from shoal._process.preload import import_all
-
-    try:
-        with os.fdopen(fds[0], "rb") as listing:
-            names = listing.read().decode().split("\n")
-    except (IndexError, OSError, UnicodeDecodeError):
-        names = []
-    finally:
-        for fd in fds[1:]:
-            os.close(fd)
-    with _quiet():
-        threaded = import_all(name for name in names if name)
-    return b"ok" if threaded is None else _THREADED + threaded.encode()
-
-
-def serve(parent: int) -> None:  # noqa: C901 (a branch per request)
-    """The zygote's main loop (run by the interpreter ``Zygote`` starts for ``parent``)."""
-    if os.getppid() != parent:
-        return
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, _reap)
-    # What site would have added for interactive use (exit, quit, help), cheaply.
-    import site
-
-    site.setquit()
-    site.setcopyright()
-    site.sethelper()
-    # Imported before the first fork, so that every worker starts with them loaded.
-    # (Every worker sets its identity in util, and reaches the program's resource tracker.)
-    with _quiet():
-        import multiprocessing.resource_tracker
-        import multiprocessing.util  # noqa: F401
-
-        import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
-
-        from shoal._process import worker
-
-    sock = socket.socket(fileno=_SOCKET_FD)
-    while True:
-        try:
-            message, fds, _, _ = socket.recv_fds(sock, 64, _MAX_FDS)
-        except OSError:
-            return
-        if not message:
-            return  # the parent is gone
-        if message == _PRELOAD:
-            try:
-                sock.send(_preload(fds))
-            except OSError:
-                return
-            continue
-        if message.startswith(_STATUS):
-            for fd in fds:
-                os.close(fd)
-            try:
-                sock.send(_status_of(int(message[len(_STATUS) :])))
-            except (OSError, ValueError):
-                return
-            continue
-        fields = message[len(_FORK) :].split(b",")
-        if (
-            not message.startswith(_FORK)
-            or len(fields) != 2
-            or not all(f.isdigit() for f in fields)
-        ):
-            for fd in fds:
-                os.close(fd)
-            continue
-        number, index = int(fields[0]), int(fields[1])
-        # SIGCHLD waits until the pidfd is open: a child that exits at once stays a
-        # zombie until then, so its pid cannot be reaped and reused in between.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-        pid = os.fork()
-        if pid == 0:
-            sock.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-            if not die_with_parent(os.getppid()):
-                os._exit(1)
-            worker.main(fds, number, forked=True, index=index)
-        for fd in fds:
-            os.close(fd)
-        try:
-            pidfd = os.pidfd_open(pid)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        try:
-            socket.send_fds(sock, [str(pid).encode()], [pidfd])
-        except OSError:
-            return
-        finally:
-            os.close(pidfd)
