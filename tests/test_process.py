@@ -22,6 +22,7 @@ METHODS = [None, "fork", "spawn", "forkserver"]
 _PREAMBLE = """
 import sys
 import {mp} as multiprocessing
+import {mp}.managers
 METHOD = {method!r}
 """
 # (A block of its own: under multiprocessing it goes under the guard with the rest.)
@@ -36,6 +37,7 @@ PROGRAMS = {
 def worker(q, n):
     q.put(n * n)
 
+# main
 q = multiprocessing.Queue()
 ps = [multiprocessing.Process(target=worker, args=(q, i)) for i in range(3)]
 for p in ps:
@@ -56,6 +58,7 @@ def main():
         p.start()
         print(q.get(timeout=30))
         p.join()
+# main
 main()
 """,
     "subclass": """
@@ -67,6 +70,7 @@ class Worker(multiprocessing.Process):
         parent = multiprocessing.parent_process()
         self.q.put(f"{type(self).__name__} {self.name} {parent.name} {parent.is_alive()}")
 
+# main
 q = multiprocessing.Queue()
 w = Worker(q)
 w.start()
@@ -79,11 +83,37 @@ def record(shared, x):
     shared[x] = x * 10
     return x * x
 
+# main
 with multiprocessing.Manager() as manager:
     shared = manager.dict()
     with multiprocessing.Pool(2) as pool:
         print(pool.starmap(record, [(shared, i) for i in range(4)]))
     print(sorted(shared.items()))
+""",
+    "registered_manager": """
+BaseManager = multiprocessing.managers.BaseManager
+
+class Maths:
+    def add(self, a, b):
+        return a + b
+
+class MathsManager(BaseManager):
+    pass
+
+MathsManager.register("Maths", Maths)
+
+def use(maths, q):
+    q.put(maths.add(2, 3))
+
+# main
+with MathsManager() as manager:
+    maths = manager.Maths()
+    q = multiprocessing.Queue()
+    p = multiprocessing.Process(target=use, args=(maths, q))
+    p.start()
+    print(q.get(timeout=30))
+    p.join()
+    print(maths.add(1, 1))
 """,
     "value_and_lock": """
 def add(v, lock, n):
@@ -91,6 +121,7 @@ def add(v, lock, n):
         with lock:
             v.value += 1
 
+# main
 v, lock = multiprocessing.Value("i", 0), multiprocessing.Lock()
 ps = [multiprocessing.Process(target=add, args=(v, lock, 500)) for _ in range(3)]
 for p in ps:
@@ -108,20 +139,12 @@ def _shoal(method: str | None) -> str:
 
 
 def _guarded(body: str) -> str:
-    """The program with multiprocessing's guard (the parts after the definitions)."""
-    definitions: list[str] = []
-    rest: list[str] = []
-    in_def = False
-    for line in body.strip("\n").splitlines():
-        if line.startswith(("def ", "class ")):
-            in_def = True
-            definitions.append(line)
-        elif in_def and (line.startswith((" ", "\t")) or not line):
-            definitions.append(line)
-        else:
-            in_def = False
-            rest.append("    " + line)
-    return "\n".join([*definitions, 'if __name__ == "__main__":', *rest]) + "\n"
+    """The program as multiprocessing needs it: what follows ``# main`` under the guard
+    (what precedes it, definitions and registrations, stays at the top, where a spawned
+    child, which runs the script again, finds them)."""
+    top, main = body.split("# main\n", 1)
+    indented = "".join(f"    {line}\n" for line in main.splitlines())
+    return f'{top}if __name__ == "__main__":\n{indented}'
 
 
 # What each prints (the same on multiprocessing, where it can run the program at all).
@@ -131,6 +154,7 @@ PRINTS = {
     "subclass": "Worker Worker-1 MainProcess True\n0\n",
     "manager": "[0, 1, 4, 9]\n[(0, 0), (1, 10), (2, 20), (3, 30)]\n",
     "value_and_lock": "1500\n",
+    "registered_manager": "5\n2\n",
 }
 
 
@@ -145,7 +169,9 @@ def test_an_unguarded_program_runs_as_multiprocessing_runs_it_guarded(
     forks = (method or multiprocessing.get_all_start_methods()[0]) == "fork"
     if program == "local_and_lambda" and not forks:
         return  # multiprocessing cannot send a local function or a lambda to spawn one
-    guarded = _PREAMBLE.format(mp="multiprocessing", method=method) + _guarded(_SET_METHOD + body)
+    guarded = _PREAMBLE.format(mp="multiprocessing", method=method) + _guarded(
+        body.replace("# main\n", "# main\n" + _SET_METHOD.lstrip("\n"), 1)
+    )
     assert run_script(guarded, tmp_path, "").stdout == ours.stdout
 
 
@@ -314,3 +340,31 @@ def test_at_exit_children_are_joined_and_daemons_ended(tmp_path: Path, method: s
     while _running(daemon) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(daemon)
+
+
+_LOST_SERVER = """
+import os, signal
+
+with multiprocessing.Manager() as manager:
+    shared = manager.dict()
+    shared["a"] = 1
+    os.kill(manager._process.pid, signal.SIGKILL)
+    manager._process.join(30)
+    for attempt in (lambda: shared.__setitem__("b", 2), manager.list):
+        try:
+            attempt()
+        except Exception as exc:
+            print(isinstance(exc, (ConnectionError, EOFError)), *exc.__notes__)
+"""
+
+
+@pytest.mark.parametrize("method", [None, "spawn"])
+def test_a_killed_manager_server_fails_its_callers_saying_so(
+    tmp_path: Path, method: str | None
+) -> None:
+    out = run_script(_shoal(method) + _LOST_SERVER, tmp_path, "").stdout.splitlines()
+    assert len(out) == 2, out
+    for line in out:
+        assert line.startswith("True the manager's server process (pid ")
+        assert "killed by signal 9" in line
+        assert "start a new manager" in line

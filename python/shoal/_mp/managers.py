@@ -9,7 +9,10 @@ importable by name. shoal starts the server as a ``shoal.Process`` (forked from 
 zygote; multiprocessing's fork under the fork start method): no guard, and a manager
 class and the types it registers in the script travel by value. The proxies are
 multiprocessing's, so they work from Pool tasks, Processes and threads as they always
-did, under every start method.
+did, under every start method. When the server is gone (killed, or it crashed), a call
+through a manager or one of its proxies fails with multiprocessing's error
+(``ConnectionRefusedError``, ``BrokenPipeError``, ``EOFError``...) and a note that says
+the server is gone, how it ended when that is known, and what it means.
 
 Example:
     >>> import shoal
@@ -27,6 +30,22 @@ from multiprocessing import managers
 from typing import Any
 
 __all__ = ["BaseManager", "Manager", "SharedMemoryManager", "SyncManager"]
+
+# What a call to a server that is gone fails with.
+_LOST = (ConnectionError, EOFError, FileNotFoundError)
+
+
+def _server_lost(exc: BaseException, address: object, process: Any = None) -> None:
+    """Notes on ``exc`` that the manager's server at ``address`` is gone."""
+    how = ""
+    code = None if process is None else process.exitcode
+    if code is not None:
+        ended = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        how = f" (pid {process.pid}, {ended})"
+    exc.add_note(
+        f"the manager's server process{how} at {address!r} is gone, and the shared "
+        "objects it held with it: start a new manager (and make the objects again)"
+    )
 
 
 class _ProgramContext:
@@ -78,11 +97,72 @@ class BaseManager(managers.BaseManager):
         context: Any = ctx or _PROGRAM
         super().__init__(address, authkey, serializer, context, **options)
 
+    def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> Any:
+        try:
+            return super()._create(typeid, *args, **kwds)  # type: ignore[misc]
+        except _LOST as exc:
+            _server_lost(exc, self.address, getattr(self, "_process", None))
+            raise
+
+
+class _SaysWhenLost:
+    """A proxy whose calls, once its manager's server is gone, say so."""
+
+    def _callmethod(self, methodname: str, args: Any = (), kwds: Any = None) -> Any:
+        try:
+            return super()._callmethod(methodname, args, kwds or {})  # type: ignore[misc]
+        except _LOST as exc:
+            manager = getattr(self, "_manager", None)
+            token: Any = getattr(self, "_token", None)
+            _server_lost(exc, getattr(token, "address", None), getattr(manager, "_process", None))
+            raise
+
+
+def _saying_when_lost(proxytype: Any) -> Any:
+    """``proxytype`` (a proxy class, or ``AutoProxy``) made to say when its server is
+    gone; the classes are this module's, so that proxies pickle by reference."""
+    if proxytype is _AutoProxy:
+        return _auto_proxy
+    name = f"{proxytype.__name__}"
+    found = globals().get(name)
+    if found is None:
+        found = type(name, (_SaysWhenLost, proxytype), {"__module__": __name__})
+        globals()[name] = found
+    return found
+
+
+_autos: dict[type[Any], type[Any]] = {}
+_AutoProxy: Any = vars(managers)["AutoProxy"]  # (not in the stubs)
+
+
+def _auto_proxy(*args: Any, **kwds: Any) -> Any:
+    """``multiprocessing.managers.AutoProxy``, its class made to say when its server is
+    gone (it still pickles as an ``AutoProxy``)."""
+    proxy = _AutoProxy(*args, **kwds)
+    cls = type(proxy)
+    if cls not in _autos:
+        _autos[cls] = type(cls.__name__, (_SaysWhenLost, cls), {"__module__": __name__})
+    proxy.__class__ = _autos[cls]
+    return proxy
+
 
 class SyncManager(BaseManager, managers.SyncManager):
     """``multiprocessing.managers.SyncManager`` (``dict``, ``list``, ``Queue``, ``Lock``,
     ``Value``... proxies), its server a ``shoal.Process``. ``shoal.Manager()`` starts
     one."""
+
+
+for _typeid, (_callable, _exposed, _method_to_typeid, _proxytype) in list(
+    managers.SyncManager._registry.items()  # type: ignore[attr-defined]
+):
+    SyncManager.register(
+        _typeid,
+        _callable,
+        _saying_when_lost(_proxytype),
+        _exposed,
+        _method_to_typeid,
+        create_method=_typeid in vars(managers.SyncManager),
+    )
 
 
 class SharedMemoryManager(BaseManager, managers.SharedMemoryManager):
