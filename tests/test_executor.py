@@ -268,3 +268,19 @@ def test_a_map_nobody_reads_still_runs_as_concurrent_futures_runs_it(
     theirs, ours = seen
     assert ours == theirs
     assert len(ours) == (6 if buffersize is None else buffersize)
+
+
+@pytest.mark.parametrize("end", ["terminate_workers", "kill_workers"])
+def test_ending_the_workers_breaks_running_futures_and_shuts_down(end: str) -> None:
+    # Python 3.14's ProcessPoolExecutor.terminate_workers() and kill_workers().
+    ex = shoal.ProcessPoolExecutor(1)
+    running = ex.submit(time.sleep, 60)
+    deadline = time.monotonic() + 30
+    while not running.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    getattr(ex, end)()
+    assert isinstance(running.exception(timeout=30), cf.process.BrokenProcessPool)
+    assert time.monotonic() - started < 30  # the sleeping worker was ended, not waited for
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(abs, 1)

@@ -215,3 +215,24 @@ def test_imap_goes_on_when_its_chunks_shrink_after_large_ones(backend: str) -> N
     # ever (this test's timeout fails it).
     with shoal.Pool(1, backend=backend) as pool:
         assert list(pool.imap(_fast_then_slow, range(9000))) == list(range(9000))
+
+
+def test_imap_reads_no_more_than_buffersize_items_ahead() -> None:
+    # Python 3.16's Pool.imap(buffersize=): the input is read that many items ahead.
+    read: list[int] = []
+
+    def numbers() -> Iterator[int]:
+        for n in itertools.count():
+            read.append(n)
+            yield n
+
+    with shoal.Pool(2, backend="thread") as pool:
+        results = pool.imap(abs, numbers(), buffersize=3)
+        assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
+        time.sleep(0.3)
+        assert len(read) <= 5 + 3
+    with (
+        shoal.Pool(1, backend="thread") as pool,
+        pytest.raises(ValueError, match="buffersize must be None or > 0"),
+    ):
+        pool.imap(abs, [], buffersize=0)

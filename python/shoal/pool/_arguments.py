@@ -7,7 +7,7 @@ from typing import Any
 
 from shoal.backends.base import CallKind
 
-__all__ = ["check_callable", "check_timeout", "length_of", "single_call"]
+__all__ = ["check_buffersize", "check_callable", "check_timeout", "length_of", "single_call"]
 
 
 def length_of(iterable: Iterable[Any]) -> int | None:
@@ -60,3 +60,21 @@ def check_timeout(seconds: float | None) -> None:
         return
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
         raise ValueError(f"task_timeout must be a positive number of seconds, not {seconds!r}")
+
+
+def check_buffersize(buffersize: int | None) -> None:
+    """Refuses a ``buffersize`` (how many items a lazy map reads ahead of its reader) as
+    Python 3.14's ``Executor.map`` refuses it.
+
+    >>> check_buffersize(None); check_buffersize(4)
+    >>> check_buffersize(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: buffersize must be None or > 0
+    """
+    if buffersize is None:
+        return
+    if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+        raise TypeError("buffersize must be an integer or None")
+    if buffersize < 1:
+        raise ValueError("buffersize must be None or > 0")

@@ -32,12 +32,14 @@ import time
 import weakref
 from collections.abc import Callable, Generator, Iterable
 from concurrent import futures
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import TimeoutError as MpTimeoutError
 from typing import Any, ParamSpec, TypeVar
 
 from shoal.backends.base import CallKind
 from shoal.errors import InitializerError
 from shoal.pool import Pool
+from shoal.pool._arguments import check_buffersize
 from shoal.pool._chunks import check_chunksize
 from shoal.pool._futures import PoolFuture
 from shoal.pool._progress import ProgressSpec, counter_for
@@ -207,11 +209,7 @@ class Executor(futures.Executor):
         ...     list(itertools.islice(ex.map(abs, itertools.count(-2)), 4))
         [2, 1, 0, 1]
         """
-        if buffersize is not None:
-            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
-                raise TypeError("buffersize must be an integer or None")
-            if buffersize < 1:
-                raise ValueError("buffersize must be None or > 0")
+        check_buffersize(buffersize)
         if chunksize is not None:
             check_chunksize(chunksize)
         if "submit" in vars(self):
@@ -294,6 +292,33 @@ class Executor(futures.Executor):
         if wait:
             self._pool.join()
             _OPEN.discard(self)
+
+    def terminate_workers(self) -> None:
+        """Ends the workers at once (Python 3.14's ``ProcessPoolExecutor`` method, on
+        every Python and backend): the executor is shut down, the futures no worker
+        started are cancelled, the running ones fail, and it takes no more work. Threads
+        cannot be stopped: on the thread backend the running tasks finish.
+
+        >>> import shoal, time
+        >>> ex = shoal.ProcessPoolExecutor(1)
+        >>> running = ex.submit(time.sleep, 30)
+        >>> ex.terminate_workers(); running.exception(timeout=30) is not None
+        True
+        """
+        self.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            running = list(self._pending)
+        # As the standard executor's: the tasks a worker had fail with BrokenProcessPool.
+        broken = BrokenProcessPool("the executor's workers were ended by terminate_workers()")
+        for future in running:
+            with contextlib.suppress(futures.InvalidStateError):
+                future.set_exception(broken)
+        self._pool.terminate()
+
+    def kill_workers(self) -> None:
+        """As :meth:`terminate_workers` (shoal ends process workers with ``SIGKILL``
+        either way, so nothing a task does can delay it)."""
+        self.terminate_workers()
 
     def _check_open(self) -> None:
         # Called with the lock held.

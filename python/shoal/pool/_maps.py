@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from shoal.backends.base import CallKind
-from shoal.pool._arguments import check_callable, check_timeout, length_of
+from shoal.pool._arguments import check_buffersize, check_callable, check_timeout, length_of
 from shoal.pool._chunks import ChunkSizer, check_chunksize, map_chunksize
 from shoal.pool._core import RUN, PoolCore
 from shoal.pool._imap import IMapIterator
@@ -189,26 +189,32 @@ class MapCalls:
         func: Callable[[T], R],
         iterable: Iterable[T],
         chunksize: int | None = None,
+        buffersize: int | None = None,
         *,
         task_timeout: float | None = None,
         progress: ProgressSpec = None,
     ) -> IMapIterator[R]:
         """A lazy, ordered ``map``: results stream as soon as they (and those before them)
         exist. The input is read only a bounded distance ahead of the consumer, so an
-        infinite generator works. Without ``chunksize``, chunks adapt to task times.
+        infinite generator works; ``buffersize`` (Python 3.16's) bounds it to that many
+        items ahead. Without ``chunksize``, chunks adapt to task times.
 
         >>> import itertools, shoal
         >>> with shoal.Pool(2) as pool:
         ...     list(itertools.islice(pool.imap(abs, itertools.count(-3)), 5))
         [3, 2, 1, 0, 1]
         """
-        return self._imap(func, iterable, chunksize, True, task_timeout, progress=progress)
+        check_buffersize(buffersize)
+        return self._imap(
+            func, iterable, chunksize, True, task_timeout, read_ahead=buffersize, progress=progress
+        )
 
     def imap_unordered(
         self,
         func: Callable[[T], R],
         iterable: Iterable[T],
         chunksize: int | None = None,
+        buffersize: int | None = None,
         *,
         task_timeout: float | None = None,
         progress: ProgressSpec = None,
@@ -220,7 +226,10 @@ class MapCalls:
         ...     sorted(pool.imap_unordered(abs, [-1, -2, -3]))
         [1, 2, 3]
         """
-        return self._imap(func, iterable, chunksize, False, task_timeout, progress=progress)
+        check_buffersize(buffersize)
+        return self._imap(
+            func, iterable, chunksize, False, task_timeout, read_ahead=buffersize, progress=progress
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
     # -- internals ---------------------------------------------------------------------
