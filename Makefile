@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 
 .PHONY: help install dev demo lint test test-rust test-python test-other-pythons pythons wheel \
 	sdist test-wheel bench bench-queue bench-pool bench-buffers bench-sync bench-startup \
-	bench-cluster bench-doors bench-progress bench-stats
+	bench-cluster bench-doors bench-progress bench-stats bench-process
 
 help:               ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -110,3 +110,6 @@ bench-progress:     ## what a progress bar costs on tiny tasks
 
 bench-stats:        ## what Pool.stats()'s counting costs on tiny tasks
 	$(PYTHON) benches/stats_bench.py
+
+bench-process:      ## shoal.Process start and Manager calls beside multiprocessing's start methods
+	$(PYTHON) benches/process_bench.py

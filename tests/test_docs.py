@@ -358,3 +358,48 @@ def test_every_file_the_text_names_exists() -> None:
                 stale.setdefault(token, set()).add(name)
     assert stale == {}, "the text names files that are not in the tree"
     assert len(names) > 100  # the listing worked
+
+
+_BROKE = "## Python 3.14 broke my script"
+
+
+def test_the_python_314_programs_run_on_shoal_and_fail_on_multiprocessing(
+    tmp_path: Path,
+) -> None:
+    """The README's three programs that 3.14's forkserver default broke: each runs on
+    shoal with its printed result, on every Python (other_pythons.py runs this on 3.14 and
+    3.15); from 3.14 on, with the import put back, multiprocessing fails each (or hangs:
+    given 30 s)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(_BROKE) : text.index("\n## ", text.index(_BROKE) + 1)]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    expected = [
+        "[0, 1, 4, 9]",
+        "[0, 10, 20, 30, 40]",
+        "[('fork', 4), ('forkserver', 10), ('spawn', 5)]",
+    ]
+    assert len(blocks) == len(expected)
+    for i, (block, printed) in enumerate(zip(blocks, expected, strict=True)):
+        script = tmp_path / f"broke_{i}.py"
+        script.write_text(block)
+        done = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, printed), done.stderr
+        if sys.version_info < (3, 14):
+            continue
+        script.write_text(
+            block.replace("import shoal as multiprocessing", "import multiprocessing")
+        )
+        try:
+            theirs = subprocess.run(
+                [sys.executable, str(script)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd=tmp_path,
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired:
+            continue  # it hung (what subprocess.run started is killed)
+        assert theirs.returncode != 0 or theirs.stdout.strip() != printed, block
