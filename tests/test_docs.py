@@ -62,6 +62,8 @@ MODULES = [
     "shoal.pool._stats_text",
     "shoal._wire.culprit",
     "shoal._mp.mirror",
+    "shoal._mp.process",
+    "shoal._mp.managers",
 ]
 # Modules checked even though they may hold no example of their own: internals whose
 # behaviour the tests drive through the public API.
@@ -98,6 +100,9 @@ OPTIONAL = [
     "shoal._process.worker",
     "shoal._process.chunks",
     "shoal._process.zygote",
+    "shoal._process.zygote_server",
+    "shoal._process.child",
+    "shoal._process.forking",
     "shoal.backends.dask",
     "shoal.backends._cluster.dask_session",
     "shoal.backends.ray",
