@@ -66,6 +66,9 @@ _MAX_RETIRED: Final = 3
 # Modules that left a thread in a zygote: never imported there again.
 _threaded: set[str] = set()
 _preloading = threading.Lock()
+# How many modules sys.modules held when the last preload looked, and for which zygote.
+_seen = 0
+_seen_zygote: object = None
 
 
 def _install_dirs() -> tuple[str, ...]:
@@ -116,15 +119,23 @@ def preload_parent_modules() -> None:
     never raises: a zygote that cannot preload still forks workers."""
     from shoal._process.zygote import retire_shared_zygote, shared_zygote
 
+    global _seen
+    # Nothing new imported since the last preload: nothing to scan for (a Process start
+    # or a pool would otherwise pay for a walk over sys.modules each time).
+    if len(sys.modules) == _seen and _seen_zygote is shared_zygote():
+        return
     with _preloading:  # one at a time, each sending only what the last did not
         _preload_parent_modules(retire_shared_zygote, shared_zygote)
 
 
 def _preload_parent_modules(retire: Any, shared: Any) -> None:
+    global _seen, _seen_zygote
     try:
         for _ in range(_MAX_RETIRED + 1):
             zygote = shared()
+            count = len(sys.modules)
             names = [n for n in worth_preloading() if n not in zygote.preloaded]
+            _seen, _seen_zygote = count, zygote
             if not names:
                 return
             culprit = zygote.preload(names)

@@ -109,15 +109,18 @@ def serve(parent: int) -> None:
     site.setquit()
     site.setcopyright()
     site.sethelper()
-    # Imported before the first fork, so that every worker starts with them loaded.
-    # (Every worker sets its identity in util, and reaches the program's resource tracker.)
+    # Imported before the first fork, so that every child starts with them loaded.
+    # (Every worker sets its identity in util, and reaches the program's resource tracker;
+    # a Process's child runs as multiprocessing's, and its pipes are connections.)
     with _quiet():
+        import multiprocessing.connection
         import multiprocessing.resource_tracker
         import multiprocessing.util  # noqa: F401
 
         import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
 
-        from shoal._process import worker
+        from shoal._mp import process  # noqa: F401
+        from shoal._process import child, worker  # noqa: F401
 
     sock = socket.socket(fileno=_SOCKET_FD)
     while True:
