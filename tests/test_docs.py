@@ -62,6 +62,7 @@ MODULES = [
     "shoal.pool._stats_text",
     "shoal._wire.culprit",
     "shoal._mp.mirror",
+    "shoal.backends._restarts",
     "shoal._mp.process",
     "shoal._mp.managers",
 ]

@@ -5,6 +5,7 @@ error is printed (``pytest -s``) for the record."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -229,13 +230,40 @@ def test_an_initializer_that_always_crashes_breaks_the_pool_with_a_clear_error(
     started = time.perf_counter()
     with shoal.Pool(2, initializer=_crash_in_initializer, start_method=pool_start_method) as pool:
         pending = pool.map_async(square, range(10))
-        with pytest.raises(shoal.ShoalError, match="died before their first task") as info:
+        with pytest.raises(shoal.ShoalError, match="died starting up, by their own hand") as info:
             pending.get(60)
         assert "initializer" in str(info.value)
         # Later calls fail the same way, at once, instead of waiting for workers.
-        with pytest.raises(shoal.ShoalError, match="died before their first task"):
+        with pytest.raises(shoal.ShoalError, match="died starting up, by their own hand"):
             pool.apply(square, (2,))
     print(f"\ninitializer crash loop: ShoalError after {time.perf_counter() - started:.2f} s")
+
+
+def _slow_start(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_workers_killed_from_outside_never_make_the_pool_give_up(
+    pool_start_method: str,
+) -> None:
+    # The OOM killer or an operator: ready workers killed again and again while idle,
+    # and workers killed while they start (their initializer sleeps): the pool replaces
+    # them every time and still runs what it is given.
+    with shoal.Pool(
+        2, initializer=_slow_start, initargs=(0.3,), start_method=pool_start_method
+    ) as pool:
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]
+        killed = 0
+        deadline = time.monotonic() + 60
+        while killed < 12 and time.monotonic() < deadline:
+            for handle in pool._pool:
+                if handle.pid is not None and handle.is_alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(handle.pid, signal.SIGKILL)
+                        killed += 1
+            time.sleep(0.1)  # some die idle and ready, some while starting
+        assert killed >= 12
+        assert pool.map(square, range(6), chunksize=1) == [0, 1, 4, 9, 16, 25]
 
 
 if __name__ == "__main__":  # pragma: no cover

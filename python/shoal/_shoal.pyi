@@ -12,6 +12,7 @@ __all__ = [
     "EVENT_EXITED",
     "EVENT_FAREWELL",
     "EVENT_PROGRESS",
+    "EVENT_READY",
     "EVENT_RESULT",
     "EVENT_STOPPED",
     "MSG_DEFINE",
@@ -48,6 +49,7 @@ EVENT_EXITED: int
 EVENT_STOPPED: int
 EVENT_FAREWELL: int
 EVENT_PROGRESS: int
+EVENT_READY: int
 
 @final
 class QueueCore:
@@ -128,6 +130,8 @@ class WorkerExited:
     def timed_out(self) -> bool: ...
     @property
     def answered(self) -> int: ...
+    @property
+    def ready(self) -> bool: ...
 
 @final
 class WorkerLink:
@@ -137,6 +141,7 @@ class WorkerLink:
     def recv(self, timeout: float | None = None) -> tuple[int, int, int, bytes] | None: ...
     def send_result(self, chunk: int, payload: bytes) -> None: ...
     def send_farewell(self, payload: bytes) -> None: ...
+    def send_ready(self, when_us: int) -> None: ...
     def send_progress(self, chunk: int, done: int) -> bool: ...
 
 @final

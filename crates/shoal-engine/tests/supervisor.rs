@@ -45,6 +45,8 @@ fn start_worker(sup: &Supervisor, mode: Mode) -> Result<JoinHandle<Result<usize>
     Ok(std::thread::spawn(move || {
         let mut funcs = HashSet::new();
         let mut answered = 0;
+        // As a real worker does once its initializer ran.
+        end.send(Frame::new(Kind::Ready, 0, 42), &[], None, &mut NoInterrupt)?;
         loop {
             let (frame, body) = end.recv(None, &mut NoInterrupt, |f, b| (f, b.to_vec()))?;
             match frame.kind {
@@ -91,7 +93,7 @@ fn start_worker(sup: &Supervisor, mode: Mode) -> Result<JoinHandle<Result<usize>
                     unsafe { libc::kill(pid, libc::SIGTERM) };
                     return Ok(answered);
                 }
-                Kind::Result | Kind::Farewell | Kind::Progress => {
+                Kind::Result | Kind::Farewell | Kind::Progress | Kind::Ready => {
                     // SAFETY: as above.
                     unsafe { libc::kill(pid, libc::SIGTERM) };
                     return Ok(answered);
@@ -145,8 +147,13 @@ fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Resul
     let mut exits = 0;
     let mut said_farewell = HashSet::new();
     let mut progressed = HashSet::new();
+    let mut ready = HashSet::new();
     for event in &events {
         match event {
+            Event::Ready { worker, when } => {
+                assert_eq!(*when, 42);
+                assert!(ready.insert(*worker), "{worker} ready twice");
+            }
             Event::Result {
                 chunk,
                 payload: got,
@@ -178,6 +185,10 @@ fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Resul
             } => {
                 assert!(*expected && lost.is_none());
                 assert_eq!(*exit, Some(Exit::Signal(libc::SIGTERM)));
+                assert!(
+                    ready.contains(worker),
+                    "exit of {worker} before it was ready"
+                );
                 // What it sent before it died comes first.
                 assert!(
                     said_farewell.contains(worker),
@@ -191,6 +202,7 @@ fn every_chunk_is_answered_once_in_pieces_and_close_stops_the_workers() -> Resul
     assert_eq!(seen.len(), 300);
     assert_eq!(exits, 2);
     assert_eq!(said_farewell.len(), 2);
+    assert_eq!(ready.len(), 2);
     assert_eq!(progressed.len(), 300);
     assert!(matches!(events.last(), Some(Event::Stopped)));
     let answered: usize = workers

@@ -43,6 +43,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EVENT_STOPPED", pool::EVENT_STOPPED)?;
     m.add("EVENT_FAREWELL", pool::EVENT_FAREWELL)?;
     m.add("EVENT_PROGRESS", pool::EVENT_PROGRESS)?;
+    m.add("EVENT_READY", pool::EVENT_READY)?;
     m.add(
         "DEFAULT_QUEUE_CAPACITY",
         shoal_engine::queue::DEFAULT_CAPACITY,
@@ -67,6 +68,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "EVENT_EXITED",
             "EVENT_FAREWELL",
             "EVENT_PROGRESS",
+            "EVENT_READY",
             "EVENT_RESULT",
             "EVENT_STOPPED",
             "DEFAULT_QUEUE_CAPACITY",

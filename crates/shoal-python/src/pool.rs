@@ -25,6 +25,7 @@ pub const EVENT_EXITED: u8 = 1;
 pub const EVENT_STOPPED: u8 = 2;
 pub const EVENT_FAREWELL: u8 = 3;
 pub const EVENT_PROGRESS: u8 = 4;
+pub const EVENT_READY: u8 = 5;
 
 /// Starts `program` with each `(fd, target)` of `fds` (lent by the caller) placed at
 /// `target` in the child.
@@ -220,6 +221,7 @@ impl PoolEngine {
                     replace,
                     timed_out,
                     answered,
+                    ready,
                 } => {
                     let (code, signal, how) = exit_fields(exit);
                     let exited = WorkerExited {
@@ -233,6 +235,7 @@ impl PoolEngine {
                         replace,
                         timed_out,
                         answered,
+                        ready,
                     };
                     (EVENT_EXITED, Bound::new(py, exited)?)
                         .into_pyobject(py)?
@@ -242,6 +245,9 @@ impl PoolEngine {
                     (EVENT_FAREWELL, worker, PyBytes::new(py, &payload))
                         .into_pyobject(py)?
                         .into_any()
+                }
+                Event::Ready { worker, when } => {
+                    (EVENT_READY, worker, when).into_pyobject(py)?.into_any()
                 }
                 Event::Progress { chunk, done } => {
                     (EVENT_PROGRESS, chunk, done).into_pyobject(py)?.into_any()

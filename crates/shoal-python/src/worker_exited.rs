@@ -24,8 +24,10 @@ pub struct WorkerExited {
     pub replace: bool,
     /// Whether it was killed because `lost` ran past its time limit.
     pub timed_out: bool,
-    /// How many chunks it answered (none: it died on its way up, or idle).
+    /// How many chunks it answered.
     pub answered: u64,
+    /// Whether it had said it started (its initializer ran): false, it died starting up.
+    pub ready: bool,
 }
 
 #[pymethods]
@@ -33,7 +35,7 @@ impl WorkerExited {
     fn __repr__(&self) -> String {
         format!(
             "WorkerExited(worker={}, pid={:?}, how={:?}, lost={:?}, expected={}, replace={}, \
-             timed_out={}, answered={})",
+             timed_out={}, answered={}, ready={})",
             self.worker,
             self.pid,
             self.how,
@@ -41,7 +43,8 @@ impl WorkerExited {
             self.expected,
             self.replace,
             self.timed_out,
-            self.answered
+            self.answered,
+            self.ready
         )
     }
 }

@@ -97,6 +97,16 @@ impl WorkerLink {
         end.send(frame, &[], now, &mut NoInterrupt).is_ok()
     }
 
+    /// Says the worker has started (its initializer ran) at `when_us`, microseconds of
+    /// the machine's monotonic clock: its first message.
+    fn send_ready(&self, py: Python<'_>, when_us: u64) -> PyResult<()> {
+        let mut guard = self.end()?;
+        let end: &mut WorkerEnd = &mut guard;
+        blocking(py, |interrupt| {
+            end.send(Frame::new(Kind::Ready, 0, when_us), &[], None, interrupt)
+        })
+    }
+
     /// Sends the worker's farewell (what the pool's exit hook returned), its last
     /// message before it exits.
     fn send_farewell(&self, py: Python<'_>, payload: &[u8]) -> PyResult<()> {

@@ -82,11 +82,10 @@ class ChunkRunner:
         fn: Callable[..., Any] | Failure | None,
         payload: bytes,
         broken: Failure | None,
-        ready: float | None,
         chunk: int,
     ) -> bytes:
         """Runs one chunk and returns its pickled outcome ``(values, failures, elapsed, kept,
-        ready, label)`` (see :meth:`encode`)."""
+        label)`` (see :meth:`encode`)."""
         started = time.perf_counter()
         views: list[ShmBuffer] = []
         try:
@@ -101,7 +100,7 @@ class ChunkRunner:
             del decoded
         except Exception as exc:
             # The parent fails every task of the chunk with it.
-            return self.encode([None], {0: Failure.capture(exc)}, 0.0, keep(views), ready)
+            return self.encode([None], {0: Failure.capture(exc)}, 0.0, keep(views))
         count = len(items)
         problem: Failure | None = broken
         if problem is None and isinstance(fn, Failure):
@@ -112,7 +111,7 @@ class ChunkRunner:
             problem = problem or Failure.capture(ShoalError("the task's function is not callable"))
             del items
             every = dict.fromkeys(range(count), problem)
-            return self.encode([None] * count, every, 0.0, keep(views), ready)
+            return self.encode([None] * count, every, 0.0, keep(views))
         values: list[Any] = []
         failures: dict[int, Failure] = {}
         append = values.append
@@ -147,7 +146,7 @@ class ChunkRunner:
         if elapsed >= LABEL_AFTER and count:
             label = describe_arguments(items[0], _CALL_NAMES[call])
         del items, remaining
-        return self.encode(values, failures, elapsed, keep(views), ready, label)
+        return self.encode(values, failures, elapsed, keep(views), label)
 
     def encode(
         self,
@@ -155,23 +154,22 @@ class ChunkRunner:
         failures: dict[int, Failure],
         elapsed: float,
         kept: list[int],
-        ready: float | None,
         label: str | None = None,
     ) -> bytes:
         """Pickles a chunk's outcome: its values, failures, seconds, the argument blocks it
-        kept, when this worker was ready (first answer only) and a description of its
-        arguments (slow chunks only). A value or exception that cannot be pickled becomes
-        that task's error, saying so, so that one bad result never loses the others."""
+        kept and a description of its arguments (slow chunks only). A value or exception
+        that cannot be pickled becomes that task's error, saying so, so that one bad
+        result never loses the others."""
         wired = wire(failures)
         try:
-            return pack((values, wired, elapsed, kept, ready, label), self._out_of_band)[0]
+            return pack((values, wired, elapsed, kept, label), self._out_of_band)[0]
         except Exception:
             pass
         from shoal.backends._sendable import make_sendable  # (rarely needed: loaded then)
 
         make_sendable(values, failures, dumps_detached, Failure)
         wired = wire(failures)
-        return pack((values, wired, elapsed, kept, ready, label), self._out_of_band)[0]
+        return pack((values, wired, elapsed, kept, label), self._out_of_band)[0]
 
 
 class _Reporter:

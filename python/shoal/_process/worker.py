@@ -195,9 +195,11 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
         except Exception as exc:
             broken = Failure.capture(exc)
 
-    # Sent with the first answer: the parent's stats know the start-up time from it
-    # (the monotonic clock is the machine's, the same in every process).
-    ready: float | None = time.monotonic()
+    # The worker has started: a worker that dies before this died starting up (the pool
+    # tells that from a worker killed later, and gives up only on the first kind), and
+    # the pool's stats know the start-up time from it (the monotonic clock is the
+    # machine's, the same in every process).
+    link.send_ready(time.monotonic_ns() // 1000)
     functions: dict[int, Callable[..., Any] | Failure] = {}
     done = 0
     while True:
@@ -214,8 +216,7 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
                 functions[ident] = Failure.capture(exc)
         elif kind == MSG_TASK:
             fn = functions.get(func)
-            outcome = runner.run(fn, payload, broken, ready, ident)
-            ready = None
+            outcome = runner.run(fn, payload, broken, ident)
             link.send_result(ident, outcome)
             _flush()
             done += 1

@@ -44,6 +44,7 @@ from shoal._shoal import (
     EVENT_EXITED,
     EVENT_FAREWELL,
     EVENT_PROGRESS,
+    EVENT_READY,
     EVENT_RESULT,
     EVENT_STOPPED,
     Arena,
@@ -62,6 +63,7 @@ from shoal._wire.buffers import (
 from shoal._wire.pickling import loads
 from shoal.backends._function_table import FunctionTable
 from shoal.backends._lives import RestartReason, WorkerLives
+from shoal.backends._restarts import GIVE_UP_AFTER, Restarts
 from shoal.backends.base import (
     BackendStats,
     CallKind,
@@ -89,8 +91,6 @@ larger message still passes, in pieces."""
 # The fewest chunks a worker owes when there are enough: one running, one waiting in its
 # ring. The engine lets it owe more while chunks are short (its DepthGauge).
 _DEPTH: Final = 2
-# Workers in a row that may die before taking a task before the pool gives up on them.
-_STILLBORN_LIMIT: Final = 3
 # Chunks the Pool may hand over per worker: as many as it likes. Those a worker does not
 # owe yet wait in the engine's queue (which places one the moment a worker answers, and
 # can give one back: Future.cancel); the Pool's own queue would cost a hand-over per chunk.
@@ -183,10 +183,11 @@ class ProcessBackend:
         self._immediate: deque[ChunkResult] = deque()
         self._lock = threading.Lock()
         self._stopping = False
-        # Workers in a row that died before their first task, and the error every chunk
-        # gets once there were too many (see _on_exit).
-        self._stillborn = 0
+        # Deaths while starting, and the error every chunk gets once start-up keeps
+        # failing (see _on_exit); a replacement waiting out its pause.
+        self._restarts = Restarts()
         self._broken: Failure | None = None
+        self._pending_launch: threading.Timer | None = None
         # The workers running now, by engine id (Pool._pool), and their indexes.
         self._handles: dict[int, WorkerHandle] = {}
         self._indexes = IndexPool()
@@ -319,6 +320,8 @@ class ProcessBackend:
         them (``cancel=True``)."""
         with self._lock:
             self._stopping = True
+            if self._pending_launch is not None:
+                self._pending_launch.cancel()
         if cancel:
             self._engine.terminate()
         else:
@@ -378,6 +381,8 @@ class ProcessBackend:
                     if event[0] != EVENT_RESULT:
                         if event[0] == EVENT_EXITED:
                             self._on_exit(event[1])
+                        elif event[0] == EVENT_READY:
+                            self._ready(event[1], event[2] / 1e6)
                         elif event[0] == EVENT_PROGRESS:
                             if (watcher := watchers.get(event[1])) is not None:
                                 watcher(event[2])
@@ -404,7 +409,7 @@ class ProcessBackend:
                             decoded = unpack(payload, arena, own=True)[0]
                         else:
                             decoded = loads(payload)
-                        values, wire, elapsed, kept, ready, label = decoded
+                        values, wire, elapsed, kept, label = decoded
                     except Exception as exc:
                         kept = ()
                         self._on_result(chunk_id, count, worker, exc, None, 0.0, None)
@@ -412,8 +417,6 @@ class ProcessBackend:
                     finally:
                         if arg_blocks:
                             self._free_arguments(chunk_id, kept)
-                    if ready is not None:
-                        self._ready(worker, ready)
                     if wire or len(values) != count:
                         self._on_result(chunk_id, count, worker, values, wire, elapsed, label)
                     else:
@@ -510,30 +513,52 @@ class ProcessBackend:
                 self._sink(all_failed(lost, count, Failure(error, ""), worker))
         if not replace:
             return
-        if expected or answered or lost is not None:
-            self._stillborn = 0
-        else:
-            # Died before it took a task: on its way up (an initializer that crashes the
-            # process), or killed while idle. Replacing such workers for ever would spin.
-            self._stillborn += 1
-            if self._stillborn >= _STILLBORN_LIMIT:
-                self._break(
-                    ShoalError(
-                        f"{_STILLBORN_LIMIT} workers in a row died before their first task"
-                        f" (the last one: {how or 'it exited'}); the pool stopped starting"
-                        " new ones. If the pool has an initializer, it may be crashing its"
-                        " process."
-                    )
-                )
-                return
+        started = exited.ready or expected or answered > 0 or lost is not None
+        pause = self._restarts.pause_after(started=started, code=code, signal=signal)
+        if pause is None:
+            self._break(self._start_up_fails(handle, pid, how))
+            return
+        if pause:
+            # Died starting up: a pause, growing, before the next try.
+            with self._lock:
+                if self._stopping:
+                    return
+                self._pending_launch = threading.Timer(pause, self._relaunch)
+                self._pending_launch.daemon = True
+                self._pending_launch.start()
+            return
+        self._relaunch()
+
+    def _relaunch(self) -> None:
+        """Starts a worker in the place of one that exited (unless the pool is stopping)."""
         with self._lock:
             stopping = self._stopping
+        if stopping:
+            return
         try:
             self._launch()
         except Exception:
             if not stopping:
                 # The pool carries on with one worker fewer; the next exit tries again.
                 traceback.print_exc()
+
+    def _start_up_fails(
+        self, handle: WorkerHandle | None, pid: int | None, how: str | None
+    ) -> ShoalError:
+        """The error of a pool that stopped starting workers: which died, how, what to do."""
+        name = handle.name if handle is not None else "a worker"
+        initializer = self._spec.initializer
+        fix = (
+            f"its initializer ({getattr(initializer, '__qualname__', repr(initializer))}) may "
+            "be ending or crashing the process: call it in this process to see why"
+            if initializer is not None
+            else "something the worker imports at start may be ending or crashing the process"
+        )
+        return ShoalError(
+            f"{GIVE_UP_AFTER} workers in a row died starting up, by their own hand (the last, "
+            f"{name} (pid {pid}), {how or 'exited'}, before it was ready): the pool stopped "
+            f"starting workers and fails what is left; {fix}"
+        )
 
 
 def _methods(start_method: str | None, context: Any) -> tuple[str | None, str]:

@@ -76,6 +76,10 @@ pub enum Kind {
     /// Worker to parent, while chunk `id` runs: `aux` of its tasks are done (for a
     /// progress bar). No payload; it changes nothing the supervisor keeps.
     Progress = 7,
+    /// Worker to parent, first: it has started (its initializer ran); `aux` is when, in
+    /// microseconds of the machine's monotonic clock. No payload. A worker that dies
+    /// before it says so died starting up.
+    Ready = 8,
 }
 
 impl Kind {
@@ -88,6 +92,7 @@ impl Kind {
             5 => Kind::Forget,
             6 => Kind::Farewell,
             7 => Kind::Progress,
+            8 => Kind::Ready,
             other => return Err(Error::Corrupt(format!("unknown message kind {other}"))),
         })
     }

@@ -134,6 +134,7 @@ impl Supervisor {
             owed: VecDeque::new(),
             given: 0,
             answered: 0,
+            ready: false,
             limit,
             stopping: false,
             broken: false,

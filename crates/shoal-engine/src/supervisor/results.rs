@@ -26,6 +26,7 @@ pub(super) fn collect(state: &mut State, at: usize) {
             id,
             broken,
             answered,
+            ready,
             ..
         } = &mut *slot;
         let taken =
@@ -38,6 +39,14 @@ pub(super) fn collect(state: &mut State, at: usize) {
                             events.push_back(Event::Farewell {
                                 worker: *id,
                                 payload,
+                            });
+                            return;
+                        }
+                        if frame.kind == Kind::Ready {
+                            *ready = true;
+                            events.push_back(Event::Ready {
+                                worker: *id,
+                                when: frame.aux,
                             });
                             return;
                         }
@@ -170,6 +179,7 @@ pub(super) fn exited(state: &mut State, slot: &mut Slot) {
             replace: !ending && !slot.stopping,
             timed_out: timed_out.is_some(),
             answered: slot.answered,
+            ready: slot.ready,
         });
     }
 }

@@ -33,6 +33,8 @@ pub(super) struct Slot {
     pub(super) owed: VecDeque<Owed>,
     pub(super) given: u64,
     pub(super) answered: u64,
+    /// The worker said it had started (`Kind::Ready`).
+    pub(super) ready: bool,
     pub(super) limit: Option<u64>,
     pub(super) stopping: bool,
     /// The ring carried something impossible: the worker is killed and replaced.

@@ -85,6 +85,14 @@ pub enum Event {
         /// The worker's message, opaque here.
         payload: Vec<u8>,
     },
+    /// A worker has started: its initializer ran (`when`: microseconds of the monotonic
+    /// clock).
+    Ready {
+        /// The worker.
+        worker: u64,
+        /// When it was ready.
+        when: u64,
+    },
     /// A worker running chunk `chunk` has finished `done` of its tasks.
     Progress {
         /// The chunk.
@@ -110,9 +118,11 @@ pub enum Event {
         replace: bool,
         /// Whether it was killed because `lost` ran past its timeout.
         timed_out: bool,
-        /// How many chunks it answered: none, for a worker that died on its way up (an
-        /// initializer that crashes the process, say).
+        /// How many chunks it answered.
         answered: u64,
+        /// Whether it said it had started (`Ready`): one that had not died starting up
+        /// (an initializer that crashes the process, say, or a kill meanwhile).
+        ready: bool,
     },
     /// After `close` or `terminate`: every worker has exited. The last event.
     Stopped,

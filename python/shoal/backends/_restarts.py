@@ -1,0 +1,79 @@
+"""When a backend that owns its workers starts one in the place of one that died.
+
+A worker killed from outside (the OOM killer, an operator, a chaos test) after it started
+is replaced at once, however often it happens: a healthy pool never gives up because its
+workers keep being killed. A worker that died while starting (before it said it was
+ready: its initializer had not finished) is replaced after a pause that doubles with each
+such death in a row, up to ``LONGEST_PAUSE``, so that a start-up that keeps failing does
+not spin. The pool gives up only on evidence that start-up itself fails: ``GIVE_UP_AFTER``
+workers in a row that died starting up by their own hand (an exit, or a signal the
+process raises on itself: a crash or an abort), not killed.
+
+Example:
+    >>> restarts = Restarts()
+    >>> restarts.pause_after(started=True, code=None, signal=9)
+    0.0
+    >>> [restarts.pause_after(started=False, code=1, signal=None) for _ in range(4)]
+    [0.05, 0.1, 0.2, 0.4]
+    >>> restarts.pause_after(started=False, code=1, signal=None) is None  # the fifth
+    True
+"""
+
+from __future__ import annotations
+
+import signal as signals
+from typing import Final
+
+__all__ = ["FIRST_PAUSE", "GIVE_UP_AFTER", "LONGEST_PAUSE", "Restarts", "by_its_own_hand"]
+
+GIVE_UP_AFTER: Final = 5
+"""Workers in a row that died starting up by their own hand before the pool gives up."""
+FIRST_PAUSE: Final = 0.05
+"""Seconds before a worker replaces one that died starting up; doubled each time."""
+LONGEST_PAUSE: Final = 5.0
+"""The longest pause before a replacement."""
+
+# Signals a process raises on itself (a crash, an abort), as opposed to being killed.
+_OWN_SIGNALS: Final = frozenset(
+    {
+        signals.SIGSEGV,
+        signals.SIGABRT,
+        signals.SIGBUS,
+        signals.SIGFPE,
+        signals.SIGILL,
+        signals.SIGSYS,
+        signals.SIGTRAP,
+    }
+)
+
+
+def by_its_own_hand(code: int | None, signal: int | None) -> bool:
+    """Whether a process that ended with exit ``code`` or ``signal`` ended itself: it
+    exited, or crashed or aborted; not when it was killed, or how is not known.
+
+    >>> by_its_own_hand(1, None), by_its_own_hand(None, 11), by_its_own_hand(None, 9)
+    (True, True, False)
+    """
+    return code is not None or (signal is not None and signal in _OWN_SIGNALS)
+
+
+class Restarts:
+    """A pool's record of its workers' deaths while starting, and what to do next."""
+
+    def __init__(self) -> None:
+        self.dying_starting = 0  # workers in a row that died before they were ready
+        self.failing = 0  # of which by their own hand
+
+    def pause_after(self, *, started: bool, code: int | None, signal: int | None) -> float | None:
+        """Seconds to wait before a worker replaces one that ended as said (``started``:
+        it had said it was ready); ``None``: give up, start-up keeps failing."""
+        if started:
+            self.dying_starting = self.failing = 0
+            return 0.0
+        self.dying_starting += 1
+        if by_its_own_hand(code, signal):
+            self.failing += 1
+            if self.failing >= GIVE_UP_AFTER:
+                return None
+        pause: float = FIRST_PAUSE * 2.0 ** (self.dying_starting - 1)
+        return min(pause, LONGEST_PAUSE)
