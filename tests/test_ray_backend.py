@@ -46,6 +46,11 @@ with shoal.Pool(2, initializer=init, initargs=(100,), backend="ray") as pool:
         assert "1 / 0" in str(exc.__cause__)
     else:
         raise AssertionError("no error")
+    # A shoal.shared object a function closes over (the pool's own Ray, as a user gets it).
+    import numpy as np
+    table = shoal.shared(np.arange(100_000, dtype=np.float64))
+    read = pool.map_async(lambda i: float(table.value[i * 1000]), range(10)).get(timeout=60)
+    assert read == [i * 1000.0 for i in range(10)]
     assert ray.is_initialized()
 assert not ray.is_initialized(), "the local Ray the pool started outlived it"
 

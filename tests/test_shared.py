@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from pool_workers import BACKENDS
 
 import shoal
 
@@ -49,3 +50,14 @@ def test_a_released_object_cannot_be_attached_any_more() -> None:
         assert pool.apply(_look, (handle,))[0] == 0.0
     with shoal.Pool(1) as pool, pytest.raises(ValueError, match=r"shoal\.shared"):
         pool.apply(_look, (handle,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_function_that_closes_over_a_shared_object_reads_it(backend: str) -> None:
+    # The object travels inside the function's own pickle (not as an argument): on a
+    # cluster, its reference must still resolve there (a plain pickle of a Ray reference
+    # never did: the map waited for ever).
+    table = shoal.shared(np.arange(100_000, dtype=np.float64))
+    with shoal.Pool(2, backend=backend) as pool:
+        got = pool.map_async(lambda i: float(table.value[i * 1000]), range(10)).get(timeout=120)
+    assert got == [i * 1000.0 for i in range(10)]

@@ -36,6 +36,7 @@ import threading
 import uuid
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any, Final
 
 from shoal._wire.shared import Shared, placing
@@ -85,7 +86,9 @@ def _shared_from_cluster(key: str) -> Any:
                 value = worker.data[key]
             else:
                 client = distributed.get_client()
-                value = client.gather(distributed.Future(key, client))
+                # (A task names its objects as dependencies, so this is rare: never for
+                # ever, though, should the object be gone.)
+                value = client.gather(distributed.Future(key, client), timeout=_FETCH_TIMEOUT)
             handle = _shared_here[key] = stand_in(value, (_shared_from_cluster, (key,)))
             while len(_shared_here) > KEEP:
                 _shared_here.popitem(last=False)
@@ -93,7 +96,24 @@ def _shared_from_cluster(key: str) -> Any:
 
 
 _shared_here: OrderedDict[str, Any] = OrderedDict()
+# Seconds a worker waits for a shared object it was not given with its task.
+_FETCH_TIMEOUT: Final = 120
 _shared_lock = threading.Lock()
+
+
+def _run_with_shared(shared: dict[str, Any], *args: Any) -> Any:
+    """On a Dask worker: ``run_remote(*args)``, with the ``shoal.shared`` objects its task
+    names (``shared``: Dask resolved each to its value before it ran) ready for
+    :func:`_shared_from_cluster`."""
+    from shoal._wire.shared import stand_in
+
+    with _shared_lock:
+        for key, value in shared.items():
+            if key not in _shared_here:
+                _shared_here[key] = stand_in(value, (_shared_from_cluster, (key,)))
+        while len(_shared_here) > KEEP:
+            _shared_here.popitem(last=False)
+    return run_remote(*args)
 
 
 class DaskBackend(Backend):
@@ -135,10 +155,17 @@ class DaskBackend(Backend):
         )
         self._init: Any = None
         self._scattered: weakref.WeakKeyDictionary[Shared[Any], Any] = weakref.WeakKeyDictionary()
+        # The scattered futures the pickle being made names (see _place), and those that
+        # each job's function and the initializer name: a task that needs one names it as
+        # a dependency, so Dask fails the task if its data is lost rather than leave a
+        # fetch waiting for ever.
+        self._naming: list[Any] | None = None
+        self._job_shared: OrderedDict[int, list[Any]] = OrderedDict()
+        self._init_shared: list[Any] = []
         if spec.initializer is not None:
             from shoal._wire.pickling import dumps_callable
 
-            with placing(self._place):
+            with self._noting(self._init_shared), placing(self._place):
                 blob = dumps_callable((spec.initializer, spec.initargs))
             self._init = self._functions.blob(blob)[1]
         self._lock = threading.Lock()
@@ -189,7 +216,23 @@ class DaskBackend(Backend):
             )
             return
         with self._lock:
-            self._start(chunk, self._functions.for_job(chunk.job_id, chunk.fn, self._place))
+            named: list[Any] = []
+            with self._noting(named):
+                shipped = self._functions.for_job(chunk.job_id, chunk.fn, self._place)
+            if named:  # (pickled once per job: noted the first time)
+                self._job_shared[chunk.job_id] = named
+                while len(self._job_shared) > KEEP:
+                    self._job_shared.popitem(last=False)
+            self._start(chunk, shipped)
+
+    @contextlib.contextmanager
+    def _noting(self, into: list[Any]) -> Iterator[None]:
+        """Notes in ``into`` the scattered futures the pickles made meanwhile name."""
+        self._naming = into
+        try:
+            yield
+        finally:
+            self._naming = None
 
     def _place(self, handle: Shared[Any]) -> tuple[Any, tuple[Any, ...]]:
         # A shoal.shared object is scattered to every worker once per pool (a blocking
@@ -198,6 +241,8 @@ class DaskBackend(Backend):
         if future is None:
             future = self._client.scatter(handle.value, broadcast=True, hash=False)
             self._scattered[handle] = future
+        if self._naming is not None:
+            self._naming.append(future)
         return (_shared_from_cluster, (future.key,))
 
     def _packed(self, items: list[Any]) -> list[Any] | bytes:
@@ -219,21 +264,32 @@ class DaskBackend(Backend):
         with placing(self._place):
             return dumps_detached(items)
 
+    def _shared_for(self, chunk: Chunk) -> dict[str, Any]:
+        """The scattered futures ``chunk``'s task needs, by key (its items' were noted as
+        they were packed)."""
+        named = [*self._init_shared, *self._job_shared.get(chunk.job_id, ())]
+        return {future.key: future for future in named}
+
     def _start(self, chunk: Chunk, shipped: Shipped) -> None:
         import dask
 
         key = f"shoal-chunk-{self._key}-{next(self._keys)}"
+        named: list[Any] = []
+        with self._noting(named):
+            packed = self._packed(list(chunk.items))
+        shared = {**self._shared_for(chunk), **{f.key: f for f in named}}
         # A chunk's arguments travel inside its task, large arrays included, by design:
         # Dask's advice to scatter them first does not apply to one task per chunk.
         with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1TiB"}):
             future = self._client.submit(
-                run_remote,
+                _run_with_shared,
+                shared,
                 self._key,
                 self._init,
                 shipped[0],
                 shipped[1],
                 chunk.chunk_id,
-                self._packed(list(chunk.items)),
+                packed,
                 chunk.call.value,
                 key=key,
                 pure=False,

@@ -62,18 +62,21 @@ _IN_FLIGHT_PER_WORKER: Final = 3  # one running and two ready, per worker
 _POLL: Final = 0.05  # seconds between looks for newly submitted chunks and timeouts
 
 
-def _shared_from_store(ref: Any) -> Any:
+def _shared_from_store(reduced: tuple[Any, tuple[Any, ...]]) -> Any:
     """On a Ray worker: a ``shoal.shared`` handle over its object, from the object store
-    (once per worker process: Ray keeps the object, this keeps the handle)."""
+    (once per worker process: Ray keeps the object, this keeps the handle). ``reduced``
+    is the object's reference as Ray's own pickler reduces it (see ``_place``)."""
     import ray
 
     from shoal._wire.shared import stand_in
 
-    key = ref.binary()
+    rebuild, args = reduced
+    key = args[0]  # (the reference's binary id)
     with _shared_lock:
         handle = _shared_here.get(key)
         if handle is None:
-            handle = _shared_here[key] = stand_in(ray.get(ref), (_shared_from_store, (ref,)))
+            ref = rebuild(*args)
+            handle = _shared_here[key] = stand_in(ray.get(ref), (_shared_from_store, (reduced,)))
             while len(_shared_here) > KEEP:
                 _shared_here.popitem(last=False)
         return handle
@@ -184,7 +187,11 @@ class RayBackend(Backend):
         ref = self._placed.get(handle)
         if ref is None:
             ref = self._placed[handle] = self._ray.put(handle.value)
-        return (_shared_from_store, (ref,))
+        # The reference may travel inside shoal's own pickle (a function that closes over
+        # the handle), which Ray never sees: reduced by Ray's own pickler, it tells Ray
+        # that it is borrowed out of band; pickled plainly it would never resolve.
+        reduce = self._ray.cloudpickle.CloudPickler.dispatch[self._ray.ObjectRef]
+        return (_shared_from_store, (reduce(ref),))
 
     def _start(self, running: _Running, *, first: bool = False) -> None:
         # Chunks beyond what may be on the cluster wait here, in the order they came (a
