@@ -78,6 +78,8 @@ class WorkerLostError(ShoalError):
         pid: the worker's process id, when known.
         exitcode: its exit code, if it exited.
         signal: the signal that killed it, if one did.
+        out_of_memory: the kernel's out-of-memory killer most likely killed it (the
+            system's count of OOM kills rose as it died).
 
     Example:
         >>> err = WorkerLostError(4242, None, 15, "killed by signal 15 (SIGTERM)")
@@ -90,19 +92,33 @@ class WorkerLostError(ShoalError):
     pid: int | None
     exitcode: int | None
     signal: int | None
+    out_of_memory: bool
 
     def __init__(
-        self, pid: int | None, exitcode: int | None, signal: int | None, how: str | None
+        self,
+        pid: int | None,
+        exitcode: int | None,
+        signal: int | None,
+        how: str | None,
+        out_of_memory: bool = False,
     ) -> None:
         """Builds the message from what is known about the exit."""
         self.pid = pid
         self.exitcode = exitcode
         self.signal = signal
+        self.out_of_memory = out_of_memory
         self._how = how
         who = f"worker process {pid}" if pid is not None else "a worker process"
         what = how or "it exited"
         hint = ""
-        if signal == 9:
+        if out_of_memory:
+            hint = (
+                ", most likely by the kernel's out-of-memory killer (the system's count of"
+                " OOM kills rose as it died): give each task less to hold, the pool fewer"
+                " workers or the machine more memory; max_memory_per_child= replaces a"
+                " worker whose memory keeps growing"
+            )
+        elif signal == 9:
             hint = (
                 " (SIGKILL: if nobody killed it on purpose, the system may have run out of"
                 " memory; see `dmesg` for the OOM killer)"
@@ -111,7 +127,8 @@ class WorkerLostError(ShoalError):
 
     def __reduce__(self) -> tuple[type[WorkerLostError], tuple[object, ...]]:
         """Pickles by the constructor's arguments."""
-        return (type(self), (self.pid, self.exitcode, self.signal, self._how))
+        args = (self.pid, self.exitcode, self.signal, self._how, self.out_of_memory)
+        return (type(self), args)
 
 
 class ResultNotSentError(ShoalError, MaybeEncodingError):  # type: ignore[misc]

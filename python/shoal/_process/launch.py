@@ -83,6 +83,7 @@ class WorkerSetup:
         requested: str | None = None,
         worker_exit: Callable[[], object] | None = None,
         worker_names: str = "ForkPoolWorker",
+        max_memory: int | None = None,
     ) -> None:
         self.method = check_start_method(requested)
         # Raises PicklingError here, in Pool(), if it cannot be sent.
@@ -113,6 +114,7 @@ class WorkerSetup:
             parent=os.getpid(),
             lineage=Lineage.of_this_process(worker_names),
             tracker=self.tracker_fd is not None,
+            max_memory=max_memory,
         )
         self.config_fd = os.memfd_create("shoal-worker-config", os.MFD_CLOEXEC)
         os.write(self.config_fd, pickle.dumps(config, protocol=5))

@@ -68,6 +68,8 @@ class WorkerConfig(NamedTuple):
         parent: the pid of the pool's process.
         lineage: what the worker takes on from the parent (its name, ``sys.argv``...).
         tracker: the worker is given the parent's multiprocessing resource tracker.
+        max_memory: bytes of resident memory past which the worker leaves after a chunk
+            (``max_memory_per_child``), or ``None``.
     """
 
     init: bytes | None
@@ -80,6 +82,7 @@ class WorkerConfig(NamedTuple):
     parent: int
     lineage: Lineage
     tracker: bool
+    max_memory: int | None = None
 
 
 class InheritedFd:
@@ -220,7 +223,7 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
             link.send_result(ident, outcome)
             _flush()
             done += 1
-            if config.limit is not None and done >= config.limit:
+            if _retiring(config, done):
                 _say_farewell(link, config.farewell, broken)
                 return 0
         elif kind == MSG_FORGET:
@@ -253,6 +256,24 @@ def _say_farewell(link: WorkerLink, hook: bytes | None, broken: Failure | None) 
         payload = dumps_detached((None, (error, "", None)))
     link.send_farewell(payload)
     _flush()
+
+
+def _retiring(config: WorkerConfig, done: int) -> bool:
+    """Whether the worker leaves after its ``done``-th chunk: its task limit
+    (``maxtasksperchild``), or its memory grew past the pool's limit
+    (``max_memory_per_child``: a leaky task); the pool starts a fresh one in its place."""
+    if config.limit is not None and done >= config.limit:
+        return True
+    return config.max_memory is not None and _resident_bytes() > config.max_memory
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory, in bytes (``/proc/self/statm``: a read, no more)."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
+_PAGE: Final = os.sysconf("SC_PAGE_SIZE")
 
 
 def _watch_parent(parent: int) -> None:

@@ -29,8 +29,13 @@ from typing import Final, Literal
 
 __all__ = ["RESTART_REASONS", "RestartReason", "WorkerLife", "WorkerLives"]
 
-RestartReason = Literal["died", "timeout", "maxtasksperchild"]
-RESTART_REASONS: Final[tuple[RestartReason, ...]] = ("died", "timeout", "maxtasksperchild")
+RestartReason = Literal["died", "timeout", "maxtasksperchild", "max_memory_per_child"]
+RESTART_REASONS: Final[tuple[RestartReason, ...]] = (
+    "died",
+    "timeout",
+    "maxtasksperchild",
+    "max_memory_per_child",
+)
 """Why a worker was replaced: it died (killed, crashed, or exited on its own), it was
 killed for running a task past its time limit, or it had run ``maxtasksperchild``
 chunks."""

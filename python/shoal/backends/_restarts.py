@@ -24,7 +24,14 @@ from __future__ import annotations
 import signal as signals
 from typing import Final
 
-__all__ = ["FIRST_PAUSE", "GIVE_UP_AFTER", "LONGEST_PAUSE", "Restarts", "by_its_own_hand"]
+__all__ = [
+    "FIRST_PAUSE",
+    "GIVE_UP_AFTER",
+    "LONGEST_PAUSE",
+    "Restarts",
+    "by_its_own_hand",
+    "oom_kills",
+]
 
 GIVE_UP_AFTER: Final = 5
 """Workers in a row that died starting up by their own hand before the pool gives up."""
@@ -77,3 +84,22 @@ class Restarts:
                 return None
         pause: float = FIRST_PAUSE * 2.0 ** (self.dying_starting - 1)
         return min(pause, LONGEST_PAUSE)
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed since boot (the
+    ``oom_kill`` line of ``/proc/vmstat``, which counts a memory cgroup's kills too);
+    ``None`` where the kernel does not say. A worker killed by ``SIGKILL`` while it rose
+    was most likely one of them.
+
+    >>> isinstance(oom_kills(), int | None)
+    True
+    """
+    try:
+        with open("/proc/vmstat") as vmstat:
+            for line in vmstat:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None

@@ -63,7 +63,7 @@ from shoal._wire.buffers import (
 from shoal._wire.pickling import loads
 from shoal.backends._function_table import FunctionTable
 from shoal.backends._lives import RestartReason, WorkerLives
-from shoal.backends._restarts import GIVE_UP_AFTER, Restarts
+from shoal.backends._restarts import GIVE_UP_AFTER, Restarts, oom_kills
 from shoal.backends.base import (
     BackendStats,
     CallKind,
@@ -81,7 +81,7 @@ from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 
 __all__ = ["OPTIONS", "RING_CAPACITY", "ProcessBackend"]
 
-OPTIONS: Final = ("start_method", "arena_bytes", "prefetch", "context")
+OPTIONS: Final = ("start_method", "arena_bytes", "prefetch", "context", "max_memory_per_child")
 """The keyword arguments of ``Pool`` this backend takes (see :class:`ProcessBackend`)."""
 
 RING_CAPACITY: Final = 4 << 20
@@ -122,7 +122,10 @@ class ProcessBackend:
     ``context``: a multiprocessing context (``multiprocessing.Pool``'s fifth argument,
     ``ProcessPoolExecutor``'s ``mp_context``): its ``fork`` forks the workers from this
     process, its ``spawn`` and ``forkserver`` use the zygote (unless ``start_method``
-    says otherwise). Workers are named as multiprocessing names them for the context's
+    says otherwise). ``max_memory_per_child``: bytes of resident memory past which a
+    worker, after a chunk, leaves and is replaced (as Celery's
+    ``worker_max_memory_per_child``, for tasks that leak). Workers are named as
+    multiprocessing names them for the context's
     method, or else for the one the program set or this Python's default
     (``ForkPoolWorker-N``; ``ForkProcess-N`` for an executor).
 
@@ -139,6 +142,7 @@ class ProcessBackend:
         arena_bytes: int | None = None,
         prefetch: int | None = None,
         context: Any = None,
+        max_memory_per_child: int | None = None,
     ) -> None:
         if prefetch is not None and (
             isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1
@@ -147,6 +151,16 @@ class ProcessBackend:
         self._spec = spec
         self._count = local_workers(spec)
         self._sink = sink
+        if max_memory_per_child is not None and (
+            isinstance(max_memory_per_child, bool)
+            or not isinstance(max_memory_per_child, int)
+            or max_memory_per_child <= 0
+        ):
+            raise ValueError(
+                "max_memory_per_child must be a positive number of bytes or None, not "
+                f"{max_memory_per_child!r}"
+            )
+        self._max_memory = max_memory_per_child
         start_method, names = _methods(start_method, context)
         check_start_method(start_method)  # a wrong name fails before anything is made
         self._names = worker_names(names, spec.role)
@@ -164,6 +178,7 @@ class ProcessBackend:
             start_method,
             spec.worker_exit,
             self._names,
+            max_memory_per_child,
         )
         self._method = self._setup.method
         if prefetch is None:
@@ -186,6 +201,7 @@ class ProcessBackend:
         # Deaths while starting, and the error every chunk gets once start-up keeps
         # failing (see _on_exit); a replacement waiting out its pause.
         self._restarts = Restarts()
+        self._oom_kills = oom_kills()  # the system's count, to tell an OOM kill
         self._broken: Failure | None = None
         self._pending_launch: threading.Timer | None = None
         # The workers running now, by engine id (Pool._pool), and their indexes.
@@ -478,19 +494,31 @@ class ProcessBackend:
         worker, pid, lost, replace = exited.worker, exited.pid, exited.lost, exited.replace
         code, signal, how = exited.code, exited.signal, exited.how
         expected, timed_out, answered = exited.expected, exited.timed_out, exited.answered
-        if (
-            code is None
-            and signal is None
-            and pid is not None
-            and (lost is not None or not answered)
-        ):
+        if code is None and signal is None and pid is not None and not expected:
+            # (Only the zygote knows how its child ended: a lost task's error says it,
+            # and so do the start-up and memory rules below.)
             code, signal, how = self._ask_zygote(pid)
         with self._lock:
             handle = self._handles.pop(worker, None)
             index = self._index_of.pop(worker, None)
+        # A worker that left between tasks, unasked, with exit code 0: its memory had
+        # passed max_memory_per_child. One killed as the system's OOM kill count rose:
+        # most likely the OOM killer.
+        outgrew = self._max_memory is not None and code == 0 and not expected and lost is None
+        out_of_memory = False
+        if signal == 9:
+            count = oom_kills()
+            out_of_memory = None not in (count, self._oom_kills) and count != self._oom_kills
+            self._oom_kills = count
         if index is not None:
             reason: RestartReason = (
-                "timeout" if timed_out else "maxtasksperchild" if expected else "died"
+                "timeout"
+                if timed_out
+                else "maxtasksperchild"
+                if expected
+                else "max_memory_per_child"
+                if outgrew
+                else "died"
             )
             self._lives.ended(index, reason if replace else None)
             self._indexes.give_back(index)  # for the replacement
@@ -509,11 +537,11 @@ class ProcessBackend:
                 if timed_out and limit is not None:
                     error = TaskTimeoutError(limit, pid)
                 else:
-                    error = WorkerLostError(pid, code, signal, how)
+                    error = WorkerLostError(pid, code, signal, how, out_of_memory)
                 self._sink(all_failed(lost, count, Failure(error, ""), worker))
         if not replace:
             return
-        started = exited.ready or expected or answered > 0 or lost is not None
+        started = exited.ready or expected or outgrew or answered > 0 or lost is not None
         pause = self._restarts.pause_after(started=started, code=code, signal=signal)
         if pause is None:
             self._break(self._start_up_fails(handle, pid, how))

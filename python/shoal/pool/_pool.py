@@ -40,8 +40,10 @@ class Pool(SingleCalls, MapCalls):
             (``SpawnPoolWorker-N``). Other backends take none.
         backend: what runs the tasks, by name (``shoal.backends.available()``):
             ``"process"`` (the default, ``shoal.backends.DEFAULT_BACKEND``) runs them in
-            worker processes; ``"thread"`` on threads of this process, nothing pickled.
-            Any other name raises ``ValueError``.
+            worker processes; ``"thread"`` on threads of this process, nothing pickled;
+            ``"dask"`` and ``"ray"`` as tasks on those engines' clusters (a local one the
+            pool starts, or one it is given: ``address=``). Any other name raises
+            ``ValueError``.
         chunksize: the chunk size for calls that do not give one; ``None``: ``map`` uses
             multiprocessing's formula (over the backend's worker count) and ``imap``
             adapts to measured task times.
@@ -62,10 +64,12 @@ class Pool(SingleCalls, MapCalls):
             ``TypeError``. The process backend takes ``start_method`` (``"zygote"``, the
             default: forked from a fresh interpreter shoal keeps for the purpose, fast and
             safe in a program with threads; ``"spawn"``, a new interpreter each;
-            ``"fork"``, a copy of this process, as multiprocessing's fork) and
-            ``arena_bytes`` (the shared memory large buffers may hold) and ``prefetch``
-            (chunks a worker holds at once; ``1``: none waits behind a slow one;
-            :class:`shoal.backends.process.ProcessBackend` says more).
+            ``"fork"``, a copy of this process, as multiprocessing's fork),
+            ``arena_bytes`` (the shared memory large buffers may hold), ``prefetch``
+            (chunks a worker holds at once; ``1``: none waits behind a slow one) and
+            ``max_memory_per_child`` (bytes of resident memory past which a worker is
+            replaced after its chunk); :class:`shoal.backends.process.ProcessBackend` says
+            more.
 
     Example:
         >>> import shoal

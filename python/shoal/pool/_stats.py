@@ -80,7 +80,8 @@ class WorkerStats:
             initializer; ``None`` until known (a worker process tells it with its first
             answer) or on a cluster backend.
         restarts: how many times a new worker took the index, by reason: ``"died"``,
-            ``"timeout"`` (killed for a task past its time limit), ``"maxtasksperchild"``.
+            ``"timeout"`` (killed for a task past its time limit), ``"maxtasksperchild"``,
+            ``"max_memory_per_child"`` (its memory passed the pool's limit).
     """
 
     index: int | None
