@@ -266,5 +266,20 @@ def test_workers_killed_from_outside_never_make_the_pool_give_up(
         assert pool.map(square, range(6), chunksize=1) == [0, 1, 4, 9, 16, 25]
 
 
+def test_a_stopped_idle_worker_loses_no_chunk_given_to_it() -> None:
+    # SIGSTOPped while idle, it is still handed chunks it never takes: past their
+    # task_timeout it is killed and they go to the other worker, none lost or failed.
+    with shoal.Pool(2, task_timeout=2) as pool:
+        stopped = pool._pool[0].pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            assert pool.map(square, range(20), chunksize=1) == [n * n for n in range(20)]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+        assert stopped not in [h.pid for h in pool._pool]
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-s"]))

@@ -85,22 +85,30 @@ pub(super) fn step(state: &mut State) {
 }
 
 /// Notes when each worker took the chunk it is running, and kills a worker whose chunk has
-/// run past its timeout (its exit is then reported as that chunk timing out).
+/// run past its timeout (its exit is then reported as that chunk timing out). A worker
+/// that leaves the chunk at the front of its ring untaken for longer than that chunk's
+/// timeout, though it said it had started, runs nothing (it was stopped, say, with
+/// `SIGSTOP`): it is killed too, and every chunk it held goes to another worker, none of
+/// them lost.
 pub(super) fn check_deadlines(state: &mut State) {
     let State { slots, tasks, .. } = state;
     for slot in slots.iter_mut() {
-        if slot.timed_out.is_some() {
+        if slot.timed_out.is_some() || slot.broken {
             continue;
         }
         let consumed = slot.tasks.consumed();
         let Some(owed) = slot.owed.front_mut() else {
             continue;
         };
+        let limit = tasks.get(&owed.chunk).and_then(|t| t.timeout);
         if owed.end.is_none_or(|end| end > consumed) {
+            let waited = owed.written.map(|written| written.elapsed());
+            if let (Some(waited), Some(limit)) = (waited, limit) {
+                slot.broken = slot.ready && waited > limit;
+            }
             continue;
         }
         let started = *owed.started.get_or_insert_with(Instant::now);
-        let limit = tasks.get(&owed.chunk).and_then(|t| t.timeout);
         if limit.is_some_and(|limit| started.elapsed() > limit) {
             slot.timed_out = Some(owed.chunk);
             if let Some(p) = &slot.process {
@@ -122,6 +130,7 @@ pub(super) fn write_outboxes(state: &mut State) {
                     }
                     if let Some(owed) = slot.owed.iter_mut().find(|o| o.chunk == frame.id) {
                         owed.end = Some(end);
+                        owed.written = Some(Instant::now());
                     }
                 }
             }
@@ -160,6 +169,7 @@ pub(super) fn place(state: &mut State) {
             chunk,
             end: None,
             started: None,
+            written: None,
         });
         slot.given += 1;
     }

@@ -18,6 +18,8 @@ pub(super) struct Owed {
     pub(super) end: Option<u64>,
     /// When the worker was first seen to have taken it.
     pub(super) started: Option<Instant>,
+    /// When its last piece was written to the worker's ring.
+    pub(super) written: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -37,7 +39,8 @@ pub(super) struct Slot {
     pub(super) ready: bool,
     pub(super) limit: Option<u64>,
     pub(super) stopping: bool,
-    /// The ring carried something impossible: the worker is killed and replaced.
+    /// The worker is killed and replaced: its ring carried something impossible, or it
+    /// left a chunk untaken past the chunk's timeout (see `check_deadlines`).
     pub(super) broken: bool,
     /// The chunk whose time ran out: the worker was killed for it.
     pub(super) timed_out: Option<u64>,
