@@ -187,6 +187,58 @@ def test_a_raw_buffer_a_task_keeps_stays_valid_in_the_worker() -> None:
         assert pool.apply(_kept_raw_sums) == [BIG * float(i) for i in range(4)]
 
 
+def _fail_on(a: np.ndarray) -> None:
+    raise ValueError(f"no use for {a.shape}")
+
+
+def test_a_task_that_only_read_its_argument_leaves_its_block_to_the_parent() -> None:
+    # Nothing of the worker holds the argument once the chunk ends (not the task loop's
+    # variables, not a failure's traceback): the parent frees the block at once.
+    with shoal.Pool(1) as pool:
+        before = _in_use(pool)
+        assert pool.apply(_describe, (np.ones(BIG),))[3] == BIG
+        assert _in_use(pool) == before
+        assert pool.starmap(_describe, [(np.ones(BIG),)])[0][3] == BIG
+        assert _in_use(pool) == before
+        with pytest.raises(ValueError, match="no use for"):
+            pool.apply(_fail_on, (np.ones(BIG),))
+        assert _in_use(pool) == before
+
+
+class _DiesOnce:
+    """A result whose pickling kills its worker, the first time: after the task kept its
+    argument (the worker took the block over), before the chunk is answered."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), 9)
+        return int, (7,)
+
+
+def _keep_and_die_once(a: np.ndarray, marker: str) -> Any:  # (arrives as 7: see _DiesOnce)
+    _kept.append(a)
+    return _DiesOnce(marker)
+
+
+def test_an_argument_kept_by_a_worker_that_died_is_still_there_for_the_retry(
+    tmp_path: Any,
+) -> None:
+    marker = str(tmp_path / "died")
+    with shoal.Pool(1, retries=1) as pool:
+        big = np.full(BIG, 3.0)
+        assert pool.apply(_keep_and_die_once, (big, marker)) == 7
+        assert os.path.exists(marker)
+        # The retry read the argument (and kept it): the block was not freed under it,
+        # and no later argument was given the same memory.
+        for _ in range(4):
+            assert pool.apply(_describe, (np.full(BIG, 5.0),))[3] == BIG * 5.0
+        assert pool.apply(_kept_sum) == BIG * 3.0
+
+
 def test_results_stay_valid_after_the_pool_is_gone() -> None:
     with shoal.Pool(2) as pool:
         results = pool.map(_fresh, [BIG * 2] * 4)

@@ -97,6 +97,13 @@ impl Arena {
         to_py(py.detach(|| inner.free(offset)))
     }
 
+    /// Takes over the live blocks among `offsets` that process `pid` owns; returns how
+    /// many.
+    fn reclaim(&self, py: Python<'_>, pid: i32, offsets: Vec<u64>) -> PyResult<usize> {
+        let inner = &self.inner;
+        to_py(py.detach(|| inner.reclaim(pid, &offsets)))
+    }
+
     /// Frees every block owned by process `pid` (after it died); returns how many.
     fn free_owned_by(&self, py: Python<'_>, pid: i32) -> PyResult<usize> {
         let inner = &self.inner;

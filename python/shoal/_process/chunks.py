@@ -56,7 +56,11 @@ class Failure(NamedTuple):
             explain_name_error(exc)
             if tb is not None and tb.tb_next is not None:
                 tb = tb.tb_next
-        return cls(exc, "".join(traceback.format_exception(type(exc), exc, tb)))
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        # The frames' locals would keep the task's arguments alive (and large ones' blocks
+        # taken over) until the failure is sent: they have been read now.
+        traceback.clear_frames(tb)
+        return cls(exc, text)
 
 
 class ChunkRunner:
@@ -145,6 +149,9 @@ class ChunkRunner:
         label = None
         if elapsed >= LABEL_AFTER and count:
             label = describe_arguments(items[0], _CALL_NAMES[call])
+        # The last item stays bound to the loop's variables: dropped too, or its large
+        # arguments would look still in use and be kept for nothing.
+        item = args = kwargs = None
         del items, remaining
         return self.encode(values, failures, elapsed, keep(views), label)
 

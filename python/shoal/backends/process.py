@@ -198,6 +198,7 @@ class ProcessBackend:
         self._immediate: deque[ChunkResult] = deque()
         self._lock = threading.Lock()
         self._stopping = False
+        self._terminating = False
         # Deaths while starting, and the error every chunk gets once start-up keeps
         # failing (see _on_exit); a replacement waiting out its pause.
         self._restarts = Restarts()
@@ -336,7 +337,10 @@ class ProcessBackend:
         them (``cancel=True``)."""
         with self._lock:
             self._stopping = True
-            if self._pending_launch is not None:
+            # After close, queued chunks still need workers: only terminate ends the
+            # replacing of workers.
+            self._terminating = cancel
+            if cancel and self._pending_launch is not None:
                 self._pending_launch.cancel()
         if cancel:
             self._engine.terminate()
@@ -528,7 +532,12 @@ class ProcessBackend:
         if pid is not None:
             # Whatever it still owned: results it never finished sending, arguments it
             # kept. (Results it did send were adopted when they were read, before this.)
+            # But arguments it took over and then died before answering belong to a
+            # chunk that runs again elsewhere: those are taken back first.
+            unanswered = [offset for blocks in list(self._arg_blocks.values()) for offset in blocks]
             with contextlib.suppress(ValueError, OSError):
+                if unanswered:
+                    self._arena.reclaim(pid, unanswered)
                 self._arena.free_owned_by(pid)
         if lost is not None:
             count, limit = self._forget(lost)
@@ -549,7 +558,7 @@ class ProcessBackend:
         if pause:
             # Died starting up: a pause, growing, before the next try.
             with self._lock:
-                if self._stopping:
+                if self._terminating:
                     return
                 self._pending_launch = threading.Timer(pause, self._relaunch)
                 self._pending_launch.daemon = True
@@ -558,10 +567,10 @@ class ProcessBackend:
         self._relaunch()
 
     def _relaunch(self) -> None:
-        """Starts a worker in the place of one that exited (unless the pool is stopping)."""
+        """Starts a worker in the place of one that exited (unless the pool was terminated)."""
         with self._lock:
-            stopping = self._stopping
-        if stopping:
+            stopping, terminating = self._stopping, self._terminating
+        if terminating:
             return
         try:
             self._launch()

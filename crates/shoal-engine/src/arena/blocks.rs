@@ -128,6 +128,28 @@ impl Arena {
         Ok(())
     }
 
+    /// Makes the calling process the owner of those live blocks among `offsets` that
+    /// `pid` owns, and returns how many: a sender takes back what a receiver adopted and
+    /// then died without answering, before it frees the dead process's blocks, when the
+    /// message they belong to goes to another receiver. Offsets where no live block
+    /// starts, or that another process owns, are left alone.
+    pub fn reclaim(&self, pid: i32, offsets: &[u64]) -> Result<usize> {
+        let _guard = self.lock()?;
+        let heads = self.heads();
+        let mut taken = 0;
+        for &offset in offsets {
+            let Ok((first, _)) = self.live_block(offset) else {
+                continue;
+            };
+            let owner = &heads[first].owner_pid;
+            if owner.load(Ordering::Acquire) == pid {
+                owner.store(my_pid(), Ordering::Release);
+                taken += 1;
+            }
+        }
+        Ok(taken)
+    }
+
     /// The pid of the owner of the live block at `offset` (a snapshot).
     pub fn owner(&self, offset: u64) -> Result<i32> {
         let (first, _) = self.live_block(offset)?;

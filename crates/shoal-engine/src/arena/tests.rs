@@ -185,3 +185,27 @@ fn a_holder_killed_mid_alloc_is_repaired_by_the_next_locker() -> Result<()> {
     assert_eq!(alloc(&arena, arena.capacity())?.offset(), 0);
     Ok(())
 }
+
+#[test]
+fn reclaim_takes_back_only_the_dead_processs_blocks_among_those_named() -> Result<()> {
+    let arena = Arena::create(1 << 20)?;
+    let [a, b, c] = [
+        alloc(&arena, 100)?,
+        alloc(&arena, 100)?,
+        alloc(&arena, 100)?,
+    ];
+    let heads = arena.heads();
+    for block in [&a, &b] {
+        let first = block.offset() as usize / MIN_BLOCK;
+        heads[first].owner_pid.store(-5, Ordering::Relaxed);
+    }
+    // c is someone else's; a 4096-byte step is where no block starts.
+    let named = [a.offset(), c.offset(), c.offset() + 4096];
+    assert_eq!(arena.reclaim(-5, &named)?, 1);
+    assert_eq!(arena.owner(a.offset())?, my_pid());
+    assert_eq!(arena.owner(c.offset())?, my_pid());
+    assert_eq!(arena.free_owned_by(-5)?, 1); // b only
+    assert!(arena.free(b.offset()).is_err());
+    arena.free(a.offset())?;
+    Ok(())
+}
