@@ -281,5 +281,29 @@ def test_a_stopped_idle_worker_loses_no_chunk_given_to_it() -> None:
         assert stopped not in [h.pid for h in pool._pool]
 
 
+def test_a_worker_stopped_while_starting_loses_no_chunk_given_to_it() -> None:
+    # A worker starting is given chunks as a ready one is. SIGSTOPped before it is ready
+    # (its initializer is slow), it is killed once they waited past task_timeout, and
+    # they run on the other worker.
+    with shoal.Pool(2, initializer=_slow_start, initargs=(1.0,), task_timeout=2) as pool:
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]  # both ready
+        (first, second) = [h.pid for h in pool._pool]
+        assert first is not None
+        assert second is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while first in (pids := [h.pid for h in pool._pool]) or None in pids:
+            assert time.monotonic() < deadline, "no replacement started"
+            time.sleep(0.01)
+        starting = next(pid for pid in pids if pid is not None and pid != second)
+        os.kill(starting, signal.SIGSTOP)
+        try:
+            assert pool.map(square, range(20), chunksize=1) == [n * n for n in range(20)]
+            assert starting not in [h.pid for h in pool._pool]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(starting, signal.SIGKILL)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-s"]))

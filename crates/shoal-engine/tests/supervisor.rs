@@ -350,3 +350,72 @@ fn a_forgotten_function_is_dropped_by_the_workers_that_had_it_and_refused_after(
     assert_eq!(outcome.ok().and_then(|r| r.ok()), Some(5));
     Ok(())
 }
+
+#[test]
+fn a_worker_still_starting_keeps_its_chunks_and_loses_them_only_if_stopped() -> Result<()> {
+    let sup = Supervisor::start(2, 1 << 16)?;
+    sup.define(1, Arc::from(&b"f"[..]));
+    // Two workers that never say they are ready: one slow, one stopped by a signal.
+    let mut starting = Vec::new();
+    for _ in 0..2 {
+        let new = sup.add_worker(None)?;
+        let child = sleeper()?;
+        starting.push((new.id, child.pid()));
+        sup.attach(new.id, Process::Child(child))?;
+    }
+    let (slow, stopped) = (starting[0], starting[1]);
+    // SAFETY: plain kill of our own sleeping child.
+    unsafe { libc::kill(stopped.1, libc::SIGSTOP) };
+    let timed = |i: u64| Task {
+        timeout: Some(Duration::from_millis(200)),
+        ..task(i, vec![i as u8], 0)
+    };
+    // Shared between the two (a worker starting is given chunks as a ready one is).
+    sup.submit_many((0..4).map(timed).collect())?;
+    // Their chunks wait past the timeout: the stopped worker is killed, losing none.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut exited = Vec::new();
+    while exited.is_empty() && Instant::now() < deadline {
+        for event in sup.next_events(Some(deadline), &mut NoInterrupt)? {
+            if let Event::Exited { worker, lost, .. } = event {
+                assert_eq!(lost, None, "a chunk never taken was lost");
+                exited.push(worker);
+            }
+        }
+    }
+    assert_eq!(exited, vec![stopped.0]);
+    // A ready worker runs the stopped one's chunks; the slow one keeps its own.
+    let worker = start_worker(&sup, Mode::Echo)?;
+    let mut answered = HashSet::new();
+    let collect = |until: usize, answered: &mut HashSet<u64>| -> Result<()> {
+        while answered.len() < until && Instant::now() < deadline {
+            for event in sup.next_events(Some(deadline), &mut NoInterrupt)? {
+                match event {
+                    Event::Result { chunk, .. } => assert!(answered.insert(chunk)),
+                    Event::Exited { worker, lost, .. } => {
+                        assert_eq!((worker, lost), (slow.0, None), "an unexpected exit");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    };
+    collect(2, &mut answered)?;
+    std::thread::sleep(Duration::from_millis(400)); // past the timeout: still not killed
+    assert_eq!(
+        sup.next_events(Some(Instant::now()), &mut NoInterrupt)?
+            .len(),
+        0
+    );
+    assert_eq!(answered.len(), 2);
+    // The slow one dies before its start: its chunks run on the ready worker.
+    // SAFETY: as above.
+    unsafe { libc::kill(slow.1, libc::SIGKILL) };
+    collect(4, &mut answered)?;
+    assert_eq!(answered.len(), 4);
+    sup.close();
+    assert!(matches!(all_events(&sup)?.last(), Some(Event::Stopped)));
+    assert_eq!(worker.join().ok().and_then(|r| r.ok()), Some(4));
+    Ok(())
+}

@@ -40,7 +40,7 @@ mod pidfd;
 mod spawn;
 use pidfd::send_signal;
 pub use pidfd::{pidfd_open, Pidfd};
-pub use spawn::spawn;
+pub use spawn::{spawn, spawn_blocking};
 
 /// Signals whose disposition a spawned child starts with at the default, whatever the
 /// parent set. A handler never survives `exec`, but "ignored" does, and:
@@ -267,6 +267,18 @@ pub fn die_with_parent(expected_parent: i32) -> Result<bool> {
     Ok(unsafe { libc::getppid() } == expected_parent)
 }
 
+/// Whether process `pid` is stopped by a signal (`SIGSTOP`, `SIGTSTP`): state `T` in
+/// `/proc/<pid>/stat`. Not a process a debugger holds (`t`), nor one that is gone.
+pub fn is_stopped(pid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ...": the name may hold anything, the last ')' ends it.
+    stat.rfind(')')
+        .and_then(|end| stat.get(end + 2..end + 3))
+        .is_some_and(|state| state == "T")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +290,23 @@ mod tests {
         assert_eq!(Exit::Signal(64).to_string(), "killed by signal 64");
         assert!(Exit::Code(0).success());
         assert!(!Exit::Signal(15).success());
+    }
+
+    #[test]
+    fn a_stopped_child_reads_as_stopped() -> std::io::Result<()> {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn()?;
+        let pid = child.id() as libc::pid_t;
+        assert!(!is_stopped(pid));
+        // SAFETY: plain kill of our own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !is_stopped(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(is_stopped(pid));
+        child.kill()?;
+        child.wait()?;
+        assert!(!is_stopped(pid));
+        Ok(())
     }
 }

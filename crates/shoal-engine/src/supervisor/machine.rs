@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::results::{collect, reap_exits};
 use super::state::{Owed, Phase, Shared, State};
-use super::work::Event;
+use super::work::{Event, Process};
 use super::{EXIT_CHECK, NAP};
 use crate::link::{Frame, Kind};
 use crate::wait::SLICE;
@@ -89,7 +89,8 @@ pub(super) fn step(state: &mut State) {
 /// that leaves the chunk at the front of its ring untaken for longer than that chunk's
 /// timeout, though it said it had started, runs nothing (it was stopped, say, with
 /// `SIGSTOP`): it is killed too, and every chunk it held goes to another worker, none of
-/// them lost.
+/// them lost. So is a worker still starting that holds such a chunk, but only if it is
+/// stopped by a signal: a slow initializer is left to finish.
 pub(super) fn check_deadlines(state: &mut State) {
     let State { slots, tasks, .. } = state;
     for slot in slots.iter_mut() {
@@ -104,7 +105,9 @@ pub(super) fn check_deadlines(state: &mut State) {
         if owed.end.is_none_or(|end| end > consumed) {
             let waited = owed.written.map(|written| written.elapsed());
             if let (Some(waited), Some(limit)) = (waited, limit) {
-                slot.broken = slot.ready && waited > limit;
+                // (/proc is read only past the limit, and only for a worker starting.)
+                slot.broken = waited > limit
+                    && (slot.ready || slot.process.as_ref().is_some_and(Process::is_stopped));
             }
             continue;
         }

@@ -49,6 +49,11 @@ impl Process {
         }
     }
 
+    /// Whether the process is stopped by a signal (see [`crate::proc::is_stopped`]).
+    pub(super) fn is_stopped(&self) -> bool {
+        self.pid().is_some_and(crate::proc::is_stopped)
+    }
+
     pub(super) fn kill(&self) {
         // Already gone is fine: the exit is seen through the pidfd either way.
         let _ = match self {
