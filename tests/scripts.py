@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import programs
+
 
 def run_script(
     source: str, folder: Path, start_method: str, *, name: str = "program.py"
@@ -19,16 +21,8 @@ def run_script(
     path = folder / name
     path.write_text(f"START = {start_method!r}\n" + textwrap.dedent(source))
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
-    done = subprocess.run(
-        [sys.executable, name],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=env,
-    )
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return done
+    # As a job of its own, whatever it leaves running killed when it ends.
+    return programs.run([sys.executable, name], cwd=folder, env=env, timeout=90, check=True)
 
 
 def pool_worker_prefix(start_method: str) -> str:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import programs
 import pytest
 
 HERE = Path(__file__).parent
@@ -64,21 +64,11 @@ def test_cpythons_multiprocessing_tests_pass_on_shoals_objects(tmp_path: Path) -
     driver = tmp_path / "driver.py"
     driver.write_text(_DRIVER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
-    # A session of its own: whatever the tests leave running is killed with it.
-    run = subprocess.Popen(
-        [sys.executable, str(driver), str(report_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
+    # A job of its own: whatever the tests leave running is killed with it.
+    done = programs.run(
+        [sys.executable, str(driver), str(report_file)], timeout=800, cwd=tmp_path, env=env
     )
-    try:
-        _, errors = run.communicate(timeout=800)
-    finally:
-        with __import__("contextlib").suppress(ProcessLookupError):
-            os.killpg(run.pid, 9)
+    errors = done.stderr
     assert report_file.exists(), f"the harness gave no report; its errors:\n{errors[-5000:]}"
     report = json.loads(report_file.read_text())
     outcomes: dict[str, list[str]] = report["outcomes"]

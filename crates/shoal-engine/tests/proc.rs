@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shoal_engine::fdpass::{recv_fds, send_fds, socketpair};
-use shoal_engine::proc::{spawn, Child, Exit, Pidfd};
+use shoal_engine::proc::{spawn, spawn_blocking, Child, Exit, Pidfd};
 use shoal_engine::seg::Segment;
 use shoal_engine::wait::NoInterrupt;
 use shoal_engine::Error;
@@ -261,6 +261,14 @@ fn the_child_starts_with_no_blocked_signals() {
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     assert_eq!(finish(&mut child), Exit::Signal(libc::SIGTERM));
+}
+
+#[test]
+fn a_signal_the_child_starts_with_blocked_waits_for_it() {
+    let sh = Path::new("/bin/sh");
+    let args = [OsString::from("-c"), OsString::from("kill -INT $$; exit 0")];
+    let mut child = spawn_blocking(sh, &args, &[], &[], &[libc::SIGINT]).expect("spawn");
+    assert_eq!(finish(&mut child), Exit::Code(0));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
-use shoal_engine::proc::{spawn, Child, Exit, Pidfd};
+use shoal_engine::proc::{spawn_blocking, Child, Exit, Pidfd};
 use shoal_engine::supervisor::{DepthGauge, Event, Process, Supervisor, Task};
 
 use crate::blocking::{blocking, deadline};
@@ -28,7 +28,9 @@ pub const EVENT_PROGRESS: u8 = 4;
 pub const EVENT_READY: u8 = 5;
 
 /// Starts `program` with each `(fd, target)` of `fds` (lent by the caller) placed at
-/// `target` in the child.
+/// `target` in the child, and `SIGINT` blocked: shoal's own processes (the zygote, a
+/// spawned worker) ignore Ctrl-C, and unblock it once they do, so one that came while
+/// they started never ends them.
 pub(crate) fn spawn_placing(
     program: &Path,
     args: &[OsString],
@@ -43,7 +45,7 @@ pub(crate) fn spawn_placing(
         .iter()
         .map(|(fd, target)| (fd.as_fd(), *target))
         .collect();
-    to_py(spawn(program, args, env, &keep))
+    to_py(spawn_blocking(program, args, env, &keep, &[libc::SIGINT]))
 }
 
 /// The parent's side of a process pool: starts the supervisor thread, which runs until

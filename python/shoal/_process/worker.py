@@ -156,6 +156,9 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
     # Ctrl-C in a terminal reaches the whole process group: the parent handles it and
     # stops the pool; a worker that died of it would just lose its task.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # (A spawned worker started with SIGINT blocked, so that one sent meanwhile could not
+    # end it: dropped now that it is ignored.)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     # pread: every worker's descriptor shares one file offset.
     size = os.fstat(config_fd).st_size
     config: WorkerConfig = pickle.loads(os.pread(config_fd, size, 0))

@@ -102,6 +102,8 @@ def serve(parent: int) -> None:
     if os.getppid() != parent:
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # (Started with SIGINT blocked: one that came meanwhile was dropped just now.)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGCHLD, _reap)
     # What site would have added for interactive use (exit, quit, help), cheaply.
     import site

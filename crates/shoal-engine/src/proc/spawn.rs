@@ -29,6 +29,19 @@ pub fn spawn(
     env: &[(OsString, OsString)],
     keep_fds: &[(BorrowedFd<'_>, RawFd)],
 ) -> Result<Child> {
+    spawn_blocking(program, args, env, keep_fds, &[])
+}
+
+/// As [`spawn`], but the child starts with the signals of `blocked` blocked: one sent
+/// while it starts stays pending until the child has chosen what to do with it (a zygote
+/// that ignores Ctrl-C, and unblocks it then, is never ended by one that came first).
+pub fn spawn_blocking(
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    keep_fds: &[(BorrowedFd<'_>, RawFd)],
+    blocked: &[libc::c_int],
+) -> Result<Child> {
     let targets = checked_targets(keep_fds)?;
     let program_c = c_string(program.as_os_str(), "the program path")?;
     let mut argv_c = vec![program_c.clone()];
@@ -40,7 +53,7 @@ pub fn spawn(
     let envp = null_terminated(&envp_c);
     let staged = staged_copies(keep_fds, &targets)?;
     let actions = file_actions(&targets, &staged)?;
-    let attr = SpawnAttr::new()?;
+    let attr = SpawnAttr::new(blocked)?;
 
     let mut pid: libc::pid_t = 0;
     // SAFETY: every pointer is valid for the call: `program_c`, `argv` and `envp` (NULL
@@ -253,14 +266,14 @@ impl Drop for FileActions {
     }
 }
 
-/// `posix_spawnattr_t` with an empty signal mask and [`DEFAULT_SIGNALS`] reset, destroyed
-/// on drop.
+/// `posix_spawnattr_t` with a signal mask of the given signals (none, usually) and
+/// [`DEFAULT_SIGNALS`] reset, destroyed on drop.
 struct SpawnAttr {
     raw: libc::posix_spawnattr_t,
 }
 
 impl SpawnAttr {
-    fn new() -> Result<Self> {
+    fn new(blocked: &[libc::c_int]) -> Result<Self> {
         // SAFETY: plain data, initialised by posix_spawnattr_init before any use.
         let mut raw: libc::posix_spawnattr_t = unsafe { mem::zeroed() };
         // SAFETY: a valid pointer to the object to initialise.
@@ -268,20 +281,23 @@ impl SpawnAttr {
         check(rc, "posix_spawnattr_init")?;
         let mut attr = SpawnAttr { raw };
         // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
-        let mut empty: libc::sigset_t = unsafe { mem::zeroed() };
+        let mut mask: libc::sigset_t = unsafe { mem::zeroed() };
         // SAFETY: as above.
         let mut defaults: libc::sigset_t = unsafe { mem::zeroed() };
         // SAFETY: valid pointers to sigsets and to the initialised attributes. The child
         // would otherwise inherit the spawning thread's mask, and a thread that happens to
         // block SIGTERM (as runtimes often do) would pass that on to the whole pool.
         unsafe {
-            libc::sigemptyset(&mut empty);
+            libc::sigemptyset(&mut mask);
+            for &sig in blocked {
+                libc::sigaddset(&mut mask, sig);
+            }
             libc::sigemptyset(&mut defaults);
             for sig in DEFAULT_SIGNALS {
                 libc::sigaddset(&mut defaults, sig);
             }
             check(
-                libc::posix_spawnattr_setsigmask(&mut attr.raw, &empty),
+                libc::posix_spawnattr_setsigmask(&mut attr.raw, &mask),
                 "posix_spawnattr_setsigmask",
             )?;
             check(
