@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 
 .PHONY: help install dev demo lint test test-rust test-python test-other-pythons pythons wheel \
 	sdist test-wheel bench bench-queue bench-pool bench-buffers bench-sync bench-startup \
-	bench-cluster bench-doors bench-progress bench-stats bench-process
+	bench-cluster bench-doors bench-progress bench-stats bench-process soak
 
 help:               ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -35,6 +35,12 @@ test-rust:          ## the engine's own tests, without Python
 
 test-python:        ## the Python suite (processes, a Dask cluster, CPython's Pool tests)
 	$(PYTHON) -m pytest
+
+SOAK_SECONDS ?= 600
+soak:               ## chaos on every backend for SOAK_SECONDS each (600 by default)
+	cd tests && for how in "--start-method zygote" "--start-method fork" \
+		"--start-method spawn" "--backend thread" "--backend dask" "--backend ray"; do \
+		$(PYTHON) chaos.py --seconds $(SOAK_SECONDS) $$how || exit 1; done
 
 OTHER_PYTHONS ?= 3.12 3.13 3.14 3.15
 test-other-pythons: pythons ## the portable part of the suite on CPython 3.12 to 3.15, where present

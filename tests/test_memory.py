@@ -7,52 +7,29 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cgroups
 import pytest
 
 import shoal
 from scripts import run_script
 
-_CGROUP_V1 = Path("/sys/fs/cgroup/memory")
-_CGROUP_V2 = Path("/sys/fs/cgroup")
-
 
 @contextlib.contextmanager
 def memory_cgroup(limit: int) -> Iterator[Callable[[int], None]]:
-    """A memory cgroup of ``limit`` bytes, made for the test and removed after it; yields
-    a function that moves a process into it. Skips where the machine does not let the
-    test make one (not root, no memory controller)."""
-    v2 = (_CGROUP_V2 / "cgroup.controllers").exists()
-    parent = _CGROUP_V2 if v2 else _CGROUP_V1
-    group = parent / f"shoal-test-{uuid.uuid4().hex[:8]}"
+    """:func:`cgroups.memory_cgroup`, or the test skipped where the machine does not let
+    it make one."""
     try:
-        group.mkdir()
-        (group / ("memory.max" if v2 else "memory.limit_in_bytes")).write_text(str(limit))
-        if v2:
-            (group / "memory.swap.max").write_text("0")
+        made = cgroups.memory_cgroup(limit)
+        admit = made.__enter__()
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            group.rmdir()
         pytest.skip(f"cannot make a memory cgroup here: {exc}")
-
-    def admit(pid: int) -> None:
-        (group / "cgroup.procs").write_text(str(pid))
-
     try:
         yield admit
     finally:
-        for pid in (group / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        for _ in range(100):
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                time.sleep(0.05)  # (its last process is still on its way out)
+        made.__exit__(None, None, None)
 
 
 def _hog(size: int) -> int:

@@ -420,6 +420,6 @@ def _run_items(
             else:
                 args, kwargs = item
                 values.append(fn(*args, **kwargs))
-        except Exception as exc:
+        except BaseException as exc:  # (a task raising SystemExit failed; nothing more)
             values.append(None)
             failures[index] = Failure.capture(exc)

@@ -37,6 +37,7 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from typing import Any, Final
 
 from shoal._wire.shared import Shared, placing
@@ -69,6 +70,7 @@ __all__ = ["CONNECT_TIMEOUT", "OPTIONS", "DaskBackend"]
 OPTIONS: Final = ("address", "client")
 """The keyword arguments of ``Pool`` this backend takes."""
 
+_RESHIP_LIMIT: Final = 5  # sends of a chunk whose shared objects the cluster lost
 _IN_FLIGHT_PER_WORKER: Final = 8  # enough queued work to hide a round trip of ~10 ms
 
 
@@ -162,6 +164,13 @@ class DaskBackend(Backend):
         self._naming: list[Any] | None = None
         self._job_shared: OrderedDict[int, list[Any]] = OrderedDict()
         self._init_shared: list[Any] = []
+        # A scattered object's name (its first key, which the pickles carry) -> the
+        # handle it came from and the future holding it now: when every worker holding
+        # it died, it is scattered again and tasks name the new future by the old name.
+        self._sources: dict[str, weakref.ref[Shared[Any]]] = {}
+        self._holding: dict[str, Any] = {}
+        # Chunk id -> how often it was sent again because its shared objects were lost.
+        self._reshipped: dict[int, int] = {}
         if spec.initializer is not None:
             from shoal._wire.pickling import dumps_callable
 
@@ -169,8 +178,9 @@ class DaskBackend(Backend):
                 blob = dumps_callable((spec.initializer, spec.initargs))
             self._init = self._functions.blob(blob)[1]
         self._lock = threading.Lock()
-        # Future key -> its chunk, the job's shipped function, the chunk's future.
-        self._running: dict[str, tuple[Chunk, Shipped, Any]] = {}
+        # Future key -> its chunk, the job's shipped function, the chunk's future, the
+        # names of the shared objects it reads.
+        self._running: dict[str, tuple[Chunk, Shipped, Any, list[str]]] = {}
         self._keys = itertools.count()
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stopping = False
@@ -190,8 +200,9 @@ class DaskBackend(Backend):
 
     @property
     def stops_running_tasks(self) -> bool:
-        """False: Dask cannot stop a running task."""
-        return False  # Dask cannot stop a running task
+        """Dask cannot stop a running task; but the pool's own cluster is closed with
+        it, its workers and their tasks with it."""
+        return self._cluster is not None
 
     @property
     def single_result_thread(self) -> bool:
@@ -241,6 +252,8 @@ class DaskBackend(Backend):
         if future is None:
             future = self._client.scatter(handle.value, broadcast=True, hash=False)
             self._scattered[handle] = future
+            self._sources[future.key] = weakref.ref(handle)
+            self._holding[future.key] = future
         if self._naming is not None:
             self._naming.append(future)
         return (_shared_from_cluster, (future.key,))
@@ -268,7 +281,20 @@ class DaskBackend(Backend):
         """The scattered futures ``chunk``'s task needs, by key (its items' were noted as
         they were packed)."""
         named = [*self._init_shared, *self._job_shared.get(chunk.job_id, ())]
-        return {future.key: future for future in named}
+        return {future.key: self._holding.get(future.key, future) for future in named}
+
+    def _scatter_again(self, names: Iterator[str], *, lost: bool) -> None:
+        """Scatters anew the shared objects of ``names`` whose data the cluster lost
+        (with ``lost``: every one, its loss already seen by a task)."""
+        for name in names:
+            future = self._holding.get(name)
+            source = self._sources.get(name)
+            handle = source() if source is not None else None
+            if future is None or handle is None or (not lost and future.status == "finished"):
+                continue
+            new = self._client.scatter(handle.value, broadcast=True, hash=False)
+            self._holding[name] = new
+            self._scattered[handle] = new
 
     def _start(self, chunk: Chunk, shipped: Shipped) -> None:
         import dask
@@ -277,7 +303,10 @@ class DaskBackend(Backend):
         named: list[Any] = []
         with self._noting(named):
             packed = self._packed(list(chunk.items))
-        shared = {**self._shared_for(chunk), **{f.key: f for f in named}}
+        shared = {**self._shared_for(chunk), **{f.key: self._holding.get(f.key, f) for f in named}}
+        if any(future.status != "finished" for future in shared.values()):
+            self._scatter_again(iter(list(shared)), lost=False)
+            shared = {name: self._holding.get(name, f) for name, f in shared.items()}
         # A chunk's arguments travel inside its task, large arrays included, by design:
         # Dask's advice to scatter them first does not apply to one task per chunk.
         with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1TiB"}):
@@ -294,7 +323,7 @@ class DaskBackend(Backend):
                 key=key,
                 pure=False,
             )
-        self._running[key] = (chunk, shipped, future)
+        self._running[key] = (chunk, shipped, future, list(shared))
         future.add_done_callback(self._done.put)
 
     def _deliver(self) -> None:
@@ -324,9 +353,26 @@ class DaskBackend(Backend):
             entry = self._running.pop(future.key, None)
         if entry is None or self._cancelled:
             return
-        chunk, shipped, _ = entry
+        chunk, shipped, _, names = entry
         try:
             result = from_wire(values[future] if future in values else future.result())
+        except CancelledError as exc:
+            if self._cancelled:
+                return
+            # Not ours: Dask cancels a task whose dependencies were lost, a shoal.shared
+            # object among them when every worker holding it died. It never ran: sent
+            # again with the object scattered anew, a few times.
+            tries = self._reshipped.get(chunk.chunk_id, 0)
+            if names and tries < _RESHIP_LIMIT:
+                self._reshipped[chunk.chunk_id] = tries + 1
+                with self._lock:
+                    self._scatter_again(iter(names), lost=True)
+                    self._start(chunk, shipped)
+                return
+            lost = WorkerLostError(
+                None, None, None, f"the Dask workers holding what it needed died ({exc})"
+            )
+            result = all_failed(chunk.chunk_id, len(chunk.items), Failure(lost, ""))
         except self._killed_worker as exc:
             if chunk.retries > 0:
                 chunk.retries -= 1
@@ -339,6 +385,7 @@ class DaskBackend(Backend):
             if self._cancelled:
                 return
             result = all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc))
+        self._reshipped.pop(chunk.chunk_id, None)
         self._sink(result)
 
     def shutdown(self, *, cancel: bool) -> None:
@@ -347,7 +394,7 @@ class DaskBackend(Backend):
             self._stopping = True
             if cancel and not self._cancelled:
                 self._cancelled = True
-                futures = [future for _, _, future in self._running.values()]
+                futures = [entry[2] for entry in self._running.values()]
                 self._running.clear()
                 with contextlib.suppress(Exception):
                     self._client.cancel(futures)
