@@ -239,6 +239,7 @@ def run(
     memory_limit_mb: int | None = None,
     workers: int = 4,
     retries: int = 2,
+    task_timeout: float = 5,
 ) -> Report:
     """A chaos run of ``seconds`` on a pool of ``backend``; its report.
 
@@ -250,7 +251,7 @@ def run(
     if backend != "thread":
         options["retries"] = retries
     if "stuck" in kinds:
-        options["task_timeout"] = 5
+        options["task_timeout"] = task_timeout
     if start_method is not None:
         options["start_method"] = start_method
     with contextlib.ExitStack() as stack:
@@ -355,6 +356,7 @@ def main() -> None:
     parser.add_argument("--start-method", default=None)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--task-timeout", type=float, default=5, help="frees stopped workers")
     parser.add_argument("--no-faults", action="store_true")
     parser.add_argument("--memory-limit", type=int, metavar="MB", default=None)
     parser.add_argument("--json", metavar="PATH", help="also write the report there")
@@ -366,6 +368,7 @@ def main() -> None:
         faults=not args.no_faults,
         memory_limit_mb=args.memory_limit,
         retries=args.retries,
+        task_timeout=args.task_timeout,
     )
     print(outcome.summary(), flush=True)
     for line in outcome.wrong[:20]:

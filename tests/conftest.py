@@ -25,9 +25,13 @@ def open_fds() -> dict[int, str]:
             if fd == listing:
                 continue
             try:
-                found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+                link = os.readlink(f"/proc/self/fd/{fd}")
             except FileNotFoundError:
                 continue
+            # (listdir reads through a copy of the listing descriptor, whose number
+            # depends on what other threads hold at that instant.)
+            if link != f"/proc/{os.getpid()}/fd":
+                found[fd] = link
         return found
     finally:
         os.close(listing)

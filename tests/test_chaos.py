@@ -20,7 +20,7 @@ import pytest
 from shoal._process.launch import START_METHODS
 
 CHAOS = Path(__file__).with_name("chaos.py")
-SECONDS = 5
+SECONDS = 4
 
 
 def _chaos(tmp_path: Path, *options: str, seconds: float = SECONDS) -> dict[str, Any]:
@@ -28,6 +28,8 @@ def _chaos(tmp_path: Path, *options: str, seconds: float = SECONDS) -> dict[str,
     outlived it."""
     report = tmp_path / "report.json"
     argv = [sys.executable, str(CHAOS), "--seconds", str(seconds), "--json", str(report)]
+    # (A stopped worker is freed after task_timeout: a short one ends the run sooner.)
+    argv += ["--task-timeout", "2"]
     with programs.started([*argv, *options], stdout=-1, stderr=-1, cwd=CHAOS.parent) as proc:
         try:
             out, err = proc.communicate(timeout=seconds + 150)
@@ -68,7 +70,7 @@ def test_chaos_on_the_thread_backend(tmp_path: Path) -> None:
 @pytest.mark.parametrize("backend", ["dask", "ray"])
 def test_chaos_on_a_cluster(tmp_path: Path, backend: str) -> None:
     pytest.importorskip(backend if backend == "ray" else "distributed")
-    outcome = _chaos(tmp_path, "--backend", backend, seconds=8)
+    outcome = _chaos(tmp_path, "--backend", backend, seconds=4)
     assert sum(outcome["faults"].values()) > 0
 
 

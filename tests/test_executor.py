@@ -122,6 +122,11 @@ def test_map_timeout_counts_from_the_call() -> None:
         assert got == [None, None]
 
 
+def _mark_then_sleep(marker: str, seconds: float) -> None:
+    Path(marker).touch()
+    time.sleep(seconds)
+
+
 def _kill_myself(x: int) -> int:
     if x == 3:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -271,12 +276,14 @@ def test_a_map_nobody_reads_still_runs_as_concurrent_futures_runs_it(
 
 
 @pytest.mark.parametrize("end", ["terminate_workers", "kill_workers"])
-def test_ending_the_workers_breaks_running_futures_and_shuts_down(end: str) -> None:
+def test_ending_the_workers_breaks_running_futures_and_shuts_down(end: str, tmp_path: Path) -> None:
     # Python 3.14's ProcessPoolExecutor.terminate_workers() and kill_workers().
     ex = shoal.ProcessPoolExecutor(1)
-    running = ex.submit(time.sleep, 60)
+    marker = tmp_path / "started"
+    running = ex.submit(_mark_then_sleep, str(marker), 60)
     deadline = time.monotonic() + 30
-    while not running.running() and time.monotonic() < deadline:
+    while not marker.exists():  # (the future says running() only once asked to cancel)
+        assert time.monotonic() < deadline, "the task never started"
         time.sleep(0.01)
     started = time.monotonic()
     getattr(ex, end)()

@@ -292,7 +292,7 @@ def test_a_worker_stopped_while_starting_loses_no_chunk_given_to_it() -> None:
         assert second is not None
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 20
-        while first in (pids := [h.pid for h in pool._pool]) or None in pids:
+        while len(pids := [h.pid for h in pool._pool]) < 2 or first in pids or None in pids:
             assert time.monotonic() < deadline, "no replacement started"
             time.sleep(0.01)
         starting = next(pid for pid in pids if pid is not None and pid != second)

@@ -176,13 +176,16 @@ def test_join_runs_every_queued_task_even_when_workers_reach_their_limit(backend
 @pytest.mark.parametrize("backend", ["process", "thread"])
 def test_futures_of_a_terminated_pool_end_cancelled(backend: str) -> None:
     pool = shoal.Pool(1, backend=backend)
-    running = pool.submit(time.sleep, 20)
+    # (A thread cannot be stopped: its task waits for an event set after terminate.)
+    release = threading.Event()
+    running = pool.submit(time.sleep if backend == "process" else release.wait, 20)
     pending = [pool.submit(square, i) for i in range(20)]
     deadline = time.monotonic() + 20
     while not running.running() and time.monotonic() < deadline:
         time.sleep(0.01)
         running.cancel()  # too late to take back: marks it running
     pool.terminate()
+    release.set()
     pool.join()
     futures: list[concurrent.futures.Future[Any]] = [running, *pending]
     _, not_done = concurrent.futures.wait(futures, timeout=10)

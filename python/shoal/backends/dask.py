@@ -292,7 +292,10 @@ class DaskBackend(Backend):
             handle = source() if source is not None else None
             if future is None or handle is None or (not lost and future.status == "finished"):
                 continue
-            new = self._client.scatter(handle.value, broadcast=True, hash=False)
+            try:
+                new = self._client.scatter(handle.value, broadcast=True, hash=False)
+            except Exception:
+                continue  # (workers still dying: the chunk sent again meets it next time)
             self._holding[name] = new
             self._scattered[handle] = new
 
@@ -367,8 +370,8 @@ class DaskBackend(Backend):
                 self._reshipped[chunk.chunk_id] = tries + 1
                 with self._lock:
                     self._scatter_again(iter(names), lost=True)
-                    self._start(chunk, shipped)
-                return
+                    if self._send_again(chunk, shipped):
+                        return
             lost = WorkerLostError(
                 None, None, None, f"the Dask workers holding what it needed died ({exc})"
             )
@@ -377,8 +380,8 @@ class DaskBackend(Backend):
             if chunk.retries > 0:
                 chunk.retries -= 1
                 with self._lock:
-                    self._start(chunk, shipped)
-                return
+                    if self._send_again(chunk, shipped):
+                        return
             lost = WorkerLostError(None, None, None, f"the Dask worker running it died ({exc})")
             result = all_failed(chunk.chunk_id, len(chunk.items), Failure(lost, ""))
         except Exception as exc:
@@ -387,6 +390,15 @@ class DaskBackend(Backend):
             result = all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc))
         self._reshipped.pop(chunk.chunk_id, None)
         self._sink(result)
+
+    def _send_again(self, chunk: Chunk, shipped: Shipped) -> bool:
+        """Sends ``chunk`` to the cluster once more (with the lock held); False if the
+        client could not (the chunk then fails with the error it had)."""
+        try:
+            self._start(chunk, shipped)
+        except Exception:
+            return False
+        return True
 
     def shutdown(self, *, cancel: bool) -> None:
         """Takes no more work; with ``cancel``, cancels what the cluster has not finished."""
