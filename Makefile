@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO_TARGET_DIR ?= target
 export CARGO_TARGET_DIR
 
-.PHONY: help install dev demo lint test test-rust test-python test-other-pythons pythons wheel \
+.PHONY: help install dev demo lint test test-rust test-python test-chaos test-other-pythons pythons wheel \
 	sdist test-wheel bench bench-queue bench-pool bench-buffers bench-sync bench-startup \
 	bench-cluster bench-doors bench-progress bench-stats bench-process soak
 
@@ -34,7 +34,10 @@ test-rust:          ## the engine's own tests, without Python
 	cargo test -p shoal-engine
 
 test-python:        ## the Python suite (processes, a Dask cluster, CPython's Pool tests)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest --ignore=tests/test_chaos.py
+
+test-chaos:         ## chaos on every backend for seconds each (make soak: for longer)
+	$(PYTHON) -m pytest tests/test_chaos.py
 
 SOAK_SECONDS ?= 600
 soak:               ## chaos on every backend for SOAK_SECONDS each (600 by default)
@@ -86,7 +89,7 @@ test-wheel: wheel sdist ## the wheel in a fresh venv without Rust; the sdist bui
 		SHOAL_SDIST="$$(echo $(CURDIR)/$(DIST)/shoal-*.tar.gz)" \
 		$(PYTHON) -m pytest tests/test_wheel.py -o faulthandler_timeout=0
 
-test: lint test-rust test-python test-other-pythons test-wheel ## everything CI runs
+test: lint test-rust test-python test-chaos test-other-pythons test-wheel ## everything CI runs
 
 bench: bench-queue ## the queue beside its peers (each bench-* needs ".[bench]")
 

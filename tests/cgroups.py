@@ -7,17 +7,28 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 _CGROUP_V1 = Path("/sys/fs/cgroup/memory")
 _CGROUP_V2 = Path("/sys/fs/cgroup")
 
 
+class Admit:
+    """Moves a process into a cgroup: ``admit(pid)``; a process joins it by itself by
+    writing its own pid to ``procs``."""
+
+    def __init__(self, procs: Path) -> None:
+        self.procs = procs
+
+    def __call__(self, pid: int) -> None:
+        self.procs.write_text(str(pid))
+
+
 @contextlib.contextmanager
-def memory_cgroup(limit: int) -> Iterator[Callable[[int], None]]:
-    """A memory cgroup of ``limit`` bytes (no swap); yields a function that moves a
-    process into it. On leaving, its processes are killed and it is removed.
+def memory_cgroup(limit: int) -> Iterator[Admit]:
+    """A memory cgroup of ``limit`` bytes (no swap); yields what moves a process into
+    it. On leaving, its processes are killed and it is removed.
 
     Raises:
         OSError: the machine does not let this process make one (not root, no memory
@@ -36,11 +47,8 @@ def memory_cgroup(limit: int) -> Iterator[Callable[[int], None]]:
             group.rmdir()
         raise
 
-    def admit(pid: int) -> None:
-        (group / "cgroup.procs").write_text(str(pid))
-
     try:
-        yield admit
+        yield Admit(group / "cgroup.procs")
     finally:
         for pid in (group / "cgroup.procs").read_text().split():
             with contextlib.suppress(ProcessLookupError):

@@ -35,6 +35,7 @@ from concurrent.futures import as_completed
 from typing import Any
 
 import numpy as np
+from cgroups import Admit
 from chaos_faults import WORKERS, Faults, Holdings, Report, rss_mb
 
 import shoal
@@ -51,9 +52,14 @@ _QUEUE: Any = None
 RELEASE = threading.Event()  # frees the thread backend's blocked task
 
 
-def remember(queue: Any) -> None:
+def setup(queue: Any, cgroup_procs: str | None) -> None:
+    """Each worker's initializer: the queue tasks report to; with a memory limit, the
+    worker joins the cgroup before its first task."""
     global _QUEUE
     _QUEUE = queue
+    if cgroup_procs is not None:
+        with open(cgroup_procs, "w") as procs:
+            procs.write(str(os.getpid()))
 
 
 def inc(x: int) -> int:
@@ -188,10 +194,12 @@ def _loops(  # noqa: C901 (a loop per kind of work, side by side)
     def crashes() -> None:
         while not stop.wait(1.0):
             for how in ("segfault", "exit"):
+                began = time.perf_counter()
                 try:
                     got: Any = pool.apply(crash, (how,))
                 except Exception as exc:
                     got = exc
+                out.crashes.append(time.perf_counter() - began)
                 checked(f"crash by {how}", shoal.WorkerLostError, got)
 
     def stuck() -> None:
@@ -211,6 +219,7 @@ def _loops(  # noqa: C901 (a loop per kind of work, side by side)
 
     def hogs() -> None:
         while not stop.wait(0.5):
+            began = time.perf_counter()
             try:
                 got: Any = pool.apply(hog, (400,))
             except shoal.WorkerLostError as exc:
@@ -219,6 +228,9 @@ def _loops(  # noqa: C901 (a loop per kind of work, side by side)
                 got = exc
                 if exc.out_of_memory:
                     out.faults["tasks killed for memory"] += 1
+                    out.hogs.append(time.perf_counter() - began)
+            except Exception as exc:
+                got = exc
             checked("hog", 400, got)
 
     loops = {
@@ -285,7 +297,7 @@ def _chaos(
     options: dict[str, Any],
     kinds: list[str],
     faults: bool,
-    admit: Callable[[int], None] | None,
+    admit: Admit | None,
 ) -> None:
     lock, stop = threading.Lock(), threading.Event()
 
@@ -296,7 +308,9 @@ def _chaos(
     queue: shoal.Queue[int] | None = None
     if "reports" in kinds:
         queue = shoal.Queue()
-        options = {**options, "initializer": remember, "initargs": (queue,)}
+    procs = str(admit.procs) if admit is not None else None
+    if queue is not None or procs is not None:
+        options = {**options, "initializer": setup, "initargs": (queue, procs)}
     table = shoal.shared(ARRAY)
     started = time.monotonic()
     with shoal.Pool(workers, **options) as pool:
@@ -307,8 +321,10 @@ def _chaos(
                 pool,
                 find,
                 every=(0.5, 1.5) if cluster else (0.05, 0.3),
-                stop_share=0.0 if cluster else 0.2,  # a stopped cluster worker: see README
-                admit=admit,
+                # Never stopped: a cluster's worker (see README), or one in a memory
+                # cgroup, where a stopped worker stalls the others' allocations (the
+                # kernel reclaims and waits before it kills).
+                stop_share=0.0 if cluster or admit is not None else 0.2,
             )
         threads = [
             threading.Thread(target=loop, name=f"chaos-{name}", daemon=True)

@@ -36,6 +36,9 @@ class Report:
     wrong: list[str] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
     calls: list[float] = field(default_factory=list)  # seconds each awaited call took
+    # Seconds from calling a task that crashes its worker (every try) to its error.
+    crashes: list[float] = field(default_factory=list)
+    hogs: list[float] = field(default_factory=list)  # ... and one killed for memory
     seconds: float = 0.0
     # The program's resident memory: after warming up, halfway through, at the end.
     rss_mb: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -71,6 +74,19 @@ class Report:
             lines.append(
                 f"awaited calls: {len(ms)}, median {statistics.median(ms):.1f} ms, "
                 f"p99 {p99:.0f} ms, slowest {ms[-1]:.0f} ms"
+            )
+        if self.crashes:
+            ms = sorted(c * 1000 for c in self.crashes)
+            lines.append(
+                f"a task crashing its worker on every try: its error after "
+                f"{statistics.median(ms):.0f} ms median, {ms[-1]:.0f} ms at most "
+                f"({len(ms)} calls)"
+            )
+        if self.hogs:
+            ms = sorted(c * 1000 for c in self.hogs)
+            lines.append(
+                f"a task killed for memory on every try: its error after "
+                f"{statistics.median(ms):.0f} ms median ({len(ms)} calls)"
             )
         start, half, end = self.rss_mb
         lines.append(f"program memory: {start:.0f} MB, halfway {half:.0f} MB, end {end:.0f} MB")
@@ -112,8 +128,7 @@ WORKERS: dict[str, Callable[[shoal.Pool], list[int]]] = {
 class Faults:
     """A thread that, every ``every`` seconds (a random time in that range), kills a
     random worker with ``SIGKILL`` or, one time in ``stop_share``, stops one with
-    ``SIGSTOP`` (never one stopped already: only ``task_timeout`` frees it).
-    ``admit`` moves each new worker into a memory cgroup."""
+    ``SIGSTOP`` (never one stopped already: only ``task_timeout`` frees it)."""
 
     def __init__(
         self,
@@ -122,14 +137,11 @@ class Faults:
         *,
         every: tuple[float, float] = (0.05, 0.3),
         stop_share: float = 0.2,
-        admit: Callable[[int], None] | None = None,
     ) -> None:
         self.pool, self.workers, self.every, self.stop_share = pool, workers, every, stop_share
-        self.admit = admit
         self.count: Counter[str] = Counter()
         self._done = threading.Event()
         self._stopped: set[int] = set()
-        self._seen: set[int] = set()
         self._thread = threading.Thread(target=self._run, name="chaos-faults", daemon=True)
 
     def __enter__(self) -> Faults:
@@ -147,11 +159,6 @@ class Faults:
                 pids = [p for p in self.workers(self.pool) if p not in self._stopped]
             except Exception:
                 continue  # (a cluster between workers)
-            if self.admit is not None:
-                for pid in set(pids) - self._seen:
-                    with contextlib.suppress(OSError):
-                        self.admit(pid)
-                self._seen.update(pids)
             if not pids:
                 continue
             pid = rng.choice(pids)

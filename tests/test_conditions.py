@@ -105,7 +105,11 @@ def _wait_forever(cond: Condition, ready: Semaphore) -> None:
         cond.wait()
 
 
-def test_a_waiter_killed_inside_wait_delays_notify_but_never_hangs_it() -> None:
+def test_a_waiter_killed_inside_wait_delays_notify_but_never_hangs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (notify waits for the dead waiter this long: 10 s by default.)
+    monkeypatch.setattr("shoal._mp.conditions.NOTIFY_PATIENCE", 1.0)
     ctx: Any = multiprocessing.get_context("spawn")
     cond, ready = Condition(), Semaphore(0)
     waiter = ctx.Process(target=_wait_forever, args=(cond, ready))

@@ -255,14 +255,14 @@ def test_workers_killed_from_outside_never_make_the_pool_give_up(
         assert pool.map(square, range(4)) == [0, 1, 4, 9]
         killed = 0
         deadline = time.monotonic() + 60
-        while killed < 12 and time.monotonic() < deadline:
+        while killed < 8 and time.monotonic() < deadline:
             for handle in pool._pool:
                 if handle.pid is not None and handle.is_alive():
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(handle.pid, signal.SIGKILL)
                         killed += 1
             time.sleep(0.1)  # some die idle and ready, some while starting
-        assert killed >= 12
+        assert killed >= 8
         assert pool.map(square, range(6), chunksize=1) == [0, 1, 4, 9, 16, 25]
 
 

@@ -89,7 +89,11 @@ def test_every_callable_kind(pool: shoal.Pool, kind: str, fn: Callable[[int], in
 
 @pytest.mark.parametrize("chunksize", [None, 1, 3, 1000])
 @pytest.mark.parametrize("n", [0, 1, 7, 500])
-def test_map_family_keeps_order(pool: shoal.Pool, n: int, chunksize: int | None) -> None:
+def test_map_family_keeps_order(
+    pool: shoal.Pool, backend: str, n: int, chunksize: int | None
+) -> None:
+    if backend.endswith("-session") and chunksize == 1:
+        n = min(n, 100)  # (a cluster runs a few hundred tasks a second)
     xs = list(range(n))
     squares = [x * x for x in xs]
     assert pool.map(square, xs, chunksize) == squares
