@@ -45,16 +45,24 @@ def started(argv: Sequence[str], **popen: Any) -> Iterator[subprocess.Popen[str]
 
 
 def run(
-    argv: Sequence[str], *, timeout: float = TIMEOUT, check: bool = False, **popen: Any
+    argv: Sequence[str],
+    *,
+    timeout: float = TIMEOUT,
+    check: bool = False,
+    input: str | None = None,
+    **popen: Any,
 ) -> subprocess.CompletedProcess[str]:
-    """Runs ``argv`` to its end as a job of its own, capturing both streams, then kills
-    whatever of its session is left. Fails the test, with both streams, if it runs past
-    ``timeout`` seconds, or (with ``check``) if it exits with an error."""
+    """Runs ``argv`` to its end as a job of its own, capturing both streams (and given
+    ``input``), then kills whatever of its session is left. Fails the test, with both
+    streams, if it runs past ``timeout`` seconds, or (with ``check``) if it exits with an
+    error."""
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
+    if input is not None:
+        popen.setdefault("stdin", subprocess.PIPE)
     with started(argv, **popen) as proc:
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_session(proc.pid)
             out, err = proc.communicate()

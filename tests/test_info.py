@@ -5,21 +5,16 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import subprocess
 import sys
+
+import programs
 
 import shoal
 from shoal._shoal import ENGINE_BUILD
 
 
 def _info(*flags: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "shoal", "info", *flags],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = programs.run([sys.executable, "-m", "shoal", "info", *flags], timeout=60, check=True)
     assert done.stderr == ""
     return done.stdout
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import gc
-import subprocess
 import sys
 import threading
 import time
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import Any
 
+import programs
 import pytest
 from pool_workers import BACKENDS, KEEPS_ITS_WORKERS, add, square
 
@@ -99,9 +99,7 @@ def test_an_abandoned_pool_does_not_block_interpreter_exit() -> None:
         "assert shoal.Pool(2).map(abs, [-1]) == [1]\n"
         "print('bye')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
-    )
+    done = programs.run([sys.executable, "-c", script], timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "bye\n"
 
@@ -163,7 +161,7 @@ def test_join_runs_every_queued_task_even_when_workers_reach_their_limit(backend
     if backend in KEEPS_ITS_WORKERS:
         pytest.skip(KEEPS_ITS_WORKERS[backend])
     # A new Ray worker process takes about a second to start: fewer replacements there.
-    n = 10 if backend == "ray-session" else 50
+    n = 4 if backend == "ray-session" else 50
     pool = shoal.Pool(2, maxtasksperchild=1, backend=backend)
     result = pool.map_async(square, range(n), chunksize=1)
     lazy = pool.imap_unordered(square, range(n), chunksize=1)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import programs
 import pytest
 from pool_workers import Scaler, square
 
@@ -245,9 +246,7 @@ EXPECTED = "[[0, 3, 6, 9], [100, 101, 102], 1, True]"
 
 
 def _python(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args], input=stdin, capture_output=True, text=True, timeout=120
-    )
+    return programs.run([sys.executable, *args], input=stdin, timeout=120)
 
 
 def test_a_script_without_a_main_guard(pool_start_method: str, tmp_path: Path) -> None:

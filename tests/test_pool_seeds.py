@@ -5,12 +5,12 @@ with shoal's default process pool and with ``shoal.dummy``, guard or no guard.""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
 
+import programs
 import pytest
 
 SEEDS = Path(__file__).resolve().parent / "seed"
@@ -36,14 +36,7 @@ def _run(script: Path) -> list[str]:
     # processes may interleave (under multiprocessing too); the programs' users see
     # buffered output.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=script.parent,
-        env=env,
-    )
+    done = programs.run([sys.executable, str(script)], timeout=60, cwd=script.parent, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     return done.stdout.strip().splitlines()

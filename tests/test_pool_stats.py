@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import programs
 import pytest
 from pool_workers import BACKENDS, KEEPS_ITS_WORKERS, die, fail_on, nap, square
 
@@ -128,7 +128,7 @@ def test_busy_and_idle_add_up_to_the_workers_lives(backend: str) -> None:
 
 
 def test_the_tally_can_be_left_out() -> None:
-    done = subprocess.run(
+    done = programs.run(
         [
             sys.executable,
             "-c",
@@ -138,8 +138,6 @@ def test_the_tally_can_be_left_out() -> None:
             "    s = pool.stats()\n"
             "print(s.tasks_done, len(s.workers), s.arena is not None)\n",
         ],
-        capture_output=True,
-        text=True,
         timeout=60,
         env={**os.environ, "SHOAL_STATS": "0"},
     )

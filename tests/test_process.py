@@ -4,15 +4,13 @@ also runs on multiprocessing (with the guard it needs there), both print the sam
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import programs
 import pytest
 
 from scripts import run_script
@@ -281,13 +279,9 @@ time.sleep(120)
 def test_a_killed_program_leaves_no_child(tmp_path: Path, method: str | None) -> None:
     script = tmp_path / "program.py"
     script.write_text(_shoal(method) + _ORPHAN)
-    program = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
+    # A job of its own: whatever the test started goes with its session, pass or fail.
+    argv = [sys.executable, str(script)]
+    with programs.started(argv, stdout=subprocess.PIPE) as program:
         assert program.stdout is not None
         child = int(program.stdout.readline())
         program.kill()
@@ -296,13 +290,6 @@ def test_a_killed_program_leaves_no_child(tmp_path: Path, method: str | None) ->
         while _running(child) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _running(child)
-    finally:
-        # (The session: whatever the test started goes, pass or fail.)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(program.pid, signal.SIGKILL)
-        program.wait(30)
-        if program.stdout is not None:
-            program.stdout.close()
 
 
 def _running(pid: int) -> bool:

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import programs
 import pytest
 
 import shoal
@@ -177,8 +178,9 @@ def test_a_consumer_killed_while_blocked_in_get_does_not_wedge_the_rest() -> Non
     child = ctx.Process(target=block_in_get, args=(q, ready))
     child.start()
     assert ready.get(timeout=30) == "ready"
-    time.sleep(0.2)  # let it reach the blocking wait, holding the read lock
-    os.kill(child.pid or 0, signal.SIGKILL)
+    assert child.pid is not None
+    _until_waiting_on_a_futex(child.pid)  # blocked in get, holding the read lock
+    os.kill(child.pid, signal.SIGKILL)
     child.join(30)
     q.put("after")
     assert q.get(timeout=30) == "after"
@@ -253,14 +255,28 @@ def _interrupt_while_blocked(setup: str, blocking_call: str, report: str) -> str
             sys.exit(3)
         """
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "blocking"
-    time.sleep(0.2)  # let it reach the wait
-    child.send_signal(signal.SIGINT)
-    out, _ = child.communicate(timeout=10)
-    assert child.returncode == 3
-    return out.strip()
+    # A job of its own, SIGINT at its default, killed with all it started when done.
+    argv = [sys.executable, "-c", script]
+    with programs.started(argv, stdout=subprocess.PIPE) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "blocking"
+        _until_waiting_on_a_futex(child.pid)
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=10)
+        assert child.returncode == 3
+        return out.strip()
+
+
+def _until_waiting_on_a_futex(pid: int) -> None:
+    """Returns once the main thread of ``pid`` sleeps in a futex wait (where a blocked
+    ``get`` or ``put`` sleeps)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with open(f"/proc/{pid}/wchan") as wchan:
+            if "futex" in wchan.read():
+                return
+        assert time.monotonic() < deadline, "the call never blocked"
+        time.sleep(0.005)
 
 
 def test_ctrl_c_interrupts_a_blocked_get() -> None:
