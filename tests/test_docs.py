@@ -257,6 +257,26 @@ def test_the_figures_the_readme_quotes_are_the_codes() -> None:
         assert quoted in readme
 
 
+def test_the_chaos_the_readme_describes_is_what_chaos_py_does() -> None:
+    import inspect
+
+    import chaos
+    from chaos_faults import Faults
+
+    run = inspect.signature(chaos.run).parameters
+    faults = inspect.signature(Faults).parameters
+    low, high = faults["every"].default
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for quoted in (
+        f"a pool of {run['workers'].default} workers",
+        f"(`retries={run['retries'].default}`, `task_timeout={run['task_timeout'].default}`)",
+        f"{chaos.ARRAY.nbytes / 1e6:g} MB arrays both ways",
+        f"every {low * 1000:g}-{high * 1000:g} ms",
+        f"one time in {1 / faults['stop_share'].default:g} `SIGSTOP`",
+    ):
+        assert quoted in readme, quoted
+
+
 def _rust_constant(path: str, pattern: str) -> int:
     """A number from the engine's source (the figure is a Rust constant, not exported)."""
     found = re.search(pattern, (ROOT / path).read_text())
