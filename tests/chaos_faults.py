@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from programs import live_processes
 
 import shoal
 
@@ -75,19 +76,16 @@ class Report:
                 f"awaited calls: {len(ms)}, median {statistics.median(ms):.1f} ms, "
                 f"p99 {p99:.0f} ms, slowest {ms[-1]:.0f} ms"
             )
-        if self.crashes:
-            ms = sorted(c * 1000 for c in self.crashes)
-            lines.append(
-                f"a task crashing its worker on every try: its error after "
-                f"{statistics.median(ms):.0f} ms median, {ms[-1]:.0f} ms at most "
-                f"({len(ms)} calls)"
-            )
-        if self.hogs:
-            ms = sorted(c * 1000 for c in self.hogs)
-            lines.append(
-                f"a task killed for memory on every try: its error after "
-                f"{statistics.median(ms):.0f} ms median ({len(ms)} calls)"
-            )
+        for times, what in (
+            (self.crashes, "a task crashing its worker on every try"),
+            (self.hogs, "a task killed for memory on every try"),
+        ):
+            if times:
+                ms = sorted(t * 1000 for t in times)
+                lines.append(
+                    f"{what}: its error after {statistics.median(ms):.0f} ms median, "
+                    f"{ms[-1]:.0f} ms at most ({len(ms)} calls)"
+                )
         start, half, end = self.rss_mb
         lines.append(f"program memory: {start:.0f} MB, halfway {half:.0f} MB, end {end:.0f} MB")
         return "\n".join(lines)
@@ -210,17 +208,8 @@ class Holdings:
 def descendants(root: int) -> list[int]:
     """The live processes descending from ``root``."""
     parents: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as file:
-                stat = file.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] not in ("Z", "X"):
-            parents.setdefault(int(fields[1]), []).append(int(name))
+    for pid, (parent, _) in live_processes().items():
+        parents.setdefault(parent, []).append(pid)
     found, todo = [], [root]
     while todo:
         for child in parents.get(todo.pop(), []):

@@ -75,9 +75,9 @@ def run(
     return done
 
 
-def in_session(sid: int) -> list[int]:
-    """The live processes (zombies are not) of session ``sid``."""
-    found = []
+def live_processes() -> dict[int, tuple[int, int]]:
+    """Every live process (zombies are not): its pid -> its parent's pid, its session."""
+    found = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -88,9 +88,14 @@ def in_session(sid: int) -> list[int]:
             continue
         # After "pid (comm) ": state, ppid, pgrp, session (comm may hold spaces).
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-            found.append(int(name))
+        if fields[0] not in ("Z", "X"):
+            found[int(name)] = (int(fields[1]), int(fields[3]))
     return found
+
+
+def in_session(sid: int) -> list[int]:
+    """The live processes of session ``sid``."""
+    return [pid for pid, (_, session) in live_processes().items() if session == sid]
 
 
 def kill_session(sid: int) -> None:
