@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import signal
 import sys
@@ -132,11 +133,21 @@ def test_a_stuck_task_times_out_and_the_others_are_untouched(pool_start_method: 
 
 
 def test_task_timeout_and_retries_are_checked() -> None:
-    for bad in (0, -1, "1", True):
+    for bad in (0, -1, "1", True, math.nan, -math.inf):
         with pytest.raises(ValueError, match="task_timeout"):
             shoal.Pool(1, task_timeout=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="retries"):
         shoal.Pool(1, retries=-1)
+    # One rule for the pool and each call: math.inf is no limit, even under a pool's.
+    with shoal.Pool(1, task_timeout=0.5) as pool:
+        assert pool.apply(_pid_after, (1.0,), task_timeout=math.inf) > 0
+        assert pool.map(_pid_after, [1.0], task_timeout=math.inf)[0] > 0
+        for bad in (0, math.nan):
+            with pytest.raises(ValueError, match=r"task_timeout .*\(math.inf: no limit\)"):
+                pool.apply(abs, (1,), task_timeout=bad)
+        assert pool.apply(abs, (-2,)) == 2  # nothing was booked for the refused calls
+    with shoal.Pool(1, task_timeout=math.inf) as pool:
+        assert pool.apply(abs, (-3,)) == 3
 
 
 def test_a_task_raising_keyboard_interrupt_is_an_ordinary_error(pool: shoal.Pool) -> None:

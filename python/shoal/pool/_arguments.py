@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -47,19 +48,25 @@ def check_callable(fn: object) -> None:
         raise TypeError(f"{type(fn).__name__!r} object is not callable")
 
 
-def check_timeout(seconds: float | None) -> None:
-    """Refuses a ``task_timeout`` that is not ``None`` or a positive number of seconds.
+def check_timeout(seconds: float | None) -> float | None:
+    """The one rule for ``task_timeout``: ``None`` or a positive number of seconds, where
+    ``math.inf`` means no limit. Returns the limit (``None``: none); refuses the rest.
 
-    >>> check_timeout(None); check_timeout(0.5)
+    >>> check_timeout(0.5), check_timeout(None), check_timeout(float("inf"))
+    (0.5, None, None)
     >>> check_timeout(0)
     Traceback (most recent call last):
     ...
-    ValueError: task_timeout must be a positive number of seconds, not 0
+    ValueError: task_timeout must be a positive number of seconds (math.inf: no limit), not 0
     """
     if seconds is None:
-        return
+        return None
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-        raise ValueError(f"task_timeout must be a positive number of seconds, not {seconds!r}")
+        raise ValueError(
+            "task_timeout must be a positive number of seconds (math.inf: no limit), "
+            f"not {seconds!r}"
+        )
+    return None if math.isinf(seconds) else float(seconds)
 
 
 def check_buffersize(buffersize: int | None) -> None:

@@ -251,8 +251,8 @@ class MapCalls:
         progress: ProgressCounter | None = None,
     ) -> Job:
         check_callable(fn)
-        check_timeout(task_timeout)
-        timeout = self._task_timeout if task_timeout is None else task_timeout
+        # (A call's own limit, math.inf for none, or else the pool's.)
+        timeout = self._task_timeout if task_timeout is None else check_timeout(task_timeout)
         # A call with a time limit runs one task per chunk, so the limit is each task's.
         sizer = SINGLE if timeout is not None else ChunkSizer(chunksize)
         job = Job(fn, call, source, sizer, target, window, timeout, self._retries, limit, progress)

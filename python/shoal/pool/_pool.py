@@ -49,8 +49,9 @@ class Pool(SingleCalls, MapCalls):
             adapts to measured task times.
         task_timeout: seconds any one task may run (process backend): past it, its worker
             is killed and replaced and the task fails with :class:`shoal.TaskTimeoutError`;
-            other tasks are untouched. Each call may set its own. A call with a limit runs
-            one task per chunk. ``None``: no limit.
+            other tasks are untouched. Each call may set its own (``math.inf``: none for
+            that call, whatever the pool's). A call with a limit runs one task per chunk.
+            ``None`` or ``math.inf``: no limit.
         retries: how many times a task runs again when its worker dies under it (killed,
             crashed, out of memory) before it fails with :class:`shoal.WorkerLostError`.
         worker_exit: if given, each worker calls ``worker_exit()`` as it leaves: when the
@@ -107,7 +108,7 @@ class Pool(SingleCalls, MapCalls):
         if worker_exit is not None and not callable(worker_exit):
             raise TypeError(f"worker_exit must be a callable, not {type(worker_exit).__name__}")
         check_chunksize(chunksize)
-        check_timeout(task_timeout)
+        task_timeout = check_timeout(task_timeout)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
         name = backends.DEFAULT_BACKEND if backend is None else backend

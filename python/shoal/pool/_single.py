@@ -70,11 +70,8 @@ class SingleCalls:
         9
         """
         check_callable(func)
-        if task_timeout is None:
-            timeout = self._task_timeout
-        else:
-            check_timeout(task_timeout)
-            timeout = task_timeout
+        # (A call's own limit, math.inf for none, or else the pool's.)
+        timeout = self._task_timeout if task_timeout is None else check_timeout(task_timeout)
         result: AsyncResult[R] = AsyncResult(self, callback, error_callback)
         call, item = single_call(tuple(args), kwds)
         self._core.add_single(func, call, item, result, timeout, self._retries)
