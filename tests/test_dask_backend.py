@@ -145,3 +145,18 @@ def test_a_shared_object_lost_with_the_workers_fails_its_tasks_instead_of_hangin
         assert not isinstance(lost.value, AssertionError)
         fresh = shoal.shared(np.arange(10.0))
         assert pool.map(lambda i: float(fresh.value[i]), [5, 6]) == [5.0, 6.0]
+
+
+def test_a_released_shared_object_is_not_kept_on_the_cluster_by_the_pool() -> None:
+    import gc
+
+    np = pytest.importorskip("numpy")
+    table = shoal.shared(np.arange(1000))
+    with shoal.Pool(backend="dask-session") as pool:
+        assert pool.starmap(_read_shared, [(table, 0, 10)])[0][0] == 45
+        backend: Any = pool._core.backend
+        assert len(backend._holding) == 1
+        del table
+        gc.collect()
+        assert backend._holding == {}
+        assert backend._sources == {}

@@ -103,6 +103,13 @@ _FETCH_TIMEOUT: Final = 120
 _shared_lock = threading.Lock()
 
 
+def _forget(*tables_and_key: Any) -> None:
+    """Drops ``key`` from each table (a handle's entries, once the handle is gone)."""
+    *tables, key = tables_and_key
+    for table in tables:
+        table.pop(key, None)
+
+
 def _run_with_shared(shared: dict[str, Any], *args: Any) -> Any:
     """On a Dask worker: ``run_remote(*args)``, with the ``shoal.shared`` objects its task
     names (``shared``: Dask resolved each to its value before it ran) ready for
@@ -254,6 +261,8 @@ class DaskBackend(Backend):
             self._scattered[handle] = future
             self._sources[future.key] = weakref.ref(handle)
             self._holding[future.key] = future
+            # Released with the handle, as the scattered data was before it was named.
+            weakref.finalize(handle, _forget, self._sources, self._holding, future.key)
         if self._naming is not None:
             self._naming.append(future)
         return (_shared_from_cluster, (future.key,))
