@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 
 .PHONY: help install dev demo lint test test-rust test-python test-chaos test-other-pythons pythons wheel \
 	sdist test-wheel bench bench-queue bench-pool bench-buffers bench-sync bench-startup \
-	bench-cluster bench-doors bench-progress bench-stats bench-process soak
+	bench-cluster bench-doors bench-progress bench-stats bench-process soak docs
 
 help:               ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -25,8 +25,8 @@ lint:               ## formatting, lints and types, Rust and Python
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc -p shoal-engine --no-deps --quiet
-	$(PYTHON) -m ruff check python tests benches
-	$(PYTHON) -m ruff format --check python tests benches
+	$(PYTHON) -m ruff check python tests benches docs/conf.py
+	$(PYTHON) -m ruff format --check python tests benches docs/conf.py
 	$(PYTHON) -m mypy
 	$(PYTHON) -m mypy.stubtest shoal._shoal
 
@@ -44,6 +44,9 @@ soak:               ## chaos on every backend for SOAK_SECONDS each (600 by defa
 	cd tests && for how in "--start-method zygote" "--start-method fork" \
 		"--start-method spawn" "--backend thread" "--backend dask" "--backend ray"; do \
 		$(PYTHON) chaos.py --seconds $(SOAK_SECONDS) $$how || exit 1; done
+
+docs:               ## the docs site into target/docs/html: warnings are errors, every reference checked
+	$(PYTHON) -m sphinx -E -a -W --keep-going -n -q -b html -d target/docs/doctrees docs target/docs/html
 
 OTHER_PYTHONS ?= 3.12 3.13 3.14 3.15
 test-other-pythons: pythons ## the portable part of the suite on CPython 3.12 to 3.15, where present
@@ -89,7 +92,7 @@ test-wheel: wheel sdist ## the wheel in a fresh venv without Rust; the sdist bui
 		SHOAL_SDIST="$$(echo $(CURDIR)/$(DIST)/shoal-*.tar.gz)" \
 		$(PYTHON) -m pytest tests/test_wheel.py -o faulthandler_timeout=0
 
-test: lint test-rust test-python test-chaos test-other-pythons test-wheel ## everything CI runs
+test: lint docs test-rust test-python test-chaos test-other-pythons test-wheel ## everything CI runs
 
 bench: bench-queue ## the queue beside its peers (each bench-* needs ".[bench]")
 

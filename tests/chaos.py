@@ -321,9 +321,9 @@ def _chaos(
                 pool,
                 find,
                 every=(0.5, 1.5) if cluster else (0.05, 0.3),
-                # Never stopped: a cluster's worker (see README), or one in a memory
-                # cgroup, where a stopped worker stalls the others' allocations (the
-                # kernel reclaims and waits before it kills).
+                # Never stopped: a cluster's worker (Dask and Ray cannot stop a running
+                # task), or one in a memory cgroup, where a stopped worker stalls the
+                # others' allocations (the kernel reclaims and waits before it kills).
                 stop_share=0.0 if cluster or admit is not None else 0.2,
             )
         threads = [

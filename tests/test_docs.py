@@ -1,5 +1,6 @@
-"""Docs that run: the python examples of the README and docs/, every docstring example, and
-the demo, so the docs cannot drift from the code."""
+"""Docs that run: the python examples of the README and of every page of docs/ (with the
+output each page shows), every docstring example, the demo, the figures the pages quote
+and the files they name, so the docs cannot drift from the code."""
 
 from __future__ import annotations
 
@@ -116,40 +117,84 @@ NOT_RUN = {
 }
 
 
-def run_python_blocks(doc: Path, tmp_path: Path) -> list[str]:
-    """Runs each python block of a markdown file as a script; returns what each printed."""
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.DOTALL)
-    assert blocks, f"{doc.name} has no python example"
-    outputs = []
-    for i, block in enumerate(blocks):
-        script = tmp_path / f"example_{i}.py"
-        script.write_text(block)
-        done = subprocess.run(
-            [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+# The pages whose examples run: the README and every page of the docs site.
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", flags=re.DOTALL | re.MULTILINE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """A python block of a page, and the output the page shows under it (a ``text`` block
+    right after it), if any; ``...`` in that output stands for any text."""
+
+    code: str
+    shown: str | None
+
+
+def examples(page: Path) -> list[Example]:
+    """The python examples of a markdown page, in order."""
+    text = page.read_text()
+    fences = list(_FENCE.finditer(text))
+    found = []
+    for i, block in enumerate(fences):
+        if block.group(1) != "python":
+            continue
+        after = fences[i + 1] if i + 1 < len(fences) else None
+        paired = (
+            after is not None
+            and after.group(1) == "text"
+            and not text[block.end() : after.start()].strip()
         )
-        assert done.returncode == 0, done.stderr
-        outputs.append(done.stdout)
-    return outputs
+        found.append(Example(block.group(2), after.group(2) if paired and after else None))
+    return found
 
 
-def test_readme_example_runs(tmp_path: Path) -> None:
-    outputs = run_python_blocks(ROOT / "README.md", tmp_path)
-    assert any("[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in out for out in outputs)
-    on_each = [line for out in outputs for line in out.splitlines() if line.endswith(" 328350")]
-    assert on_each == ["process 328350", "dask 328350", "ray 328350"]
-    assert "[0, 1, 4, 9, 16] [1, 2]\n" in outputs
-    assert "(256, [3, 2, 1], [0, 1, 2])\n" in outputs
-    assert "[1, 2, 3, 4, 5]\n" in outputs
-    assert "1000/1000 tasks\n" in outputs
-    assert "[0, 10, 20, 30]\n" in outputs
-    assert "40 40 7\n[0, 1] 40\n" in outputs
-    words = "[('and', 1), ('bird', 1), ('cat', 1), ('dog', 1), ('saw', 1), ('the', 3)]\n"
-    assert words in outputs
+def run_example(example: Example, script: Path) -> str:
+    """Runs the example as a script (its functions in ``__main__``, as users write them)
+    and returns what it printed; fails the test if it failed or printed other than shown."""
+    script.write_text(example.code)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"{script.name} failed:\n{example.code}\n{done.stderr}"
+    if example.shown is not None:
+        checker = doctest.OutputChecker()
+        assert checker.check_output(example.shown, done.stdout, doctest.ELLIPSIS), (
+            f"{script.name} printed\n{done.stdout}\nwhere the page shows\n{example.shown}"
+        )
+    return done.stdout
 
 
-def test_the_backends_doc_examples_run(tmp_path: Path) -> None:
-    outputs = run_python_blocks(ROOT / "docs" / "backends.md", tmp_path)
-    assert "[1, 2, 3] [0, 1, 2]\n6 tasks done\n" in outputs[-1]
+# Pages of prose, figures and tables only.
+_WITHOUT_EXAMPLES = {"api.md", "design.md", "developing.md", "limits.md", "performance.md"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_doc_examples_run_and_print_what_the_page_shows(page: Path, tmp_path: Path) -> None:
+    found = examples(page)
+    if page.name in _WITHOUT_EXAMPLES:
+        assert found == [], "a python block here would run: give it a page that runs it"
+        return
+    assert found, f"{page.name} has no python example"
+    assert any(example.shown is not None for example in found), "show what one prints"
+    for i, example in enumerate(found):
+        run_example(example, tmp_path / f"{page.stem}_{i}.py")
+
+
+def test_examples_are_found_with_their_output() -> None:
+    """The page reader itself: a python block followed by a text block is paired with it,
+    and only then."""
+    page = "```python\nprint(1)\n```\n\n```text\n1\n```\n\nwords\n\n```python\nx = 2\n```\n"
+    page += "\nbetween\n\n```text\nnot its output\n```\n"
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "page.md"
+        path.write_text(page)
+        assert examples(path) == [Example("print(1)\n", "1\n"), Example("x = 2\n", None)]
+        wrong = Example("print(2)\n", "1\n")
+        with pytest.raises(AssertionError, match="where the page shows"):
+            run_example(wrong, Path(folder) / "wrong.py")
 
 
 def test_the_protocol_stub_names_every_member_of_the_protocol() -> None:
@@ -183,11 +228,21 @@ def _first_block(path: Path, language: str) -> str:
     return text[start : text.index("```", start)]
 
 
-def test_the_doors_doc_examples_run(tmp_path: Path) -> None:
-    outputs = run_python_blocks(ROOT / "docs" / "doors.md", tmp_path)
-    assert outputs[0].startswith("(<class 'shoal.errors.ShoalError'>,")
-    assert outputs[0].rstrip().endswith("load")
-    assert outputs[1] == "[0, 1, 4, 9]\n"
+def test_the_api_reference_covers_every_public_name() -> None:
+    """docs/api.md documents each of shoal's public names from its docstring, or lists it
+    as multiprocessing's (or the standard library's) own."""
+    import shoal
+
+    api = (ROOT / "docs" / "api.md").read_text()
+    documented = set(
+        re.findall(r"^\.\. auto(?:class|function|exception):: shoal\.(\w+)$", api, re.M)
+    )
+    listed = set(re.findall(r"^\| `shoal\.(\w+)` \|", api, re.M))
+    assert documented & listed == set(), "each name once"
+    assert documented | listed == set(shoal.__all__)
+    for name in listed:
+        home = shoal._HOMES[name]
+        assert not home.startswith("shoal") or name in ("RemoteTraceback", "TimeoutError"), name
 
 
 def _written_in(cls: type, module: ModuleType) -> bool:
@@ -241,23 +296,28 @@ def test_demo_runs() -> None:
     assert "msg/s" in done.stdout
 
 
-def test_the_figures_the_readme_quotes_are_the_codes() -> None:
+def _page(name: str) -> str:
+    """A docs page's text with its line breaks and runs of spaces made single spaces."""
+    return " ".join((ROOT / "docs" / name).read_text().split())
+
+
+def test_the_figures_the_pages_quote_are_the_codes() -> None:
     from shoal._mp.conditions import NOTIFY_PATIENCE
     from shoal._mp.joinable import _FIRST_LOOK, _LOOK_CAP
     from shoal.backends._cluster.ray_session import CONNECT_TIMEOUT as RAY_CONNECT_TIMEOUT
     from shoal.backends.dask import CONNECT_TIMEOUT
 
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    for quoted in (
-        f"`notify` wait up to {NOTIFY_PATIENCE:g} s",
-        f"every {_FIRST_LOOK * 1000:g} ms at first, backing off to {_LOOK_CAP * 1000:g} ms",
-        f"unreachable one fails within {CONNECT_TIMEOUT:g} s",
-        f"one where nothing answers fails within {RAY_CONNECT_TIMEOUT:g} s",
-    ):
-        assert quoted in readme
+    differs = _page("multiprocessing.md")
+    assert f"`notify` wait up to {NOTIFY_PATIENCE:g} s" in differs
+    assert f"every {_FIRST_LOOK * 1000:g} ms at first, backing off to {_LOOK_CAP * 1000:g} ms" in (
+        differs
+    )
+    clusters = _page("clusters.md")
+    assert f"unreachable one fails within {CONNECT_TIMEOUT:g} s" in clusters
+    assert f"one where nothing answers fails within {RAY_CONNECT_TIMEOUT:g} s" in clusters
 
 
-def test_the_chaos_the_readme_describes_is_what_chaos_py_does() -> None:
+def test_the_chaos_the_faults_page_describes_is_what_chaos_py_does() -> None:
     import inspect
 
     import chaos
@@ -266,7 +326,7 @@ def test_the_chaos_the_readme_describes_is_what_chaos_py_does() -> None:
     run = inspect.signature(chaos.run).parameters
     faults = inspect.signature(Faults).parameters
     low, high = faults["every"].default
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    page = _page("faults.md")
     for quoted in (
         f"a pool of {run['workers'].default} workers",
         f"(`retries={run['retries'].default}`, `task_timeout={run['task_timeout'].default}`)",
@@ -274,7 +334,7 @@ def test_the_chaos_the_readme_describes_is_what_chaos_py_does() -> None:
         f"every {low * 1000:g}-{high * 1000:g} ms",
         f"one time in {1 / faults['stop_share'].default:g} `SIGSTOP`",
     ):
-        assert quoted in readme, quoted
+        assert quoted in page, quoted
 
 
 def _rust_constant(path: str, pattern: str) -> int:
@@ -327,10 +387,12 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
     assert f"sleeps in slices of at most {slice_ms} ms" in design
     assert f"on the doorbell in slices of at most {slice_ms} ms (`SLICE`)" in design
     assert f"after {first_check} ms (`FIRST_OWNER_CHECK`) and then every `SLICE`" in design
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    assert f"cuts its work into at least {PROGRESS_STEPS} chunks" in readme
-    assert f"notices within about {slice_ms} ms that the holder is gone" in readme
-    assert f"are done every {PROGRESS_EVERY} s" in readme
+    progress = _page("progress.md")
+    assert f"cuts its work into at least {PROGRESS_STEPS} chunks" in progress
+    assert f"are done every {PROGRESS_EVERY} s" in progress
+    assert f"notices within about {slice_ms} ms that the holder is gone" in _page(
+        "multiprocessing.md"
+    )
     backends = " ".join((ROOT / "docs" / "backends.md").read_text().split())
     assert f"at most doubling per step, at most {MAX_ADAPTIVE}" in backends
     assert f"process: 1 << {shift} per worker" in backends
@@ -392,11 +454,11 @@ _BROKE = "## Python 3.14 broke my script"
 def test_the_python_314_programs_run_on_shoal_and_fail_on_multiprocessing(
     tmp_path: Path,
 ) -> None:
-    """The README's three programs that 3.14's forkserver default broke: each runs on
-    shoal with its printed result, on every Python (other_pythons.py runs this on 3.14 and
-    3.15); from 3.14 on, with the import put back, multiprocessing fails each (or hangs:
-    given 30 s)."""
-    text = (ROOT / "README.md").read_text()
+    """The three programs that 3.14's forkserver default broke (docs/multiprocessing.md):
+    each runs on shoal with its printed result, on every Python (other_pythons.py runs
+    this on 3.14 and 3.15); from 3.14 on, with the import put back, multiprocessing fails
+    each (or hangs: given 30 s)."""
+    text = (ROOT / "docs" / "multiprocessing.md").read_text()
     section = text[text.index(_BROKE) : text.index("\n## ", text.index(_BROKE) + 1)]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     expected = [

@@ -175,8 +175,8 @@ class SharedMemoryManager(BaseManager, managers.SharedMemoryManager):
 
 
 def Manager() -> SyncManager:
-    """A started :class:`SyncManager`, as ``multiprocessing.Manager()`` returns one; use it
-    in a ``with`` block, or call its ``shutdown()``."""
+    """A started :class:`shoal.managers.SyncManager`, as ``multiprocessing.Manager()``
+    returns one; use it in a ``with`` block, or call its ``shutdown()``."""
     manager = SyncManager()
     manager.start()
     return manager

@@ -176,7 +176,7 @@ class Failure:
         exception: the exception the task raised. A backend that moves it between
             processes sends it pickled; the traceback is not part of a pickle, hence:
         traceback: the worker-side traceback, formatted where it happened. The Pool chains
-            it as the exception's ``__cause__`` (a :class:`shoal.pool.RemoteTraceback`).
+            it as the exception's ``__cause__`` (a :class:`multiprocessing.pool.RemoteTraceback`).
     """
 
     exception: BaseException
@@ -245,7 +245,7 @@ class BackendStats:
 
 
 ResultSink = Callable[[ChunkResult], None]
-"""Where a backend delivers results: thread-safe and callable from any thread. It never
+"""Where a backend delivers results; thread-safe and callable from any thread. It never
 blocks unless the backend says it has a :attr:`Backend.single_result_thread`."""
 
 
@@ -274,7 +274,7 @@ class Backend(Protocol):
 
     @property
     def max_in_flight(self) -> int:
-        """How many chunks the Pool may keep submitted at once: enough that no worker waits
+        """How many chunks the Pool may keep submitted at once; enough that no worker waits
         for its next chunk (e.g. twice :attr:`workers`), few enough that cancelling is cheap
         and lazy inputs are not read far ahead."""
         ...
@@ -340,7 +340,7 @@ class Backend(Protocol):
 
 
 BackendFactory = Callable[..., Backend]
-"""Builds a running backend: ``factory(spec, sink, **options)``, where ``options`` are
+"""Builds a running backend, as ``factory(spec, sink, **options)``, where ``options`` are
 the Pool's keyword arguments that are the backend's own (the Pool passes none when it was
 given none, so a factory that takes no options needs no ``**options``); one it does not
 take is a ``TypeError`` that names it. Registered by name in ``shoal.backends``."""

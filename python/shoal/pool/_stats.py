@@ -114,7 +114,7 @@ class PoolStats:
         chunk_size: the next chunk size of the job that answered last (``None`` before
             any chunk was answered).
         in_flight: chunks handed to the backend and not answered yet.
-        slowest: the :data:`SLOWEST` longest chunks, longest first.
+        slowest: the :data:`~shoal.pool._stats.SLOWEST` longest chunks, longest first.
         workers: every worker index, by index (on a cluster backend: every cluster
             worker that answered, by pid).
         arena: the shared-memory arena's counters (process backend), else ``None``.
