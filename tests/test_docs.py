@@ -317,6 +317,22 @@ def test_the_figures_the_pages_quote_are_the_codes() -> None:
     assert f"one where nothing answers fails within {RAY_CONNECT_TIMEOUT:g} s" in clusters
 
 
+def test_the_front_page_quotes_the_performance_page() -> None:
+    """The README's queue figure is the range of the put/get ratios the performance page's
+    queue table measured."""
+    table = (ROOT / "docs" / "performance.md").read_text()
+    ratios = [
+        float(row.split("|")[5].strip().rstrip("x"))
+        for row in table.splitlines()
+        if row.startswith("| ints, put/get,")
+    ]
+    assert len(ratios) == 2
+    low, high = round(min(ratios)), round(max(ratios))
+    quoted = f"{low}-{high}x" if low != high else f"{low}x"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"{quoted} `multiprocessing.Queue` on small messages" in readme
+
+
 def test_the_chaos_the_faults_page_describes_is_what_chaos_py_does() -> None:
     import inspect
 
