@@ -4,6 +4,7 @@ errors, Ctrl-C and terminate; the same on every backend."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pool_workers import BACKENDS, fail_on, nap, square
+from pool_workers import BACKENDS, fail_while_one_runs, nap, square
 from rich.progress import Progress
 from tqdm import tqdm
 
@@ -90,15 +91,20 @@ def test_a_given_tqdm_bar_and_rich_progress_are_used_and_left_open() -> None:
     bar.close()
 
 
-def test_a_map_that_fails_stops_counting() -> None:
+def test_a_map_that_fails_stops_counting(tmp_path: Path) -> None:
     seen = Seen()
+    task = functools.partial(fail_while_one_runs, folder=str(tmp_path))
     with shoal.Pool(2) as pool:
         with pytest.raises(ValueError, match="bad item 0"):
-            pool.map(fail_on, [0, *range(1, 40)], chunksize=1, progress=seen)
-        time.sleep(0.3)  # the chunks still out finish; nobody counts them
+            pool.map(task, range(40), chunksize=1, progress=seen)
         settled = list(seen.calls)
-        time.sleep(0.3)
-        assert seen.calls == settled
+        # The chunks still out (item 1's at least) finish now; join waits for all of them
+        # to be answered. Nobody counts them.
+        (tmp_path / "open").touch()
+        pool.close()
+        pool.join()
+        assert pool.stats().tasks_done > settled[-1][0]
+    assert seen.calls == settled
 
 
 def test_terminate_closes_the_count() -> None:
