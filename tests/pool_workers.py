@@ -20,6 +20,10 @@ KEEPS_ITS_WORKERS = {
 }
 """Backends that refuse maxtasksperchild, and why."""
 
+OWN_WORKERS = ["process", "thread"]
+"""The backends whose workers the pool starts and owns (their lives, exits and state are
+the pool's to report)."""
+
 _local = threading.local()
 
 

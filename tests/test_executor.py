@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 from pool_workers import (
-    BACKENDS,
     KEEPS_ITS_WORKERS,
+    OWN_WORKERS,
     add,
     broken_initializer,
     fail_on,
@@ -30,12 +30,6 @@ from pool_workers import (
 
 import shoal
 from scripts import run_script
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 def test_submit_map_and_as_completed_on_every_backend(backend: str) -> None:
@@ -230,7 +224,7 @@ def test_a_program_whose_import_changed_from_concurrent_futures(
     assert done.stderr == ""
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", OWN_WORKERS)
 def test_shutdown_stops_reading_a_lazy_map_left_unread(backend: str) -> None:
     # The standard map submits its whole input at once; this one reads it as results
     # are taken, so what was not read yet was never submitted: shutdown does not read it.

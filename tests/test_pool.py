@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from pool_workers import (
-    BACKENDS,
     KEEPS_ITS_WORKERS,
     Scaler,
     add,
@@ -32,13 +31,6 @@ from pool_workers import (
 import shoal
 import shoal.dummy
 from shoal.pool import RemoteTraceback
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    """Each Pool backend in turn."""
-    name: str = request.param
-    return name
 
 
 @pytest.fixture

@@ -12,16 +12,13 @@ from pathlib import Path
 
 import programs
 import pytest
-from pool_workers import BACKENDS, KEEPS_ITS_WORKERS, die, fail_on, nap, square
+from pool_workers import BACKENDS, KEEPS_ITS_WORKERS, OWN_WORKERS, die, fail_on, nap, square
 
 import shoal
 from scripts import run_script
 from shoal.pool._stats import SLOWEST
 
-OWN_WORKERS = ["process", "thread"]
 
-
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_counts_agree_with_the_work_done(backend: str) -> None:
     with shoal.Pool(2, backend=backend) as pool:
         assert pool.map(square, range(100), chunksize=7) == [x * x for x in range(100)]
@@ -54,7 +51,6 @@ def test_the_counts_agree_with_the_work_done(backend: str) -> None:
     assert f"{stats.tasks_done} tasks (3 failed), " in str(stats)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_slowest_tasks_are_named_by_their_arguments(backend: str) -> None:
     with shoal.Pool(2, backend=backend) as pool:
         results = [pool.apply_async(nap, (s,)) for s in (0.0, 0.3, 0.0, 0.15, 0.0, 0.0, 0.0)]

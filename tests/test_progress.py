@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pool_workers import BACKENDS, fail_while_one_runs, nap, square
+from pool_workers import OWN_WORKERS, fail_while_one_runs, nap, square
 from rich.progress import Progress
 from tqdm import tqdm
 
@@ -32,7 +32,6 @@ class Seen:
             self.calls.append((done, total))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_map_counts_tasks_not_chunks_on_every_backend(backend: str) -> None:
     with shoal.Pool(2, backend=backend) as pool:
         counts = {}
@@ -168,7 +167,7 @@ def test_a_map_with_a_bar_moves_in_small_steps() -> None:
     assert seen.calls[-1] == (1000, 1000)
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
+@pytest.mark.parametrize("backend", OWN_WORKERS)
 @pytest.mark.parametrize("kind", ["map", "imap"])
 def test_a_bar_moves_while_long_chunks_run(backend: str, kind: str) -> None:
     # Two chunks of 100 tasks of 10 ms: each runs a second, and its worker reports how
