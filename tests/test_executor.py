@@ -27,6 +27,7 @@ from pool_workers import (
     square,
     worker_name,
 )
+from waiting import wait_for
 
 import shoal
 from scripts import run_script
@@ -275,10 +276,8 @@ def test_ending_the_workers_breaks_running_futures_and_shuts_down(end: str, tmp_
     ex = shoal.ProcessPoolExecutor(1)
     marker = tmp_path / "started"
     running = ex.submit(_mark_then_sleep, str(marker), 60)
-    deadline = time.monotonic() + 30
-    while not marker.exists():  # (the future says running() only once asked to cancel)
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.01)
+    # (The file, not running(): the future says running() only once asked to cancel.)
+    wait_for(marker.exists, "the task to start")
     started = time.monotonic()
     getattr(ex, end)()
     assert isinstance(running.exception(timeout=30), cf.process.BrokenProcessPool)

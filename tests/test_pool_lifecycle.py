@@ -16,6 +16,7 @@ from typing import Any
 import programs
 import pytest
 from pool_workers import KEEPS_ITS_WORKERS, OWN_WORKERS, add, square
+from waiting import wait_for
 
 import shoal
 
@@ -171,10 +172,12 @@ def test_futures_of_a_terminated_pool_end_cancelled(backend: str) -> None:
     release = threading.Event()
     running = pool.submit(time.sleep if backend == "process" else release.wait, 20)
     pending = [pool.submit(square, i) for i in range(20)]
-    deadline = time.monotonic() + 20
-    while not running.running() and time.monotonic() < deadline:
-        time.sleep(0.01)
-        running.cancel()  # too late to take back: marks it running
+
+    def marked_running() -> bool:
+        running.cancel()  # too late to take back once a worker has it: marks it running
+        return running.running()
+
+    wait_for(marked_running, "the first task to be marked running", 20)
     pool.terminate()
     release.set()
     pool.join()

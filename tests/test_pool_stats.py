@@ -13,6 +13,7 @@ from pathlib import Path
 import programs
 import pytest
 from pool_workers import BACKENDS, KEEPS_ITS_WORKERS, OWN_WORKERS, die, fail_on, nap, square
+from waiting import wait_for
 
 import shoal
 from scripts import run_script
@@ -92,7 +93,7 @@ def test_a_killed_worker_and_a_timed_out_task_are_told_apart() -> None:
             pool.apply(die)
         with pytest.raises(shoal.TaskTimeoutError):
             pool.apply(nap, (30,), task_timeout=0.5)
-        _wait_until(lambda: sum(w.restart_count for w in pool.stats().workers) == 2)
+        wait_for(lambda: sum(w.restart_count for w in pool.stats().workers) == 2, "two restarts")
         stats = pool.stats()
         assert pool.map(square, range(4)) == [0, 1, 4, 9]
     reasons: dict[str, int] = {}
@@ -176,13 +177,6 @@ def test_a_script_prints_its_pools_table(tmp_path: Path, pool_start_method: str)
     assert lines[4].startswith("slowest: ")
     assert "(1 task: 5, worker " in lines[4]
     assert lines[-2:] == ["20 5", "True"]
-
-
-def _wait_until(condition: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("backend", OWN_WORKERS)

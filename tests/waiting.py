@@ -31,7 +31,7 @@ in vain fails with its own message rather than a stack dump."""
 
 
 def wait_for(
-    condition: Callable[[], T], what: str, timeout: float = TIMEOUT, interval: float = 0.005
+    condition: Callable[[], T | None], what: str, timeout: float = TIMEOUT, interval: float = 0.005
 ) -> T:
     """Calls ``condition`` every ``interval`` seconds until it returns something true, and
     returns that; raises ``TimeoutError`` naming ``what`` (the event awaited, as in
