@@ -10,8 +10,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import tqdm.auto as tqdm_auto
 from pool_workers import OWN_WORKERS, fail_while_one_runs, nap, square
 from rich.progress import Progress
 from tqdm import tqdm
@@ -117,6 +119,27 @@ def test_terminate_closes_the_count() -> None:
     time.sleep(0.2)
     assert seen.calls == settled
     assert settled[-1][0] < 100
+
+
+def test_terminate_closes_a_bar_shoal_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (A callable cannot tell whether its counter was closed: answers that arrive after
+    # terminate are dropped anyway. The bar that progress=True makes must be closed.)
+    made: list[tqdm[Any]] = []
+
+    def kept(*args: Any, **kwargs: Any) -> tqdm[Any]:
+        made.append(tqdm(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tqdm_auto, "tqdm", kept)
+    pool = shoal.Pool(2)
+    results = pool.imap(nap, [0.05] * 100, progress=True)
+    next(results)
+    (bar,) = made
+    assert not bar.disable
+    pool.terminate()
+    pool.join()
+    assert bar.disable  # what close() does
+    assert bar.n < 100
 
 
 def test_executor_map_counts_too() -> None:
