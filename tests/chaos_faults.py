@@ -11,7 +11,6 @@ import random
 import signal
 import statistics
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from programs import live_processes
+from waiting import wait_for
 
 import shoal
 
@@ -189,20 +189,21 @@ class Holdings:
     def gained_since(self, before: Holdings, within: float = 10.0) -> list[str]:
         """What this program holds now and did not hold at ``before``, after waiting up to
         ``within`` seconds for things on their way out."""
-        deadline = time.monotonic() + within
         # What only reference cycles still hold is the program's no longer.
         gc.collect()
-        now = Holdings.now()
-        while True:
-            gained = [f"descriptor {fd}" for fd in sorted(now.fds - before.fds)]
-            gained += [f"thread {t}" for t in sorted(now.threads - before.threads)]
-            gained += [
+
+        def gained() -> list[str]:
+            now = Holdings.now()
+            found = [f"descriptor {fd}" for fd in sorted(now.fds - before.fds)]
+            found += [f"thread {t}" for t in sorted(now.threads - before.threads)]
+            found += [
                 f"process {p} ({_cmdline(p)[:80]})" for p in sorted(now.children - before.children)
             ]
-            if not gained or time.monotonic() > deadline:
-                return gained
-            time.sleep(0.1)
-            now = Holdings.now()
+            return found
+
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not gained(), "what was gained to be let go", within, interval=0.1)
+        return gained()
 
 
 def descendants(root: int) -> list[int]:

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import pytest
+from pool_workers import BACKENDS
 
 from shoal._process.launch import START_METHODS
 
@@ -55,6 +56,16 @@ def pool_start_method(request: pytest.FixtureRequest) -> str:
     """Each way shoal's process pool starts workers, in turn."""
     method: str = request.param
     return method
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each Pool backend in turn (``pool_workers.BACKENDS``); the cluster ones start on
+    first use, once for the session (see ``_session_dask`` and ``_session_ray``). A test
+    meant for some backends only names them with ``@pytest.mark.parametrize("backend",
+    ...)``, which takes this fixture's place (``pool_workers.OWN_WORKERS``, say)."""
+    name: str = request.param
+    return name
 
 
 def _register_the_docs_example_backend() -> None:

@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from waiting import wait_for
+
 import shoal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,9 +139,9 @@ def run_suite(command: list[str], env: dict[str, str]) -> tuple[int, dict[int, s
         raise
     finally:
         # What ends by itself (a resource tracker seeing its pipe close) is given a moment.
-        deadline = time.monotonic() + 5
-        while (left := _group(suite.pid)) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not _group(suite.pid), "the suite's group to end", 5, interval=0.1)
+        left = _group(suite.pid)
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -9,6 +9,8 @@ import time
 import uuid
 from typing import Any
 
+from waiting import wait_for
+
 BACKENDS = ["thread", "process", "docs-example", "dask-session", "ray-session"]
 """Every backend the Pool tests run on ("docs-example": docs/backends.md's example)."""
 
@@ -17,6 +19,10 @@ KEEPS_ITS_WORKERS = {
     "dask-session": "a pool does not own a Dask cluster's workers: no maxtasksperchild",
 }
 """Backends that refuse maxtasksperchild, and why."""
+
+OWN_WORKERS = ["process", "thread"]
+"""The backends whose workers the pool starts and owns (their lives, exits and state are
+the pool's to report)."""
 
 _local = threading.local()
 
@@ -92,12 +98,32 @@ class Scaler:
 def wait_for_file(path: str, value: Any = True, timeout: float = 30.0) -> Any:
     """Returns ``value`` once ``path`` exists: a gate that a test opens from outside the
     worker, whatever process the worker is."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.002)
+    wait_for(lambda: os.path.exists(path), f"{path} to appear", timeout, interval=0.002)
     return value
+
+
+def fail_while_one_runs(x: int, folder: str) -> int:
+    """Item 0 raises ``ValueError`` once item 1 is running; every other item marks that
+    it runs, then returns ``x`` once ``folder/open`` exists. On two workers, a map's
+    failure so arrives while chunks of it are still out, and they finish when the test
+    says."""
+    if x == 0:
+        wait_for_file(os.path.join(folder, "running-1"))
+        raise ValueError("bad item 0")
+    with open(os.path.join(folder, f"running-{x}"), "x"):
+        pass
+    wait_for_file(os.path.join(folder, "open"))
+    return x
+
+
+def meet(folder: str, count: int = 2) -> int:
+    """Returns this worker's pid once ``count`` tasks are inside this call at the same
+    time (each marks its arrival in ``folder``): on a pool of ``count`` workers, one task
+    each, so that every worker answers."""
+    with open(os.path.join(folder, uuid.uuid4().hex), "x"):
+        pass
+    wait_for(lambda: len(os.listdir(folder)) >= count, f"{count} tasks to meet in {folder}")
+    return os.getpid()
 
 
 def die(_: object = None) -> None:

@@ -13,9 +13,10 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from waiting import wait_for
 
 # The test's budget for a program unless it says otherwise: a hang fails, it never blocks
 # the suite.
@@ -108,7 +109,6 @@ def kill_session(sid: int) -> None:
 def left_in_session(sid: int, within: float = 5.0) -> list[int]:
     """The processes of session ``sid`` still alive ``within`` seconds from now (at
     once, when none are): what a program that has ended left behind."""
-    deadline = time.monotonic() + within
-    while (alive := in_session(sid)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return alive
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not in_session(sid), f"session {sid} to end", within, interval=0.02)
+    return in_session(sid)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 import uvloop
-from pool_workers import BACKENDS, add, fail_on, nap, square
+from pool_workers import add, fail_on, nap, square
 
 import shoal
 from scripts import run_script
@@ -39,7 +39,6 @@ def run(main: Coroutine[Any, Any, T], loop_kind: str) -> T:
         return runner.run(main)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_result_can_be_awaited_on_every_backend(backend: str) -> None:
     async def main(pool: shoal.Pool) -> list[Any]:
         return [

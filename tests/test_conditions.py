@@ -9,11 +9,11 @@ import os
 import pickle
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 import shoal
 from scripts import run_script
@@ -193,17 +193,14 @@ def test_condition_wakes_threads_one_by_one() -> None:
     threads = [threading.Thread(target=waiter) for _ in range(3)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 30
-    while cond._sleeping_count.get_value() < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: cond._sleeping_count.get_value() == 3, "three threads asleep in wait()")
     with cond:
         cond.notify()
 
     def threads_alive() -> int:
         return sum(t.is_alive() for t in threads)
 
-    while threads_alive() > 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: threads_alive() <= 2, "the notified thread to leave wait()")
     assert threads_alive() == 2
     with cond:
         cond.notify_all()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 import shoal
 from scripts import run_script
@@ -53,11 +54,11 @@ def _pid_then_wait(path: str) -> int:
 
 
 def _kill_when_written(path: Path) -> int:
-    deadline = time.monotonic() + 60
-    while not path.exists() or not path.read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    pid = int(path.read_text())
+    def written() -> int | None:
+        text = path.read_text() if path.exists() else ""
+        return int(text) if text else None
+
+    pid = wait_for(written, f"the task's pid in {path}", 60)
     os.kill(pid, signal.SIGKILL)
     return pid
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from pool_workers import square
+from waiting import wait_for
 
 import shoal
 
@@ -265,15 +266,18 @@ def test_workers_killed_from_outside_never_make_the_pool_give_up(
     ) as pool:
         assert pool.map(square, range(4)) == [0, 1, 4, 9]
         killed = 0
-        deadline = time.monotonic() + 60
-        while killed < 8 and time.monotonic() < deadline:
+
+        def kill_the_live_ones() -> bool:
+            nonlocal killed
             for handle in pool._pool:
                 if handle.pid is not None and handle.is_alive():
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(handle.pid, signal.SIGKILL)
                         killed += 1
-            time.sleep(0.1)  # some die idle and ready, some while starting
-        assert killed >= 8
+            return killed >= 8
+
+        # Every 0.1 s: some die idle and ready, some while starting.
+        wait_for(kill_the_live_ones, "eight workers to kill", 60, interval=0.1)
         assert pool.map(square, range(6), chunksize=1) == [0, 1, 4, 9, 16, 25]
 
 
@@ -302,10 +306,12 @@ def test_a_worker_stopped_while_starting_loses_no_chunk_given_to_it() -> None:
         assert first is not None
         assert second is not None
         os.kill(first, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while len(pids := [h.pid for h in pool._pool]) < 2 or first in pids or None in pids:
-            assert time.monotonic() < deadline, "no replacement started"
-            time.sleep(0.01)
+
+        def replaced() -> list[int | None] | None:
+            pids = [h.pid for h in pool._pool]
+            return pids if len(pids) == 2 and first not in pids and None not in pids else None
+
+        pids = wait_for(replaced, "a replacement for the killed worker to start", 20)
         starting = next(pid for pid in pids if pid is not None and pid != second)
         os.kill(starting, signal.SIGSTOP)
         try:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import psutil
 import pytest
+from waiting import wait_for
 
 import shoal
 from conftest import memfd_mappings, open_fds
@@ -54,15 +55,18 @@ def _warm_up() -> None:
     del warm
 
 
-def _settled(before: tuple[set[int], int, set[int], int, set[str]]) -> bool:
-    # Threads and processes end a moment after join returns; give them that moment.
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+def _settle(before: tuple[set[int], int, set[int], int, set[str]]) -> None:
+    """Returns once the process holds what it held at ``before``, or fails saying what
+    differs. Threads and processes end a moment after join returns: they get that moment."""
+
+    def as_before() -> bool:
         gc.collect()
-        if _snapshot() == before:
-            return True
-        time.sleep(0.05)
-    return False
+        return _snapshot() == before
+
+    try:
+        wait_for(as_before, "the process to hold what it held before", 5, interval=0.05)
+    except TimeoutError:
+        pytest.fail(_difference(before))
 
 
 def _difference(before: tuple[set[int], int, set[int], int, set[str]]) -> str:
@@ -105,7 +109,7 @@ def test_three_hundred_pools_leave_nothing_behind(end: Callable[[shoal.Pool], No
     elapsed = time.perf_counter() - started
     each = elapsed / POOLS * 1000
     print(f"\n{POOLS} pools in {elapsed:.2f} s ({each:.2f} ms each, one in ten used)")
-    assert _settled(before), _difference(before)
+    _settle(before)
 
 
 def test_a_pool_dropped_without_close_is_collected_and_its_workers_end() -> None:
@@ -115,4 +119,4 @@ def test_a_pool_dropped_without_close_is_collected_and_its_workers_end() -> None
     assert pool.map(abs, [-1, -2]) == [1, 2]
     with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
         del pool
-    assert _settled(before), _difference(before)
+    _settle(before)

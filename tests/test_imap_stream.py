@@ -9,16 +9,9 @@ from multiprocessing import TimeoutError as MpTimeoutError
 from pathlib import Path
 
 import pytest
-from pool_workers import BACKENDS, divide_by, square, wait_for_file
+from pool_workers import divide_by, square, wait_for_file
 
 import shoal
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    """Each Pool backend in turn."""
-    name: str = request.param
-    return name
 
 
 @pytest.mark.parametrize("chunksize", [1, 7, 1000])

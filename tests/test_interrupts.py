@@ -17,6 +17,7 @@ from subprocess import PIPE, Popen
 import programs
 import psutil
 import pytest
+from waiting import wait_for
 
 from shoal._process.launch import START_METHODS
 
@@ -62,14 +63,9 @@ def _expect(proc: Popen[str], word: str) -> str:
     return line
 
 
-def _gone_within(pids: list[int], seconds: float) -> list[int]:
-    """The pids still alive (zombies count as gone) after up to ``seconds``."""
-    deadline = time.monotonic() + seconds
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _alive(p)]
-        time.sleep(0.01)
-    return alive
+def _all_gone(pids: list[int]) -> bool:
+    """Whether every one of ``pids`` has exited (a zombie counts as gone)."""
+    return not any(_alive(p) for p in pids)
 
 
 def _tracker(process: psutil.Process) -> bool:
@@ -113,12 +109,12 @@ def test_ctrl_c_interrupts_the_wait_and_the_with_block_leaves_no_worker(
         print(f"\n{method}/{wait}: KeyboardInterrupt after {delay * 1000:.1f} ms")
         assert delay < 10, "the wait went on long after Ctrl-C"  # (a hang, not a speed)
         _expect(proc, "left")
-        assert _gone_within(workers, 5.0) == []
+        wait_for(lambda: _all_gone(workers), f"the workers {workers} to exit", 5)
         # The zygote is the program's, not the pool's: it lives until the program ends.
         assert all(_alive(z) for z in zygotes)
         proc.kill()
         proc.wait(10)
-        assert _gone_within(zygotes, 5.0) == []
+        wait_for(lambda: _all_gone(zygotes), f"the zygote {zygotes} to exit", 5)
 
 
 PARENT_SCRIPT = """
@@ -150,6 +146,5 @@ def test_a_killed_parent_takes_its_workers_and_zygote_along(method: str, tmp_pat
         proc.kill()
         killed = time.monotonic()
         proc.wait(10)
-        survivors = _gone_within(family, 5.0)
+        wait_for(lambda: _all_gone(family), f"the killed parent's children {family} to exit", 5)
         print(f"\n{method}: family gone after {(time.monotonic() - killed) * 1000:.1f} ms")
-        assert survivors == []

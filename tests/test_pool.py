@@ -8,13 +8,11 @@ import multiprocessing
 import os
 import pickle
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pool_workers import (
-    BACKENDS,
     KEEPS_ITS_WORKERS,
     Scaler,
     add,
@@ -28,17 +26,11 @@ from pool_workers import (
     square,
     wait_for_file,
 )
+from waiting import wait_for
 
 import shoal
 import shoal.dummy
 from shoal.pool import RemoteTraceback
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    """Each Pool backend in turn."""
-    name: str = request.param
-    return name
 
 
 @pytest.fixture
@@ -396,10 +388,7 @@ def test_the_cache_holds_the_calls_not_finished(pool: shoal.Pool) -> None:
     held = {id(result) for result in [*slow, mapped, future]}
     assert held <= set(pool._cache), pool._cache
     assert {id(v) for v in pool._cache.values()} == set(pool._cache)
-    deadline = time.monotonic() + 30
-    while pool._cache and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert pool._cache == {}
+    wait_for(lambda: pool._cache == {}, "every call answered to leave pool._cache")
     assert all(r.ready() for r in slow)
     assert mapped.ready()
     assert future.done()

@@ -4,9 +4,12 @@ does not have nor touches the original's workers."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
-import time
+from pathlib import Path
+
+from pool_workers import meet
 
 import shoal
 
@@ -33,15 +36,22 @@ def test_a_fork_child_collects_garbage_left_by_a_pool() -> None:
         assert _forked_exit_status(gc.collect) == 0
 
 
-def test_a_fork_child_leaves_the_parents_workers_alone() -> None:
+def _answering_pids(pool: shoal.Pool, folder: Path) -> set[int]:
+    """The pids of the pool's two workers, each made to answer (see ``meet``)."""
+    folder.mkdir()
+    return set(pool.map(functools.partial(meet, str(folder)), range(2), chunksize=1))
+
+
+def test_a_fork_child_leaves_the_parents_workers_alone(tmp_path: Path) -> None:
     with shoal.Pool(2) as pool:
-        pool.map(abs, range(4))
+        before = _answering_pids(pool, tmp_path / "before")
 
         def drop_the_pool_copy() -> None:
             pool.terminate()
             gc.collect()
 
         assert _forked_exit_status(drop_the_pool_copy) == 0
-        time.sleep(0.05)
-        # The parent's workers were not killed by the child's copy of the pool.
-        assert pool.map(abs, range(-5, 0)) == [5, 4, 3, 2, 1]
+        # The same two processes answer: had the child's copy killed them, the pool would
+        # have replaced them (and answered all the same, from new pids).
+        assert _answering_pids(pool, tmp_path / "after") == before
+        assert [w.restart_count for w in pool.stats().workers] == [0, 0]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
+from waiting import wait_for
 
 import shoal
 from scripts import pool_worker_prefix
@@ -33,14 +33,10 @@ def test_a_killed_worker_ends_with_minus_its_signal_and_is_replaced() -> None:
         victim = pool._pool[0]
         assert victim.pid is not None
         os.kill(victim.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while victim.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: not victim.is_alive(), "the killed worker's handle to say so")
         assert victim.exitcode == -signal.SIGKILL
-        while len(pool._pool) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(pool._pool) == 2, "a replacement worker")
         assert victim.pid not in {h.pid for h in pool._pool}
-        assert len(pool._pool) == 2
 
 
 @pytest.mark.parametrize("backend", ["thread"])
@@ -57,10 +53,7 @@ def test_a_running_pool_collected_warns_and_is_stopped() -> None:
     with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):  # noqa: PT031 (the del makes the collection warn)
         del pool
         gc.collect()
-    deadline = time.monotonic() + 30
-    while any(_exists(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not any(_exists(pid) for pid in pids)
+    wait_for(lambda: not any(_exists(pid) for pid in pids), f"workers {pids} to exit")
 
 
 def _exists(pid: int) -> bool:

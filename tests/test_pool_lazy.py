@@ -10,18 +10,11 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
-from pool_workers import BACKENDS, nap, square
+from pool_workers import OWN_WORKERS, nap, square
 
 import shoal
 from shoal.pool._chunks import MAX_ADAPTIVE, TARGET_SECONDS, ChunkSizer, map_chunksize
 from shoal.pool._jobs import READ_AHEAD
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    """Each Pool backend in turn."""
-    name: str = request.param
-    return name
 
 
 class Counted:
@@ -209,7 +202,7 @@ def _fast_then_slow(x: int) -> int:
     return x
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", OWN_WORKERS)
 def test_imap_goes_on_when_its_chunks_shrink_after_large_ones(backend: str) -> None:
     # Tiny tasks grow the chunks to their largest; slower ones then shrink the read-ahead
     # window below one such chunk. A consumer that caught up must have reported that

@@ -15,16 +15,10 @@ from typing import Any
 
 import programs
 import pytest
-from pool_workers import BACKENDS, KEEPS_ITS_WORKERS, add, square
+from pool_workers import KEEPS_ITS_WORKERS, OWN_WORKERS, add, square
+from waiting import wait_for
 
 import shoal
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    """Each Pool backend in turn."""
-    name: str = request.param
-    return name
 
 
 def test_close_then_join_finishes_the_work(backend: str) -> None:
@@ -171,17 +165,19 @@ def test_join_runs_every_queued_task_even_when_workers_reach_their_limit(backend
     assert sorted(lazy) == [x * x for x in range(n)]
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
+@pytest.mark.parametrize("backend", OWN_WORKERS)
 def test_futures_of_a_terminated_pool_end_cancelled(backend: str) -> None:
     pool = shoal.Pool(1, backend=backend)
     # (A thread cannot be stopped: its task waits for an event set after terminate.)
     release = threading.Event()
     running = pool.submit(time.sleep if backend == "process" else release.wait, 20)
     pending = [pool.submit(square, i) for i in range(20)]
-    deadline = time.monotonic() + 20
-    while not running.running() and time.monotonic() < deadline:
-        time.sleep(0.01)
-        running.cancel()  # too late to take back: marks it running
+
+    def marked_running() -> bool:
+        running.cancel()  # too late to take back once a worker has it: marks it running
+        return running.running()
+
+    wait_for(marked_running, "the first task to be marked running", 20)
     pool.terminate()
     release.set()
     pool.join()

@@ -19,6 +19,7 @@ from typing import Any
 import programs
 import pytest
 from pool_workers import Scaler, square
+from waiting import wait_for
 
 import shoal
 from shoal._process.launch import START_METHODS
@@ -274,9 +275,7 @@ def test_a_new_zygote_replaces_one_that_died() -> None:
         assert pool.apply(abs, (-1,)) == 1
     old = shared_zygote()
     os.kill(old.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while old.alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: not old.alive(), "the killed zygote to be seen dead", 10)
     with shoal.Pool(2) as pool:
         assert pool.map(abs, [-1, -2]) == [1, 2]
     assert shared_zygote().pid != old.pid
@@ -292,13 +291,6 @@ def _touch_then_sleep(path: str, seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_a_cancelled_future_never_runs_and_a_running_one_cannot_be_cancelled(
     tmp_path: Path,
 ) -> None:
@@ -307,7 +299,7 @@ def test_a_cancelled_future_never_runs_and_a_running_one_cannot_be_cancelled(
     with shoal.Pool(1) as pool:
         started = tmp_path / "started"
         running = pool.submit(_touch_then_sleep, str(started), 1.0)
-        _wait_for(started.exists)  # the worker has started it
+        wait_for(started.exists, "the worker to start the task")
         # Queued behind it: in the engine's queue, given to no worker yet.
         queued = [pool.submit(_touch, str(tmp_path / f"ran-{i}")) for i in range(100)]
         assert queued[-1].cancel()

@@ -12,16 +12,14 @@ from pathlib import Path
 
 import programs
 import pytest
-from pool_workers import BACKENDS, KEEPS_ITS_WORKERS, die, fail_on, nap, square
+from pool_workers import BACKENDS, KEEPS_ITS_WORKERS, OWN_WORKERS, die, fail_on, nap, square
+from waiting import wait_for
 
 import shoal
 from scripts import run_script
 from shoal.pool._stats import SLOWEST
 
-OWN_WORKERS = ["process", "thread"]
 
-
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_counts_agree_with_the_work_done(backend: str) -> None:
     with shoal.Pool(2, backend=backend) as pool:
         assert pool.map(square, range(100), chunksize=7) == [x * x for x in range(100)]
@@ -54,7 +52,6 @@ def test_the_counts_agree_with_the_work_done(backend: str) -> None:
     assert f"{stats.tasks_done} tasks (3 failed), " in str(stats)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_slowest_tasks_are_named_by_their_arguments(backend: str) -> None:
     with shoal.Pool(2, backend=backend) as pool:
         results = [pool.apply_async(nap, (s,)) for s in (0.0, 0.3, 0.0, 0.15, 0.0, 0.0, 0.0)]
@@ -96,7 +93,7 @@ def test_a_killed_worker_and_a_timed_out_task_are_told_apart() -> None:
             pool.apply(die)
         with pytest.raises(shoal.TaskTimeoutError):
             pool.apply(nap, (30,), task_timeout=0.5)
-        _wait_until(lambda: sum(w.restart_count for w in pool.stats().workers) == 2)
+        wait_for(lambda: sum(w.restart_count for w in pool.stats().workers) == 2, "two restarts")
         stats = pool.stats()
         assert pool.map(square, range(4)) == [0, 1, 4, 9]
     reasons: dict[str, int] = {}
@@ -180,13 +177,6 @@ def test_a_script_prints_its_pools_table(tmp_path: Path, pool_start_method: str)
     assert lines[4].startswith("slowest: ")
     assert "(1 task: 5, worker " in lines[4]
     assert lines[-2:] == ["20 5", "True"]
-
-
-def _wait_until(condition: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("backend", OWN_WORKERS)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import multiprocessing
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import programs
 import pytest
+from waiting import wait_for
 
 from scripts import run_script
 
@@ -286,10 +286,7 @@ def test_a_killed_program_leaves_no_child(tmp_path: Path, method: str | None) ->
         child = int(program.stdout.readline())
         program.kill()
         program.wait(30)
-        deadline = time.monotonic() + 10
-        while _running(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _running(child)
+        wait_for(lambda: not _running(child), "the orphaned child to exit", 10, interval=0.05)
 
 
 def _running(pid: int) -> bool:
@@ -323,10 +320,7 @@ def test_at_exit_children_are_joined_and_daemons_ended(tmp_path: Path, method: s
     done = run_script(_shoal(method) + _AT_EXIT, tmp_path, "")
     assert (tmp_path / "late.txt").read_text() == "ran to its end"
     daemon = int(done.stdout.split()[0])
-    deadline = time.monotonic() + 10
-    while _running(daemon) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _running(daemon)
+    wait_for(lambda: not _running(daemon), "the daemon child to end", 10, interval=0.05)
 
 
 _LOST_SERVER = """

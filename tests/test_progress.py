@@ -4,14 +4,17 @@ errors, Ctrl-C and terminate; the same on every backend."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pool_workers import BACKENDS, fail_on, nap, square
+import tqdm.auto as tqdm_auto
+from pool_workers import OWN_WORKERS, fail_while_one_runs, nap, square
 from rich.progress import Progress
 from tqdm import tqdm
 
@@ -31,7 +34,6 @@ class Seen:
             self.calls.append((done, total))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_map_counts_tasks_not_chunks_on_every_backend(backend: str) -> None:
     with shoal.Pool(2, backend=backend) as pool:
         counts = {}
@@ -90,15 +92,20 @@ def test_a_given_tqdm_bar_and_rich_progress_are_used_and_left_open() -> None:
     bar.close()
 
 
-def test_a_map_that_fails_stops_counting() -> None:
+def test_a_map_that_fails_stops_counting(tmp_path: Path) -> None:
     seen = Seen()
+    task = functools.partial(fail_while_one_runs, folder=str(tmp_path))
     with shoal.Pool(2) as pool:
         with pytest.raises(ValueError, match="bad item 0"):
-            pool.map(fail_on, [0, *range(1, 40)], chunksize=1, progress=seen)
-        time.sleep(0.3)  # the chunks still out finish; nobody counts them
+            pool.map(task, range(40), chunksize=1, progress=seen)
         settled = list(seen.calls)
-        time.sleep(0.3)
-        assert seen.calls == settled
+        # The chunks still out (item 1's at least) finish now; join waits for all of them
+        # to be answered. Nobody counts them.
+        (tmp_path / "open").touch()
+        pool.close()
+        pool.join()
+        assert pool.stats().tasks_done > settled[-1][0]
+    assert seen.calls == settled
 
 
 def test_terminate_closes_the_count() -> None:
@@ -112,6 +119,27 @@ def test_terminate_closes_the_count() -> None:
     time.sleep(0.2)
     assert seen.calls == settled
     assert settled[-1][0] < 100
+
+
+def test_terminate_closes_a_bar_shoal_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (A callable cannot tell whether its counter was closed: answers that arrive after
+    # terminate are dropped anyway. The bar that progress=True makes must be closed.)
+    made: list[tqdm[Any]] = []
+
+    def kept(*args: Any, **kwargs: Any) -> tqdm[Any]:
+        made.append(tqdm(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tqdm_auto, "tqdm", kept)
+    pool = shoal.Pool(2)
+    results = pool.imap(nap, [0.05] * 100, progress=True)
+    next(results)
+    (bar,) = made
+    assert not bar.disable
+    pool.terminate()
+    pool.join()
+    assert bar.disable  # what close() does
+    assert bar.n < 100
 
 
 def test_executor_map_counts_too() -> None:
@@ -162,7 +190,7 @@ def test_a_map_with_a_bar_moves_in_small_steps() -> None:
     assert seen.calls[-1] == (1000, 1000)
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
+@pytest.mark.parametrize("backend", OWN_WORKERS)
 @pytest.mark.parametrize("kind", ["map", "imap"])
 def test_a_bar_moves_while_long_chunks_run(backend: str, kind: str) -> None:
     # Two chunks of 100 tasks of 10 ms: each runs a second, and its worker reports how

@@ -11,12 +11,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections import Counter
 from typing import Any
 
 import programs
 import pytest
+from waiting import wait_for
 
 import shoal
 from conftest import memfd_mappings, open_fds
@@ -270,13 +270,12 @@ def _interrupt_while_blocked(setup: str, blocking_call: str, report: str) -> str
 def _until_waiting_on_a_futex(pid: int) -> None:
     """Returns once the main thread of ``pid`` sleeps in a futex wait (where a blocked
     ``get`` or ``put`` sleeps)."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    def in_a_futex_wait() -> bool:
         with open(f"/proc/{pid}/wchan") as wchan:
-            if "futex" in wchan.read():
-                return
-        assert time.monotonic() < deadline, "the call never blocked"
-        time.sleep(0.005)
+            return "futex" in wchan.read()
+
+    wait_for(in_a_futex_wait, f"process {pid} to block in a futex wait")
 
 
 def test_ctrl_c_interrupts_a_blocked_get() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import psutil
 import pytest
+from waiting import wait_for
 
 import shoal
 from scripts import run_script
@@ -112,11 +113,11 @@ def _pid_then_wait(path: str) -> int:
 
 
 def _written_pid(path: Path) -> int:
-    deadline = time.monotonic() + 60
-    while not path.exists() or not path.read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    return int(path.read_text())
+    def pid() -> int | None:
+        text = path.read_text() if path.exists() else ""
+        return int(text) if text else None
+
+    return wait_for(pid, f"the task's pid in {path}", 60)
 
 
 @pytest.mark.parametrize("retries", [0, 1])

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-from pool_workers import BACKENDS
 
 import shoal
 
@@ -52,7 +51,6 @@ def test_a_released_object_cannot_be_attached_any_more() -> None:
         pool.apply(_look, (handle,))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_function_that_closes_over_a_shared_object_reads_it(backend: str) -> None:
     # The object travels inside the function's own pickle (not as an argument): on a
     # cluster, its reference must still resolve there (a plain pickle of a Ray reference

@@ -132,10 +132,21 @@ def test_a_bounded_semaphore_of_zero_refuses_every_release() -> None:
 
 def test_a_failed_acquire_leaves_owner_died_as_the_last_success_set_it() -> None:
     lock = Lock()
+    _die_holding(multiprocessing.get_context("fork"), lock)
+    with pytest.warns(OwnerDiedWarning):
+        assert lock.acquire(timeout=30)
+    assert lock.owner_died
+    # Refused (held, by this very handle): without a wait, and after one.
+    assert not lock.acquire(False)
+    assert not lock.acquire(timeout=0)
+    assert not lock.acquire(timeout=0.01)
+    assert lock.owner_died
+    lock.release()
+    # The next success is an ordinary one: false again, and refusals leave it so.
     assert lock.acquire()
     assert not lock.owner_died
     assert not lock.acquire(False)
-    assert not lock.acquire(timeout=0)
+    assert not lock.acquire(timeout=0.01)
     assert not lock.owner_died
     lock.release()
 

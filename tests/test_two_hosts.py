@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from two_hosts import Host, second_host, why_not
+from waiting import wait_for
 
 import shoal
 
@@ -82,10 +82,10 @@ def _where_and_what(handle: shoal.Shared[Any], big: Any) -> tuple[str, int, int,
 
 
 def _wait_for_a_worker(pool: shoal.Pool) -> None:
-    deadline = time.monotonic() + 60
-    while pool._core.backend._client.scheduler_info()["workers"] == {}:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, "the second host's worker never joined"
-        time.sleep(0.2)
+    client = pool._core.backend._client  # type: ignore[attr-defined]
+    wait_for(
+        lambda: client.scheduler_info()["workers"], "the second host's worker", 60, interval=0.2
+    )
 
 
 def test_a_pool_on_the_other_host_gets_shared_objects_and_arrays_over_tcp(

@@ -9,13 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from pool_workers import BACKENDS, broken_initializer, die, square
+from pool_workers import BACKENDS, OWN_WORKERS, broken_initializer, die, square
 
 import shoal
 from scripts import run_script
 from shoal.pool import RemoteTraceback
-
-OWN_WORKERS = ["process", "thread"]
 
 
 def _count(x: int) -> int:

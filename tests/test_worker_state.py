@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from pool_workers import square
+from pool_workers import OWN_WORKERS, square
 
 import shoal
 from scripts import run_script
@@ -51,7 +51,7 @@ def _visit(_: object) -> tuple[int, int, int]:
     return worker.index, worker.pid, worker.state["calls"]
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
+@pytest.mark.parametrize("backend", OWN_WORKERS)
 def test_a_replacement_keeps_the_index_and_starts_with_empty_state(backend: str) -> None:
     with shoal.Pool(2, backend=backend, maxtasksperchild=5) as pool:
         rows = pool.map(_visit, range(60), chunksize=1)
