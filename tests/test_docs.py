@@ -321,7 +321,7 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
         r"pub const SLICE: Duration = Duration::from_millis\((\d+)\)",
     )
     first_check = _rust_constant(
-        "crates/shoal-engine/src/sync.rs",
+        "crates/shoal-engine/src/sync/mod.rs",
         r"pub const FIRST_OWNER_CHECK: Duration = Duration::from_millis\((\d+)\)",
     )
     assert f"sleeps in slices of at most {slice_ms} ms" in design
