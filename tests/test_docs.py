@@ -52,6 +52,13 @@ MODULES = [
     "shoal.backends._cluster.shipping",
     "shoal.backends._function_table",
     "shoal.pool._executor",
+    "shoal.pool._drop_in_executors",
+    "shoal.backends._records",
+    "shoal.backends._run_chunk",
+    "shoal.backends._in_flight",
+    "shoal.backends._process_exits",
+    "shoal.backends._process_options",
+    "shoal.backends._process_roster",
     "shoal.pool._aio",
     "shoal.joblib",
     "shoal._cli.info",
@@ -69,6 +76,8 @@ MODULES = [
 # Modules checked even though they may hold no example of their own: internals whose
 # behaviour the tests drive through the public API.
 OPTIONAL = [
+    "shoal._wire.calls",
+    "shoal._wire.failure",
     "shoal._wire.pickling",
     "shoal.pool._stats",
     "shoal.pool._core",
@@ -106,6 +115,7 @@ OPTIONAL = [
     "shoal._process.forking",
     "shoal.backends.dask",
     "shoal.backends._cluster.dask_session",
+    "shoal.backends._cluster.dask_worker",
     "shoal.backends.ray",
 ]
 # Modules whose docstrings are not run, and why.
