@@ -109,6 +109,7 @@ OPTIONAL = [
     "shoal._process.launch",
     "shoal._process.worker",
     "shoal._process.chunks",
+    "shoal._process.messages",
     "shoal._process.zygote",
     "shoal._process.zygote_server",
     "shoal._process.child",

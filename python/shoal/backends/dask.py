@@ -283,7 +283,7 @@ class DaskBackend(Backend):
                 shipped[1],
                 chunk.chunk_id,
                 packed,
-                chunk.call.value,
+                chunk.call.code,
                 key=key,
                 pure=False,
             )

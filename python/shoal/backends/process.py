@@ -32,9 +32,9 @@ import time
 from collections import deque
 from typing import Any, Final, cast
 
-from shoal._process.chunks import CALL_APPLY, CALL_ONE, CALL_STAR, CALL_WATCHED
 from shoal._process.identity import worker_names
 from shoal._process.launch import WorkerSetup, check_start_method, launch
+from shoal._process.messages import ChunkOutcome, ChunkPayload, Farewell
 from shoal._shoal import (
     EVENT_EXITED,
     EVENT_FAREWELL,
@@ -54,6 +54,7 @@ from shoal._wire.buffers import (
     pack,
     unpack,
 )
+from shoal._wire.calls import WATCHED
 from shoal._wire.pickling import loads
 from shoal.backends._function_table import FunctionTable
 from shoal.backends._in_flight import InFlight, free_blocks
@@ -69,7 +70,6 @@ from shoal.backends._process_roster import WorkerRoster
 from shoal.backends._restarts import Replacements
 from shoal.backends.base import (
     BackendStats,
-    CallKind,
     Chunk,
     ChunkResult,
     Failure,
@@ -232,18 +232,10 @@ class ProcessBackend:
             # A slice of a range pickles as a range: three numbers, not a list of them.
             if type(items) not in _AS_IS:
                 items = list(items)
-            call = chunk.call
-            # (An Enum's hash is computed in Python: an identity test is cheaper.)
-            code = (
-                CALL_APPLY
-                if call is CallKind.APPLY
-                else CALL_ONE
-                if call is CallKind.ONE
-                else CALL_STAR
-            )
+            call = chunk.call.code
             if chunk.on_progress is not None:
-                code |= CALL_WATCHED
-            payload, blocks = pack((code, items), self._out_of_band)
+                call |= WATCHED
+            payload, blocks = pack(tuple(ChunkPayload(call, items)), self._out_of_band)
         except Exception as exc:
             self._answer_now(all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
             return
@@ -325,6 +317,8 @@ class ProcessBackend:
         try:
             next_events, sink, in_flight = self._engine.next_events, self._sink, self._in_flight
             arena = self._arena
+            outcome: ChunkOutcome | None = None
+            values: list[Any] | None = None
             while True:
                 events = next_events(None)
                 while self._immediate:
@@ -345,7 +339,7 @@ class ProcessBackend:
                             return
                         continue
                     # The common case inline (tens of thousands a second): every task of
-                    # the chunk returned a value. Anything else takes _on_result.
+                    # the chunk returned a value. Anything else takes _on_failures.
                     _, chunk_id, worker, payload = event
                     chunk = in_flight.pop(chunk_id, None)
                     if chunk is None:
@@ -357,22 +351,24 @@ class ProcessBackend:
                             decoded = unpack(payload, arena, own=True)[0]
                         else:
                             decoded = loads(payload)
-                        values, wire, elapsed, kept, label = decoded
+                        outcome = ChunkOutcome._make(decoded)
+                        kept = outcome.kept
                     except Exception as exc:
-                        kept = ()
-                        self._on_result(chunk_id, count, worker, exc, None, 0.0, None)
+                        kept = []
+                        self._unreadable(chunk_id, count, worker, exc)
                         continue
                     finally:
                         if chunk.blocks:
                             free_blocks(arena, chunk.blocks, kept)
-                    if wire or len(values) != count:
-                        self._on_result(chunk_id, count, worker, values, wire, elapsed, label)
-                    else:
-                        sink(ChunkResult(chunk_id, values, {}, elapsed, worker, label))
+                    if outcome.failures or len(outcome.values) != count:
+                        self._on_failures(chunk_id, count, worker, outcome)
+                        continue
+                    values, elapsed, label = outcome.values, outcome.elapsed, outcome.label
+                    sink(ChunkResult(chunk_id, values, {}, elapsed, worker, label))
                 # Holds nothing while it waits: a result kept alive here would keep its
                 # shared-memory blocks from the arena after the caller dropped it.
                 events = []
-                decoded = values = wire = chunk = None
+                decoded = outcome = values = chunk = None
         finally:
             self._setup.close()
 
@@ -383,34 +379,26 @@ class ProcessBackend:
 
     def _on_farewell(self, worker: int, payload: bytes) -> None:
         try:
-            value, failed = cast("tuple[Any, Any]", loads(payload))
-            failure = None if failed is None else _failure(*failed)
+            value, failure = Farewell._make(cast("tuple[Any, Any]", loads(payload)))
         except Exception as exc:
             value, failure = None, Failure.capture(exc)
         self._roster.said_farewell(worker, value, failure)
 
-    def _on_result(
-        self,
-        chunk_id: int,
-        count: int,
-        worker: int,
-        values: Any,
-        wire: Any,
-        elapsed: float,
-        label: str | None,
-    ) -> None:
-        """A chunk whose result could not be read (``values`` is then the error) or in
-        which some task failed."""
-        if isinstance(values, BaseException):
-            self._sink(all_failed(chunk_id, count, Failure.capture(values), worker))
-            return
-        failures = {i: _failure(*fields) for i, fields in wire.items()}
-        if len(values) != count:
+    def _unreadable(self, chunk_id: int, count: int, worker: int, error: Exception) -> None:
+        """A chunk whose result could not be read: ``error`` is every task's."""
+        self._sink(all_failed(chunk_id, count, Failure.capture(error), worker))
+
+    def _on_failures(self, chunk_id: int, count: int, worker: int, outcome: ChunkOutcome) -> None:
+        """A chunk in which some task failed, or that the worker could not read at all."""
+        if len(outcome.values) != count:
             # The worker could not read the chunk at all: the error is every task's.
-            failure = failures.get(0) or Failure.capture(ShoalError("a malformed result"))
+            failure = outcome.failures.get(0) or Failure.capture(ShoalError("a malformed result"))
             self._sink(all_failed(chunk_id, count, failure, worker))
             return
-        self._sink(ChunkResult(chunk_id, values, failures, elapsed, worker, label))
+        result = ChunkResult(
+            chunk_id, outcome.values, outcome.failures, outcome.elapsed, worker, outcome.label
+        )
+        self._sink(result)
 
     def _on_exit(self, exited: WorkerExited) -> None:
         worker, pid, lost = exited.worker, exited.pid, exited.lost
@@ -451,10 +439,3 @@ class ProcessBackend:
             if unanswered:
                 self._arena.reclaim(pid, unanswered)
             self._arena.free_owned_by(pid)
-
-
-def _failure(exc: BaseException, text: str, cause: BaseException | None = None) -> Failure:
-    # Pickling drops __cause__; the worker sends it alongside, when it can.
-    if cause is not None and exc.__cause__ is None:
-        exc.__cause__ = cause
-    return Failure(exc, text)
