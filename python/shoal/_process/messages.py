@@ -17,11 +17,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from shoal._wire.failure import Failure
+from shoal._wire.pickling import loads
 
-__all__ = ["ChunkOutcome", "ChunkPayload", "Farewell"]
+__all__ = ["ChunkOutcome", "ChunkPayload", "Farewell", "read_farewell"]
 
 
 class ChunkPayload(NamedTuple):
@@ -57,3 +58,12 @@ class Farewell(NamedTuple):
     """What it returned (``None`` if it raised)."""
     failure: Failure | None
     """What it raised, else ``None``."""
+
+
+def read_farewell(payload: bytes) -> Farewell:
+    """A worker's :class:`Farewell` as the pool reads it; one that cannot be read is
+    reported as the hook's failure."""
+    try:
+        return Farewell._make(cast("tuple[Any, Any]", loads(payload)))
+    except Exception as exc:
+        return Farewell(None, Failure.capture(exc))

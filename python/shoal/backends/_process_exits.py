@@ -17,12 +17,19 @@ from shoal._process.zygote import shared_zygote
 from shoal._shoal import describe_exit
 from shoal.backends._lives import RestartReason
 from shoal.backends._restarts import GIVE_UP_AFTER, oom_kills
-from shoal.errors import ShoalError
+from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
 
 if TYPE_CHECKING:
     from shoal._shoal import WorkerExited
 
-__all__ = ["ExitReason", "OomKills", "ask_zygote", "exit_reason", "start_up_failure"]
+__all__ = [
+    "ExitReason",
+    "OomKills",
+    "ask_zygote",
+    "exit_reason",
+    "lost_chunk_error",
+    "start_up_failure",
+]
 
 
 class ExitReason(enum.Enum):
@@ -55,6 +62,21 @@ def exit_reason(exited: WorkerExited, code: int | None, max_memory: int | None) 
     if max_memory is not None and code == 0 and exited.lost is None:
         return ExitReason.OUTGREW
     return ExitReason.DIED
+
+
+def lost_chunk_error(
+    reason: ExitReason,
+    limit: float | None,
+    pid: int | None,
+    how: tuple[int | None, int | None, str | None],
+    out_of_memory: bool,
+) -> ShoalError:
+    """The error of the chunk a worker was running as it ended for ``reason``: its time
+    ran out (``limit`` seconds), or the worker was lost (``how``: its exit code, signal
+    and a description)."""
+    if reason is ExitReason.TIMED_OUT and limit is not None:
+        return TaskTimeoutError(limit, pid)
+    return WorkerLostError(pid, *how, out_of_memory)
 
 
 def ask_zygote(method: str, pid: int) -> tuple[int | None, int | None, str | None]:

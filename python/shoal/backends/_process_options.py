@@ -1,6 +1,33 @@
-"""The process backend's own options, checked in ``Pool()`` before anything starts:
-``prefetch``, ``max_memory_per_child``, and how workers start and are named
-(``start_method``, ``context``).
+"""The process backend's own options (``Pool``'s keyword arguments), checked in
+``Pool()`` before anything starts.
+
+- ``start_method``: ``"zygote"`` (default: forked by shoal's zygote, a fresh interpreter
+  that was never given any threads), ``"spawn"`` (a new interpreter per worker, slower
+  to start) or ``"fork"`` (a copy of this process, with everything it has loaded; unsafe
+  if other threads hold locks, as with multiprocessing).
+- ``arena_bytes``: the most shared memory the pool may hold for large buffers (numpy
+  arrays and other protocol-5 buffers of 64 KiB or more in arguments and results). They
+  cross with one copy into shared memory, and arrays arrive read-only, built over it
+  (``array.copy()`` makes a private, writable one). Past the budget they are copied
+  through the pool's rings, with a warning. ``None``: half of this machine's memory; it
+  is used only as buffers travel, and blocks held by results stay valid after the pool
+  ends.
+- ``prefetch``: how many chunks a worker holds at once, the one it runs included;
+  ``None`` (the default) adapts it to how long chunks take (2 while they are slow, up
+  to 64 while they are tiny); ``1`` gives a worker its next chunk only once it has
+  answered the last, so no task ever waits behind a slow one on a busy worker while
+  another is free (a round trip per chunk).
+- ``context``: a multiprocessing context (``multiprocessing.Pool``'s fifth argument,
+  ``ProcessPoolExecutor``'s ``mp_context``): its ``fork`` forks the workers from this
+  process, its ``spawn`` and ``forkserver`` use the zygote (unless ``start_method``
+  says otherwise).
+- ``max_memory_per_child``: bytes of resident memory past which a worker, after a
+  chunk, leaves and is replaced (as Celery's ``worker_max_memory_per_child``, for tasks
+  that leak).
+
+Workers are named as multiprocessing names them for the context's method, or else for
+the one the program set or this Python's default (``ForkPoolWorker-N``;
+``ForkProcess-N`` for an executor).
 
 Example:
     >>> start_methods("spawn", None)

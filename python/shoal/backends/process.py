@@ -26,15 +26,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import deque
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from shoal._process.identity import worker_names
 from shoal._process.launch import WorkerSetup, check_start_method, launch
-from shoal._process.messages import ChunkOutcome, ChunkPayload, Farewell
+from shoal._process.messages import ChunkOutcome, ChunkPayload, read_farewell
 from shoal._shoal import (
     EVENT_EXITED,
     EVENT_FAREWELL,
@@ -57,12 +56,13 @@ from shoal._wire.buffers import (
 from shoal._wire.calls import WATCHED
 from shoal._wire.pickling import loads
 from shoal.backends._function_table import FunctionTable
-from shoal.backends._in_flight import InFlight, free_blocks
+from shoal.backends._in_flight import InFlight, answer_with_failures, free_blocks, reclaim
 from shoal.backends._process_exits import (
     ExitReason,
     OomKills,
     ask_zygote,
     exit_reason,
+    lost_chunk_error,
     start_up_failure,
 )
 from shoal.backends._process_options import check_max_memory, check_prefetch, start_methods
@@ -80,7 +80,7 @@ from shoal.backends.base import (
     all_failed,
     local_workers,
 )
-from shoal.errors import ShoalError, TaskTimeoutError, WorkerLostError
+from shoal.errors import ShoalError
 
 __all__ = ["OPTIONS", "RING_CAPACITY", "ProcessBackend"]
 
@@ -107,30 +107,9 @@ _AS_IS: Final = frozenset({list, tuple, range})
 class ProcessBackend:
     """Runs chunks on ``spec.processes`` worker processes.
 
-    Options (``Pool``'s keyword arguments): ``start_method``: ``"zygote"`` (default:
-    forked by shoal's zygote, a fresh interpreter that was never given any threads),
-    ``"spawn"`` (a new interpreter per worker, slower to start) or ``"fork"`` (a copy of
-    this process, with everything it has loaded; unsafe if other threads hold locks, as
-    with multiprocessing). ``arena_bytes``: the most shared memory the pool may hold for
-    large buffers (numpy arrays and other protocol-5 buffers of 64 KiB or more in
-    arguments and results). They cross with one copy into shared memory, and arrays
-    arrive read-only, built over it (``array.copy()`` makes a private, writable one).
-    Past the budget they are copied through the pool's rings, with a warning. ``None``:
-    half of this machine's memory; it is used only as buffers travel, and blocks held by
-    results stay valid after the pool ends. ``prefetch``: how many chunks a worker holds
-    at once, the one it runs included; ``None`` (the default) adapts it to how long
-    chunks take (2 while they are slow, up to 64 while they are tiny); ``1`` gives a
-    worker its next chunk only once it has answered the last, so no task ever waits
-    behind a slow one on a busy worker while another is free (a round trip per chunk).
-    ``context``: a multiprocessing context (``multiprocessing.Pool``'s fifth argument,
-    ``ProcessPoolExecutor``'s ``mp_context``): its ``fork`` forks the workers from this
-    process, its ``spawn`` and ``forkserver`` use the zygote (unless ``start_method``
-    says otherwise). ``max_memory_per_child``: bytes of resident memory past which a
-    worker, after a chunk, leaves and is replaced (as Celery's
-    ``worker_max_memory_per_child``, for tasks that leak). Workers are named as
-    multiprocessing names them for the context's
-    method, or else for the one the program set or this Python's default
-    (``ForkPoolWorker-N``; ``ForkProcess-N`` for an executor).
+    Options (``Pool``'s keyword arguments): ``start_method``, ``arena_bytes``,
+    ``prefetch``, ``context``, ``max_memory_per_child``; what each does is said in
+    :mod:`shoal.backends._process_options`, which checks them.
 
     A worker that dies fails only the chunk it was running (``WorkerLostError``) and is
     replaced; the chunks it had not started go to other workers.
@@ -334,12 +313,12 @@ class ProcessBackend:
                             if watched is not None and watched.watcher is not None:
                                 watched.watcher(event[2])
                         elif event[0] == EVENT_FAREWELL:
-                            self._on_farewell(*event[1:])
+                            self._roster.said_farewell(event[1], *read_farewell(event[2]))
                         elif event[0] == EVENT_STOPPED:
                             return
                         continue
                     # The common case inline (tens of thousands a second): every task of
-                    # the chunk returned a value. Anything else takes _on_failures.
+                    # the chunk returned a value.
                     _, chunk_id, worker, payload = event
                     chunk = in_flight.pop(chunk_id, None)
                     if chunk is None:
@@ -353,15 +332,15 @@ class ProcessBackend:
                             decoded = loads(payload)
                         outcome = ChunkOutcome._make(decoded)
                         kept = outcome.kept
-                    except Exception as exc:
+                    except Exception as exc:  # (every task's error)
                         kept = []
-                        self._unreadable(chunk_id, count, worker, exc)
+                        sink(all_failed(chunk_id, count, Failure.capture(exc), worker))
                         continue
                     finally:
                         if chunk.blocks:
                             free_blocks(arena, chunk.blocks, kept)
                     if outcome.failures or len(outcome.values) != count:
-                        self._on_failures(chunk_id, count, worker, outcome)
+                        sink(answer_with_failures(chunk_id, count, worker, outcome))
                         continue
                     values, elapsed, label = outcome.values, outcome.elapsed, outcome.label
                     sink(ChunkResult(chunk_id, values, {}, elapsed, worker, label))
@@ -377,29 +356,6 @@ class ProcessBackend:
         (a killed worker, by ``terminate`` or otherwise, gives nothing)."""
         return self._roster.exit_results()
 
-    def _on_farewell(self, worker: int, payload: bytes) -> None:
-        try:
-            value, failure = Farewell._make(cast("tuple[Any, Any]", loads(payload)))
-        except Exception as exc:
-            value, failure = None, Failure.capture(exc)
-        self._roster.said_farewell(worker, value, failure)
-
-    def _unreadable(self, chunk_id: int, count: int, worker: int, error: Exception) -> None:
-        """A chunk whose result could not be read: ``error`` is every task's."""
-        self._sink(all_failed(chunk_id, count, Failure.capture(error), worker))
-
-    def _on_failures(self, chunk_id: int, count: int, worker: int, outcome: ChunkOutcome) -> None:
-        """A chunk in which some task failed, or that the worker could not read at all."""
-        if len(outcome.values) != count:
-            # The worker could not read the chunk at all: the error is every task's.
-            failure = outcome.failures.get(0) or Failure.capture(ShoalError("a malformed result"))
-            self._sink(all_failed(chunk_id, count, failure, worker))
-            return
-        result = ChunkResult(
-            chunk_id, outcome.values, outcome.failures, outcome.elapsed, worker, outcome.label
-        )
-        self._sink(result)
-
     def _on_exit(self, exited: WorkerExited) -> None:
         worker, pid, lost = exited.worker, exited.pid, exited.lost
         code, signal, how = exited.code, exited.signal, exited.how
@@ -412,13 +368,9 @@ class ProcessBackend:
         restart = reason.restart_reason if exited.replace else None
         handle = self._roster.ended(worker, restart, code, signal)
         if pid is not None:
-            self._reclaim(pid)
+            reclaim(self._arena, pid, list(self._in_flight.values()))
         if lost is not None and (chunk := self._forget(lost)) is not None:
-            error: ShoalError
-            if reason is ExitReason.TIMED_OUT and chunk.limit is not None:
-                error = TaskTimeoutError(chunk.limit, pid)
-            else:
-                error = WorkerLostError(pid, code, signal, how, out_of_memory)
+            error = lost_chunk_error(reason, chunk.limit, pid, (code, signal, how), out_of_memory)
             self._sink(all_failed(lost, chunk.count, Failure(error, ""), worker))
         if not exited.replace:
             return
@@ -427,15 +379,3 @@ class ProcessBackend:
         if not self._replacements.replace(started=started, code=code, signal=signal):
             name = handle.name if handle is not None else "a worker"
             self._break(start_up_failure(self._spec.initializer, name, pid, how))
-
-    def _reclaim(self, pid: int) -> None:
-        """Frees whatever the ended worker ``pid`` still owned in the arena: results it
-        never finished sending, arguments it kept. (Results it did send were adopted
-        when they were read, before this.) But arguments it took over and then died
-        before answering belong to a chunk that runs again elsewhere: those are taken
-        back first."""
-        unanswered = [offset for chunk in list(self._in_flight.values()) for offset in chunk.blocks]
-        with contextlib.suppress(ValueError, OSError):
-            if unanswered:
-                self._arena.reclaim(pid, unanswered)
-            self._arena.free_owned_by(pid)
