@@ -110,7 +110,7 @@ def test_a_shared_object_is_scattered_to_the_workers_once() -> None:
         answers = pool.starmap(_read_shared, [(table, 0, 10), (table, 10, 20)], chunksize=1)
         from_closure = pool.apply(lambda: int(table.value[-1]))
         assert len(pool._core.backend._scattered) == 1  # type: ignore[attr-defined]
-    assert answers == [(45, "_shared_from_cluster"), (145, "_shared_from_cluster")]
+    assert answers == [(45, "shared_from_cluster"), (145, "shared_from_cluster")]
     assert from_closure == 999_999
 
 

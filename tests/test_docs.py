@@ -53,6 +53,13 @@ MODULES = [
     "shoal.backends._cluster.shipping",
     "shoal.backends._function_table",
     "shoal.pool._executor",
+    "shoal.pool._drop_in_executors",
+    "shoal.backends._records",
+    "shoal.backends._run_chunk",
+    "shoal.backends._in_flight",
+    "shoal.backends._process_exits",
+    "shoal.backends._process_options",
+    "shoal.backends._process_roster",
     "shoal.pool._aio",
     "shoal.joblib",
     "shoal._cli.info",
@@ -70,6 +77,8 @@ MODULES = [
 # Modules checked even though they may hold no example of their own: internals whose
 # behaviour the tests drive through the public API.
 OPTIONAL = [
+    "shoal._wire.calls",
+    "shoal._wire.failure",
     "shoal._wire.pickling",
     "shoal.pool._stats",
     "shoal.pool._core",
@@ -101,12 +110,14 @@ OPTIONAL = [
     "shoal._process.launch",
     "shoal._process.worker",
     "shoal._process.chunks",
+    "shoal._process.messages",
     "shoal._process.zygote",
     "shoal._process.zygote_server",
     "shoal._process.child",
     "shoal._process.forking",
     "shoal.backends.dask",
     "shoal.backends._cluster.dask_session",
+    "shoal.backends._cluster.dask_worker",
     "shoal.backends.ray",
 ]
 # Modules whose docstrings are not run, and why.
@@ -397,7 +408,7 @@ def test_the_figures_the_design_doc_quotes_are_the_codes() -> None:
         r"pub const SLICE: Duration = Duration::from_millis\((\d+)\)",
     )
     first_check = _rust_constant(
-        "crates/shoal-engine/src/sync.rs",
+        "crates/shoal-engine/src/sync/mod.rs",
         r"pub const FIRST_OWNER_CHECK: Duration = Duration::from_millis\((\d+)\)",
     )
     assert f"sleeps in slices of at most {slice_ms} ms" in design

@@ -46,8 +46,8 @@ _HOMES = {
     "SlowTask": "shoal.pool._stats",
     "WorkerStats": "shoal.pool._stats",
     "Executor": "shoal.pool._executor",
-    "ProcessPoolExecutor": "shoal.pool._executor",
-    "ThreadPoolExecutor": "shoal.pool._executor",
+    "ProcessPoolExecutor": "shoal.pool._drop_in_executors",
+    "ThreadPoolExecutor": "shoal.pool._drop_in_executors",
     "Worker": "shoal._current_worker",
     "current_worker": "shoal._current_worker",
     "Shared": "shoal._wire.shared",
@@ -286,14 +286,14 @@ if TYPE_CHECKING:
     from shoal.pool import (
         map as map,
     )
-    from shoal.pool._executor import (
-        Executor as Executor,
-    )
-    from shoal.pool._executor import (
+    from shoal.pool._drop_in_executors import (
         ProcessPoolExecutor as ProcessPoolExecutor,
     )
-    from shoal.pool._executor import (
+    from shoal.pool._drop_in_executors import (
         ThreadPoolExecutor as ThreadPoolExecutor,
+    )
+    from shoal.pool._executor import (
+        Executor as Executor,
     )
     from shoal.pool._stats import (
         PoolStats as PoolStats,

@@ -5,62 +5,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
+from shoal._process.messages import ChunkOutcome, ChunkPayload
 from shoal._shoal import Arena, ShmBuffer, WorkerLink
 from shoal._wire.buffers import MAGIC, OutOfBand, pack, unpack
+from shoal._wire.calls import BY_CODE, WATCHED, CallKind
+from shoal._wire.failure import Failure
 from shoal._wire.labels import LABEL_AFTER, PROGRESS_EVERY, describe_arguments
-from shoal._wire.namespaces import explain_name_error
 from shoal._wire.pickling import dumps_detached, loads
 from shoal.errors import ShoalError
 
-__all__ = [
-    "CALL_APPLY",
-    "CALL_ONE",
-    "CALL_STAR",
-    "CALL_WATCHED",
-    "ChunkRunner",
-    "Failure",
-    "keep",
-    "wire",
-]
+__all__ = ["ChunkRunner", "keep"]
 
-
-# How a chunk's items are passed (shoal.backends.base.CallKind, as small ints).
-CALL_ONE: Final = 0
-CALL_STAR: Final = 1
-CALL_APPLY: Final = 2
-CALL_WATCHED: Final = 4
-"""Added to the call code of a chunk a progress bar watches: the worker reports how far
-it has got while the chunk runs (:class:`_Reporter`)."""
-_CALL_NAMES: Final = ("one", "star", "apply")  # (CallKind's values, by code)
-
-
-class Failure(NamedTuple):
-    """A task's exception and its traceback, formatted here (a pickle drops it). The
-    worker's own light twin of ``shoal.backends.base.Failure``: it keeps ``dataclasses``
-    and ``traceback`` out of every worker's start."""
-
-    exception: BaseException
-    traceback: str
-
-    @classmethod
-    def capture(cls, exc: BaseException, *, from_task: bool = False) -> Failure:
-        """The failure for ``exc``, with its traceback formatted now. ``from_task``: the
-        exception came out of the user's function, and the traceback starts there (the
-        worker's own frame that called it says nothing to the user)."""
-        import traceback
-
-        tb = exc.__traceback__
-        if from_task:
-            explain_name_error(exc)
-            if tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-        # The frames' locals would keep the task's arguments alive (and large ones' blocks
-        # taken over) until the failure is sent: they have been read now.
-        traceback.clear_frames(tb)
-        return cls(exc, text)
+# The call conventions' codes, as the task loop compares them.
+_ONE: Final = CallKind.ONE.code
+_STAR: Final = CallKind.STAR.code
 
 
 class ChunkRunner:
@@ -88,8 +48,8 @@ class ChunkRunner:
         broken: Failure | None,
         chunk: int,
     ) -> bytes:
-        """Runs one chunk and returns its pickled outcome ``(values, failures, elapsed, kept,
-        label)`` (see :meth:`encode`)."""
+        """Runs one chunk and returns its pickled :class:`ChunkOutcome` (see
+        :meth:`encode`)."""
         started = time.perf_counter()
         views: list[ShmBuffer] = []
         try:
@@ -100,19 +60,22 @@ class ChunkRunner:
                 decoded, views = unpack(payload, self._arena, own=False)
             else:
                 decoded = loads(payload)
-            call, items = decoded
-            del decoded
+            sent = ChunkPayload._make(decoded)
+            call, items = sent.call, sent.items
+            del decoded, sent
         except Exception as exc:
             # The parent fails every task of the chunk with it.
-            return self.encode([None], {0: Failure.capture(exc)}, 0.0, keep(views))
+            return self.encode([None], {0: Failure.capture_in_worker(exc)}, 0.0, keep(views))
         count = len(items)
         problem: Failure | None = broken
         if problem is None and isinstance(fn, Failure):
             problem = fn
         if problem is None and fn is None:
-            problem = Failure.capture(ShoalError("the task's function never arrived"))
+            problem = Failure.capture_in_worker(ShoalError("the task's function never arrived"))
         if problem is not None or not callable(fn):
-            problem = problem or Failure.capture(ShoalError("the task's function is not callable"))
+            problem = problem or Failure.capture_in_worker(
+                ShoalError("the task's function is not callable")
+            )
             del items
             every = dict.fromkeys(range(count), problem)
             return self.encode([None] * count, every, 0.0, keep(views))
@@ -120,17 +83,17 @@ class ChunkRunner:
         failures: dict[int, Failure] = {}
         append = values.append
         remaining = iter(items)
-        watched = call & CALL_WATCHED
+        watched = call & WATCHED
         if watched:
-            call ^= CALL_WATCHED
+            call ^= WATCHED
             self._reporter().watch(chunk, values)
         while True:
             # Tight loops, one per call convention: a chunk of tiny tasks spends its time here.
             try:
-                if call == CALL_ONE:
+                if call == _ONE:
                     for item in remaining:
                         append(fn(item))
-                elif call == CALL_STAR:
+                elif call == _STAR:
                     for item in remaining:
                         append(fn(*item))
                 else:
@@ -141,14 +104,14 @@ class ChunkRunner:
                 # SystemExit and KeyboardInterrupt raised by a task end that task, not the
                 # worker: its caller gets them as the task's error. The loop goes on with
                 # the next item.
-                failures[len(values)] = Failure.capture(exc, from_task=True)
+                failures[len(values)] = Failure.capture_in_worker(exc, from_task=True)
                 append(None)
         if watched:
             self._reporter().watch(None, values)
         elapsed = time.perf_counter() - started
         label = None
         if elapsed >= LABEL_AFTER and count:
-            label = describe_arguments(items[0], _CALL_NAMES[call])
+            label = describe_arguments(items[0], BY_CODE[call].value)
         # The last item stays bound to the loop's variables: dropped too, or its large
         # arguments would look still in use and be kept for nothing.
         item = args = kwargs = None
@@ -167,16 +130,15 @@ class ChunkRunner:
         kept and a description of its arguments (slow chunks only). A value or exception
         that cannot be pickled becomes that task's error, saying so, so that one bad
         result never loses the others."""
-        wired = wire(failures)
+        outcome = tuple(ChunkOutcome(values, failures, elapsed, kept, label))
         try:
-            return pack((values, wired, elapsed, kept, label), self._out_of_band)[0]
+            return pack(outcome, self._out_of_band)[0]
         except Exception:
             pass
         from shoal.backends._sendable import make_sendable  # (rarely needed: loaded then)
 
-        make_sendable(values, failures, dumps_detached, Failure)
-        wired = wire(failures)
-        return pack((values, wired, elapsed, kept, label), self._out_of_band)[0]
+        make_sendable(values, failures, dumps_detached)
+        return pack(outcome, self._out_of_band)[0]
 
 
 class _Reporter:
@@ -222,9 +184,3 @@ def keep(views: list[ShmBuffer]) -> list[int]:
             view.adopt()
             kept.append(view.offset)
     return kept
-
-
-def wire(failures: dict[int, Failure]) -> dict[int, tuple[BaseException, str, Any]]:
-    """The failures as they travel: each exception with its traceback and its cause
-    (pickling an exception drops ``__cause__``)."""
-    return {i: (f.exception, f.traceback, f.exception.__cause__) for i, f in failures.items()}

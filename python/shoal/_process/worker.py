@@ -22,9 +22,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple, cast
 
 from shoal._current_worker import become_process_worker
-from shoal._process.chunks import ChunkRunner, Failure, wire
+from shoal._process.chunks import ChunkRunner
 from shoal._process.identity import Lineage, become_worker, leave
+from shoal._process.messages import Farewell
 from shoal._shoal import MSG_DEFINE, MSG_FORGET, MSG_STOP, MSG_TASK, Arena, WorkerLink
+from shoal._wire.failure import Failure
 from shoal._wire.pickling import dumps_detached, loads
 from shoal.errors import ShoalError
 
@@ -199,7 +201,7 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
             initializer, initargs = init
             initializer(*initargs)
         except Exception as exc:
-            broken = Failure.capture(exc)
+            broken = Failure.capture_in_worker(exc)
 
     # The worker has started: a worker that dies before this died starting up (the pool
     # tells that from a worker killed later, and gives up only on the first kind), and
@@ -219,7 +221,7 @@ def _serve(fds: Sequence[int], number: int, forked: bool, index: int) -> int:
             try:
                 functions[ident] = cast("Callable[..., Any]", loads(payload))
             except Exception as exc:
-                functions[ident] = Failure.capture(exc)
+                functions[ident] = Failure.capture_in_worker(exc)
         elif kind == MSG_TASK:
             fn = functions.get(func)
             outcome = runner.run(fn, payload, broken, ident)
@@ -243,20 +245,19 @@ def _say_farewell(link: WorkerLink, hook: bytes | None, broken: Failure | None) 
     never started) and sends the parent what it returned or raised."""
     if hook is None or broken is not None:
         return
-    outcome: tuple[Any, Any]
     try:
         fn = cast("Callable[[], object]", loads(hook))
-        outcome = (fn(), None)
+        outcome = Farewell(fn(), None)
     except Exception as exc:
-        outcome = (None, wire({0: Failure.capture(exc, from_task=True)})[0])
+        outcome = Farewell(None, Failure.capture_in_worker(exc, from_task=True))
     try:
-        payload = dumps_detached(outcome)
+        payload = dumps_detached(tuple(outcome))
     except Exception as exc:
         error = ShoalError(
             f"worker_exit returned a value that cannot be pickled ({type(exc).__name__}: "
             f"{exc}); return something picklable"
         )
-        payload = dumps_detached((None, (error, "", None)))
+        payload = dumps_detached(tuple(Farewell(None, Failure(error, ""))))
     link.send_farewell(payload)
     _flush()
 

@@ -4,7 +4,8 @@ once and sent once per worker, under a number of its own.
 A function that lives at module level (or cannot be weakly referenced: builtins) is kept
 for the pool's life, as it would live as long anyway. Any other callable (a bound
 method, which ``obj.method`` makes afresh at each access; a lambda; a closure; a
-``partial``) is held only while a chunk of it is out: once the caller has dropped it and
+``partial``) is held here only weakly: the backend's record of each chunk of it keeps it
+while the chunk is out (``shoal.backends._in_flight``). Once the caller has dropped it and
 its chunks are answered, it is forgotten here and in every worker
 (``PoolEngine.forget``). So ``submit(self.method, x)`` in a loop neither keeps ``self``
 alive nor makes every process keep one copy per call.
@@ -21,10 +22,10 @@ Example:
     >>> method = model.predict
     >>> table.number(method), table.number(abs), table.number(method)
     (0, 1, 0)
-    >>> table.hold(7, method)
+    >>> out = {7: method}  # a chunk of it, out
     >>> del method; forgotten
     []
-    >>> table.release(7); forgotten
+    >>> del out[7]; forgotten
     [0]
 """
 
@@ -61,7 +62,7 @@ def _lives_for_ever(fn: Callable[..., Any]) -> bool:
 class FunctionTable:
     """Function numbers by object, for one pool; ``define(number, blob)`` and
     ``forget(number)`` reach its engine. Called by the pool's submitting thread
-    (``number``, ``hold``) and its events thread (``release``)."""
+    (``number``); an entry leaves wherever its function's last reference goes."""
 
     def __init__(self, define: Callable[[int, bytes], None], forget: Callable[[int], None]) -> None:
         self._define = define
@@ -69,8 +70,6 @@ class FunctionTable:
         self._numbers = itertools.count()
         # id(fn) -> (fn itself, or a weak reference to it; its number or pickling error)
         self.entries: dict[int, tuple[object, int | Failure]] = {}
-        # Weakly held functions, kept alive by the chunks out with them.
-        self.held: dict[int, Callable[..., Any]] = {}
 
     def number(self, fn: Callable[..., Any]) -> int | Failure:
         """``fn``'s number (defining it with the engine the first time), or the error
@@ -92,19 +91,6 @@ class FunctionTable:
                 holder = weakref.ref(fn, self._on_death(id(fn), func))
         self.entries[id(fn)] = (holder, func)
         return func
-
-    def is_held_weakly(self, fn: Callable[..., Any]) -> bool:
-        """Whether ``fn`` is kept only while its chunks are out (not a module-level function)."""
-        entry = self.entries.get(id(fn))
-        return entry is not None and isinstance(entry[0], weakref.ref)
-
-    def hold(self, chunk_id: int, fn: Callable[..., Any]) -> None:
-        """Keeps ``fn`` alive while chunk ``chunk_id`` is out."""
-        self.held[chunk_id] = fn
-
-    def release(self, chunk_id: int) -> None:
-        """Chunk ``chunk_id`` is answered (or will never be)."""
-        self.held.pop(chunk_id, None)
 
     def _on_death(self, key: int, func: int | Failure) -> Callable[[object], None]:
         def forget(_: object) -> None:

@@ -22,12 +22,16 @@ Example:
 from __future__ import annotations
 
 import signal as signals
+import threading
+import traceback
+from collections.abc import Callable
 from typing import Final
 
 __all__ = [
     "FIRST_PAUSE",
     "GIVE_UP_AFTER",
     "LONGEST_PAUSE",
+    "Replacements",
     "Restarts",
     "by_its_own_hand",
     "oom_kills",
@@ -103,3 +107,55 @@ def oom_kills() -> int | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+class Replacements:
+    """Starts workers in the place of those that ended, by ``launch``: at once, or after
+    the pause :class:`Restarts` decides (on a timer thread); never once the pool is
+    terminated (a closing pool still needs workers for the chunks it queued)."""
+
+    def __init__(self, launch: Callable[[], None]) -> None:
+        self._launch = launch
+        self._restarts = Restarts()
+        self._lock = threading.Lock()  # the flags and the timer: events thread vs. caller
+        self._stopping = False
+        self._terminating = False
+        self._pending: threading.Timer | None = None
+
+    def stop(self, *, terminate: bool) -> None:
+        """The pool is closing (``terminate``: terminated, which ends the replacing)."""
+        with self._lock:
+            self._stopping = True
+            self._terminating = terminate
+            if terminate and self._pending is not None:
+                self._pending.cancel()
+
+    def replace(self, *, started: bool, code: int | None, signal: int | None) -> bool:
+        """Replaces a worker that ended with exit ``code`` or ``signal`` (``started``: it
+        had said it was ready). False: start-up keeps failing, nothing was started, and
+        the pool should give up."""
+        pause = self._restarts.pause_after(started=started, code=code, signal=signal)
+        if pause is None:
+            return False
+        if not pause:
+            self._relaunch()
+            return True
+        # Died starting up: a pause, growing, before the next try.
+        with self._lock:
+            if not self._terminating:
+                self._pending = threading.Timer(pause, self._relaunch)
+                self._pending.daemon = True
+                self._pending.start()
+        return True
+
+    def _relaunch(self) -> None:
+        with self._lock:
+            stopping, terminating = self._stopping, self._terminating
+        if terminating:
+            return
+        try:
+            self._launch()
+        except Exception:
+            if not stopping:
+                # The pool carries on with one worker fewer; the next exit tries again.
+                traceback.print_exc()

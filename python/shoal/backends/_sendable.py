@@ -14,18 +14,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from shoal.backends.base import Failure
+from shoal._wire.failure import Failure
 from shoal.errors import ResultNotSentError, ShoalError
-
-
-class _FailureLike(Protocol):
-    @property
-    def exception(self) -> BaseException: ...
-    @property
-    def traceback(self) -> str: ...
-
 
 __all__ = ["make_sendable"]
 
@@ -40,15 +32,13 @@ def _refusal(obj: object, dumps: Callable[[object], object]) -> Exception | None
 
 def make_sendable(
     values: list[Any],
-    failures: dict[int, Any],
+    failures: dict[int, Failure],
     dumps: Callable[[object], object],
-    failure: Callable[[BaseException, str], _FailureLike] = Failure,
 ) -> None:
     """Changes ``values`` and ``failures`` in place until ``dumps`` takes each part: a
     cause that does not pickle is dropped, a value that does not becomes
     :class:`shoal.ResultNotSentError`, an exception that does not becomes a
-    :class:`shoal.ShoalError` that names it (keeping its traceback's text and cause).
-    New failures are made with ``failure(exception, traceback_text)``."""
+    :class:`shoal.ShoalError` that names it (keeping its traceback's text and cause)."""
     for known in failures.values():
         cause = known.exception.__cause__
         if cause is not None and _refusal(cause, dumps) is not None:
@@ -59,7 +49,7 @@ def make_sendable(
         refused = _refusal(value, dumps)
         if refused is not None:
             values[index] = None
-            failures[index] = failure(ResultNotSentError(refused, value), "")
+            failures[index] = Failure(ResultNotSentError(refused, value), "")
     for index, known in list(failures.items()):
         raised = known.exception
         refused = _refusal(raised, dumps)
@@ -69,4 +59,4 @@ def make_sendable(
                 f"(the exception itself could not be sent back: {refused})"
             )
             stand_in.__cause__ = raised.__cause__
-            failures[index] = failure(stand_in, known.traceback)
+            failures[index] = Failure(stand_in, known.traceback)

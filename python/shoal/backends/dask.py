@@ -47,7 +47,8 @@ from shoal.backends._cluster.dask_session import (
     connect,
     distributed_module,
 )
-from shoal.backends._cluster.remote import from_wire, run_remote
+from shoal.backends._cluster.dask_worker import identity, run_with_shared, shared_from_cluster
+from shoal.backends._cluster.remote import from_wire
 from shoal.backends._cluster.shipping import KEEP, Functions, Shipped
 from shoal.backends.base import (
     Backend,
@@ -60,11 +61,6 @@ from shoal.backends.base import (
 )
 from shoal.errors import WorkerLostError
 
-
-def _identity(blob: bytes) -> bytes:
-    return blob
-
-
 __all__ = ["CONNECT_TIMEOUT", "OPTIONS", "DaskBackend"]
 
 OPTIONS: Final = ("address", "client")
@@ -74,55 +70,11 @@ _RESHIP_LIMIT: Final = 5  # sends of a chunk whose shared objects the cluster lo
 _IN_FLIGHT_PER_WORKER: Final = 8  # enough queued work to hide a round trip of ~10 ms
 
 
-def _shared_from_cluster(key: str) -> Any:
-    """On a Dask worker: a ``shoal.shared`` handle over the object the pool scattered to
-    every worker (once per worker process; a worker that joined later fetches it)."""
-    from shoal._wire.shared import stand_in
-
-    with _shared_lock:
-        handle = _shared_here.get(key)
-        if handle is None:
-            distributed = distributed_module()
-            worker = distributed.get_worker()
-            if key in worker.data:
-                value = worker.data[key]
-            else:
-                client = distributed.get_client()
-                # (A task names its objects as dependencies, so this is rare: never for
-                # ever, though, should the object be gone.)
-                value = client.gather(distributed.Future(key, client), timeout=_FETCH_TIMEOUT)
-            handle = _shared_here[key] = stand_in(value, (_shared_from_cluster, (key,)))
-            while len(_shared_here) > KEEP:
-                _shared_here.popitem(last=False)
-        return handle
-
-
-_shared_here: OrderedDict[str, Any] = OrderedDict()
-# Seconds a worker waits for a shared object it was not given with its task.
-_FETCH_TIMEOUT: Final = 120
-_shared_lock = threading.Lock()
-
-
 def _forget(*tables_and_key: Any) -> None:
     """Drops ``key`` from each table (a handle's entries, once the handle is gone)."""
     *tables, key = tables_and_key
     for table in tables:
         table.pop(key, None)
-
-
-def _run_with_shared(shared: dict[str, Any], *args: Any) -> Any:
-    """On a Dask worker: ``run_remote(*args)``, with the ``shoal.shared`` objects its task
-    names (``shared``: Dask resolved each to its value before it ran) ready for
-    :func:`_shared_from_cluster`."""
-    from shoal._wire.shared import stand_in
-
-    with _shared_lock:
-        for key, value in shared.items():
-            if key not in _shared_here:
-                _shared_here[key] = stand_in(value, (_shared_from_cluster, (key,)))
-        while len(_shared_here) > KEEP:
-            _shared_here.popitem(last=False)
-    return run_remote(*args)
 
 
 class DaskBackend(Backend):
@@ -159,7 +111,7 @@ class DaskBackend(Backend):
         # the workers holding its result die (shoal.backends._cluster.shipping).
         self._functions = Functions(
             lambda blob: client.submit(
-                _identity, blob, key=f"shoal-fn-{uuid.uuid4().hex}", pure=False
+                identity, blob, key=f"shoal-fn-{uuid.uuid4().hex}", pure=False
             )
         )
         self._init: Any = None
@@ -265,7 +217,7 @@ class DaskBackend(Backend):
             weakref.finalize(handle, _forget, self._sources, self._holding, future.key)
         if self._naming is not None:
             self._naming.append(future)
-        return (_shared_from_cluster, (future.key,))
+        return (shared_from_cluster, (future.key,))
 
     def _packed(self, items: list[Any]) -> list[Any] | bytes:
         # Dask pickles arguments where it chooses (often another thread): items that
@@ -323,7 +275,7 @@ class DaskBackend(Backend):
         # Dask's advice to scatter them first does not apply to one task per chunk.
         with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1TiB"}):
             future = self._client.submit(
-                _run_with_shared,
+                run_with_shared,
                 shared,
                 self._key,
                 self._init,
@@ -331,7 +283,7 @@ class DaskBackend(Backend):
                 shipped[1],
                 chunk.chunk_id,
                 packed,
-                chunk.call.value,
+                chunk.call.code,
                 key=key,
                 pure=False,
             )

@@ -214,7 +214,7 @@ class RayBackend(Backend):
                     running.shipped[1],
                     chunk.chunk_id,
                     list(chunk.items),
-                    chunk.call.value,
+                    chunk.call.code,
                 )
             self._running[task] = running
             self._lock.notify()

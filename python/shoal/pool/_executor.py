@@ -1,5 +1,5 @@
-"""``shoal.Executor``: a ``concurrent.futures.Executor`` on a shoal Pool, and the drop-in
-names ``ProcessPoolExecutor`` and ``ThreadPoolExecutor`` on it.
+"""``shoal.Executor``: a ``concurrent.futures.Executor`` on a shoal Pool (the drop-in names
+``ProcessPoolExecutor`` and ``ThreadPoolExecutor`` on it are in ``_drop_in_executors``).
 
 It is a thin front on :class:`shoal.Pool`: ``submit`` is the Pool's (a future whose
 ``cancel`` takes back a task no worker has started), ``map`` is the Pool's lazy ``imap``
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing.context
-import os
 import threading
 import time
 import weakref
@@ -45,7 +43,7 @@ from shoal.pool._futures import PoolFuture
 from shoal.pool._progress import ProgressSpec, counter_for
 from shoal.pool._results import Withdrawer
 
-__all__ = ["Executor", "ProcessPoolExecutor", "ThreadPoolExecutor"]
+__all__ = ["Executor"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -356,70 +354,6 @@ class Executor(futures.Executor):
     def __repr__(self) -> str:
         state = "broken" if self._broken else "shut down" if self._shutdown else "running"
         return f"<shoal.Executor {state} pool={self._pool!r}>"
-
-
-class ProcessPoolExecutor(Executor):
-    """``concurrent.futures.ProcessPoolExecutor``'s signature on shoal's process workers:
-    change the import and the program runs on shoal (any callable; a dead worker costs
-    one future, never the executor). ``mp_context`` picks the start method (``fork``
-    forks from the program; ``spawn`` and ``forkserver`` use shoal's zygote, which
-    inherits nothing either).
-
-    Example:
-        >>> from shoal import ProcessPoolExecutor
-        >>> with ProcessPoolExecutor(2) as ex:
-        ...     sorted(ex.map(lambda x: x * x, range(4)))
-        [0, 1, 4, 9]
-    """
-
-    def __init__(
-        self,
-        max_workers: int | None = None,
-        mp_context: multiprocessing.context.BaseContext | None = None,
-        initializer: Callable[..., object] | None = None,
-        initargs: Iterable[Any] = (),
-        *,
-        max_tasks_per_child: int | None = None,
-        **options: Any,
-    ) -> None:
-        options.setdefault("backend", "process")
-        if mp_context is not None and options["backend"] == "process":
-            options.setdefault("context", mp_context)
-        super().__init__(
-            max_workers,
-            initializer=initializer,
-            initargs=initargs,
-            max_tasks_per_child=max_tasks_per_child,
-            **options,
-        )
-
-
-class ThreadPoolExecutor(Executor):
-    """``concurrent.futures.ThreadPoolExecutor``'s signature on shoal's thread backend
-    (``max_workers`` defaults as there: ``min(32, CPUs + 4)``), its threads named as
-    there (``thread_name_prefix`` and ``_N``; by default ``ThreadPoolExecutor-M_N``).
-
-    Example:
-        >>> from shoal import ThreadPoolExecutor
-        >>> with ThreadPoolExecutor() as ex:
-        ...     ex.submit(str.upper, "hi").result(timeout=10)
-        'HI'
-    """
-
-    def __init__(
-        self,
-        max_workers: int | None = None,
-        thread_name_prefix: str = "",
-        initializer: Callable[..., object] | None = None,
-        initargs: Iterable[Any] = (),
-        **options: Any,
-    ) -> None:
-        if max_workers is None:
-            max_workers = min(32, (os.cpu_count() or 1) + 4)
-        options.setdefault("backend", "thread")
-        if thread_name_prefix and options["backend"] == "thread":
-            options.setdefault("thread_name_prefix", thread_name_prefix)
-        super().__init__(max_workers, initializer=initializer, initargs=initargs, **options)
 
 
 def _shortest(iterables: tuple[Iterable[Any], ...]) -> int | None:

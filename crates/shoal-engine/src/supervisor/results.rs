@@ -1,14 +1,20 @@
 //! Results and exits: taking finished chunks from the result rings, and settling the
 //! accounts of workers whose processes ended.
 
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
 
-use super::state::{requeue, Phase, Slot, State};
-use super::work::{Event, Process};
+use super::state::{requeue, Owed, Phase, Slot, State};
+use super::work::{Event, Process, Task};
 use super::BATCH;
-use crate::link::{Fed, Kind};
+use crate::depth::DepthGauge;
+use crate::link::{Assembler, Frame, Kind};
 
-/// Takes the finished results of slot `at`.
+/// Takes the finished results of slot `at`, and what else its worker said. A record that
+/// breaks the protocol (a piece that does not fit, a message of a kind a worker never
+/// sends, a result for a chunk it does not owe), or a ring that cannot be read, marks the
+/// slot broken: its worker is then killed and replaced. The records after a bad one are
+/// still read.
 pub(super) fn collect(state: &mut State, at: usize) {
     let State {
         slots,
@@ -17,81 +23,117 @@ pub(super) fn collect(state: &mut State, at: usize) {
         gauge,
         ..
     } = state;
-    let slot = &mut slots[at];
+    let Slot {
+        id,
+        results,
+        assembler,
+        owed,
+        answered,
+        ready,
+        broken,
+        ..
+    } = &mut slots[at];
+    let mut reader = Reader {
+        worker: *id,
+        owed,
+        answered,
+        ready,
+        tasks,
+        events,
+        gauge,
+    };
+    let mut faulty = false;
     loop {
-        let Slot {
-            results,
-            assembler,
-            owed,
-            id,
-            broken,
-            answered,
-            ready,
-            ..
-        } = &mut *slot;
-        let taken =
-            results.try_pop_many_with(BATCH, |record| match assembler.feed_in_place(record) {
-                Ok(Fed::Partial) => {}
-                Ok(fed) => {
-                    let done = fed.complete(|frame, body| (frame, body.to_vec()));
-                    if let Some((frame, payload)) = done {
-                        if frame.kind == Kind::Farewell {
-                            events.push_back(Event::Farewell {
-                                worker: *id,
-                                payload,
-                            });
-                            return;
-                        }
-                        if frame.kind == Kind::Ready {
-                            *ready = true;
-                            events.push_back(Event::Ready {
-                                worker: *id,
-                                when: frame.aux,
-                            });
-                            return;
-                        }
-                        if frame.kind == Kind::Progress {
-                            if owed.iter().any(|o| o.chunk == frame.id) {
-                                events.push_back(Event::Progress {
-                                    chunk: frame.id,
-                                    done: frame.aux,
-                                });
-                            }
-                            return;
-                        }
-                        if frame.kind != Kind::Result {
-                            *broken = true;
-                            return;
-                        }
-                        match owed.iter().position(|o| o.chunk == frame.id) {
-                            Some(i) => {
-                                owed.remove(i);
-                                *answered += 1;
-                            }
-                            None => {
-                                *broken = true;
-                                return;
-                            }
-                        }
-                        tasks.remove(&frame.id);
-                        gauge.observe(frame.aux);
-                        events.push_back(Event::Result {
-                            chunk: frame.id,
-                            worker: *id,
-                            payload,
-                        });
-                    }
-                }
-                Err(_) => *broken = true,
-            });
+        let taken = results.try_pop_many_with(BATCH, |record| {
+            if reader.read(assembler, record).is_err() {
+                faulty = true;
+            }
+        });
         match taken {
-            Ok(0) => return,
+            Ok(0) => break,
             Ok(_) => {}
             Err(_) => {
-                slot.broken = true;
-                return;
+                faulty = true;
+                break;
             }
         }
+    }
+    if faulty {
+        *broken = true;
+    }
+}
+
+/// A message no worker sends, or one that does not fit with what it owes.
+struct ProtocolBroken;
+
+/// What reading one worker's messages updates: its slot's accounts, and the supervisor's.
+struct Reader<'a> {
+    worker: u64,
+    owed: &'a mut VecDeque<Owed>,
+    answered: &'a mut u64,
+    ready: &'a mut bool,
+    tasks: &'a mut HashMap<u64, Task>,
+    events: &'a mut VecDeque<Event>,
+    gauge: &'a mut DepthGauge,
+}
+
+impl Reader<'_> {
+    /// Feeds one ring record to the assembler, and takes the message it completes.
+    fn read(&mut self, assembler: &mut Assembler, record: &[u8]) -> Result<(), ProtocolBroken> {
+        let fed = assembler
+            .feed_in_place(record)
+            .map_err(|_| ProtocolBroken)?;
+        match fed.complete(|frame, body| (frame, body.to_vec())) {
+            Some((frame, payload)) => self.take(frame, payload),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes one whole message of the worker's.
+    fn take(&mut self, frame: Frame, payload: Vec<u8>) -> Result<(), ProtocolBroken> {
+        let worker = self.worker;
+        match frame.kind {
+            Kind::Result => return self.answer(frame, payload),
+            Kind::Ready => {
+                *self.ready = true;
+                self.events.push_back(Event::Ready {
+                    worker,
+                    when: frame.aux,
+                });
+            }
+            // (A report that arrives after its chunk's result says nothing any more.)
+            Kind::Progress if self.owes(frame.id) => self.events.push_back(Event::Progress {
+                chunk: frame.id,
+                done: frame.aux,
+            }),
+            Kind::Progress => {}
+            Kind::Farewell => self.events.push_back(Event::Farewell { worker, payload }),
+            Kind::Task | Kind::Define | Kind::Stop | Kind::Forget => return Err(ProtocolBroken),
+        }
+        Ok(())
+    }
+
+    /// The result of a chunk the worker owed: it owes it no more, and the chunk is done.
+    fn answer(&mut self, frame: Frame, payload: Vec<u8>) -> Result<(), ProtocolBroken> {
+        let at = self
+            .owed
+            .iter()
+            .position(|o| o.chunk == frame.id)
+            .ok_or(ProtocolBroken)?;
+        self.owed.remove(at);
+        *self.answered += 1;
+        self.tasks.remove(&frame.id);
+        self.gauge.observe(frame.aux);
+        self.events.push_back(Event::Result {
+            chunk: frame.id,
+            worker: self.worker,
+            payload,
+        });
+        Ok(())
+    }
+
+    fn owes(&self, chunk: u64) -> bool {
+        self.owed.iter().any(|o| o.chunk == chunk)
     }
 }
 

@@ -7,8 +7,10 @@ unpickled. Functions sent by value from one module share one namespace here, as 
 shoal's own workers: what an initializer sets as a global, the tasks see.
 
 Example, a chunk as a cluster worker runs it (here, in this process):
+    >>> from shoal._wire.calls import CallKind
     >>> from shoal._wire.pickling import dumps_callable
-    >>> wire = run_remote("pool-1", None, "abs", dumps_callable(abs), 3, [-1, -2], "one")
+    >>> one = CallKind.ONE.code
+    >>> wire = run_remote("pool-1", None, "abs", dumps_callable(abs), 3, [-1, -2], one)
     >>> result = from_wire(wire)
     >>> result.chunk_id, result.values
     (3, [1, 2])
@@ -16,21 +18,25 @@ Example, a chunk as a cluster worker runs it (here, in this process):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import types
 from collections import OrderedDict
-from typing import Any, cast
+from typing import Any, Final, cast
 
+from shoal._wire.calls import BY_CODE
 from shoal.backends._cluster.shipping import KEEP
-from shoal.backends.base import CallKind, Chunk, ChunkResult, Failure, all_failed, run_chunk
+from shoal.backends.base import Chunk, ChunkResult, Failure, all_failed, run_chunk
 
 __all__ = ["Wire", "from_wire", "run_remote"]
 
 Wire = tuple[int, list[Any], dict[int, Failure], float, int, str | None]
-"""A :class:`ChunkResult` as its fields: what a cluster task returns, because engines
-send a plain tuple of arrays as they are (Dask pickles a dataclass holding 16 MiB arrays
-five times slower)."""
+"""A :class:`ChunkResult` as the tuple of its fields, in the order the class declares
+them: what a cluster task returns, because engines send a plain tuple of arrays as they
+are (Dask pickles a dataclass holding 16 MiB arrays five times slower)."""
+
+_FIELDS: Final = tuple(field.name for field in dataclasses.fields(ChunkResult))
 
 
 def from_wire(wire: Wire) -> ChunkResult:
@@ -94,13 +100,14 @@ def run_remote(
     fn_blob: bytes,
     chunk_id: int,
     items: list[Any] | bytes,
-    call: str,
+    call: int,
 ) -> Wire:
     """One chunk: the pool's initializer first if this process has not run it for that
     pool, then every task (``items`` may come pickled, by a backend that had to pickle
-    them itself). A failed initializer, or a function that cannot be unpickled
-    here (a module the cluster lacks), fails every task of the chunk with its error; what
-    cannot be pickled back becomes its task's error."""
+    them itself; ``call``: how, as a ``CallKind.code``). A failed initializer, or a
+    function that cannot be unpickled here (a module the cluster lacks), fails every
+    task of the chunk with its error; what cannot be pickled back becomes its task's
+    error."""
     import cloudpickle  # type: ignore[import-untyped]
 
     from shoal._wire.pickling import _check
@@ -117,7 +124,7 @@ def run_remote(
             items = cast(list[Any], loads(items))
     except Exception as exc:
         return _wire(all_failed(chunk_id, len(items), Failure.capture(exc), os.getpid()))
-    result = run_chunk(Chunk(0, chunk_id, fn, items, CallKind(call)), worker=os.getpid())
+    result = run_chunk(Chunk(0, chunk_id, fn, items, BY_CODE[call]), worker=os.getpid())
     # A dry run (large buffers are not copied) finds what the engine could not send.
     if _check((result.values, result.failures)) is not None:
         make_sendable(result.values, result.failures, cloudpickle.dumps)
@@ -125,11 +132,4 @@ def run_remote(
 
 
 def _wire(result: ChunkResult) -> Wire:
-    return (
-        result.chunk_id,
-        result.values,
-        result.failures,
-        result.elapsed,
-        result.worker,
-        result.label,
-    )
+    return cast("Wire", tuple(getattr(result, name) for name in _FIELDS))

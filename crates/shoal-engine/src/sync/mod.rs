@@ -18,14 +18,17 @@
 //! cell.release().unwrap();
 //! ```
 
+mod owner;
+
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::lock::{Acquired, Guard, RobustMutex};
 use crate::seg::{Preamble, Segment};
 use crate::wait::{Doorbell, Interrupt, SLICE};
+pub use owner::current_pid;
+use owner::me;
 
 const MAGIC: u64 = 0x7368_6f61_6c53_594e; // "shoalSYN"
 
@@ -259,162 +262,8 @@ fn owner_dead(s: &State) -> bool {
     if pid == 0 {
         return false; // released by another process without an owner: nobody to blame
     }
-    match proc_start(pid) {
-        None => true,
-        // 0: the owner could not read its own start time; its pid alone then says it is
-        // alive (a reused pid is taken for it).
-        Some(start) => {
-            let recorded = s.owner_start.load(Ordering::Relaxed);
-            recorded != 0 && start != recorded
-        }
-    }
-}
-
-/// This process's pid, cached (0: not known yet). A forked child forgets it at once
-/// ([`forget_pid`]), so it never records its parent's pid as a lock's owner.
-static MY_PID: AtomicU32 = AtomicU32::new(0);
-/// The start time of the process [`MY_PID`] names.
-static MY_START: AtomicU64 = AtomicU64::new(0);
-
-/// This process's pid and start time, cached: asking the kernel for the pid on every
-/// acquire would cost more than the rest of an uncontended acquire.
-fn me() -> (u32, u64) {
-    let cached = MY_PID.load(Ordering::Acquire);
-    if cached != 0 {
-        return (cached, MY_START.load(Ordering::Relaxed));
-    }
-    let pid = std::process::id();
-    let Some(start) = proc_start(pid) else {
-        // Unreadable now (no /proc, out of descriptors): recorded as unknown, asked again
-        // next time.
-        return (pid, 0);
-    };
-    if fork_hooked() {
-        MY_START.store(start, Ordering::Relaxed);
-        MY_PID.store(pid, Ordering::Release);
-    }
-    (pid, start)
-}
-
-/// Whether forked children forget the cached pid ([`forget_pid`] is registered). Without
-/// that, nothing is cached.
-fn fork_hooked() -> bool {
-    static HOOKED: OnceLock<bool> = OnceLock::new();
-    // SAFETY: registers a handler that glibc's fork runs in the child; it only stores to
-    // an atomic, which is async-signal-safe. It fails only for lack of memory.
-    *HOOKED.get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) } == 0)
-}
-
-/// This process's pid, as [`SyncCell`] records it for a lock's owner: cached, and right
-/// in a forked child too.
-pub fn current_pid() -> u32 {
-    me().0
-}
-
-/// Run in a forked child (`pthread_atfork`): its pid is not its parent's.
-extern "C" fn forget_pid() {
-    MY_PID.store(0, Ordering::Relaxed);
-}
-
-/// The start time of a live (not zombie) process, from `/proc/<pid>/stat`.
-fn proc_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
+    owner::is_gone(pid, s.owner_start.load(Ordering::Relaxed))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wait::NoInterrupt;
-
-    #[test]
-    fn the_tries_never_wait_and_agree_with_the_waiting_calls() -> Result<()> {
-        let cell = SyncCell::create(1, Some(1))?;
-        assert_eq!(cell.try_acquire()?, Attempt::Taken(Acquired::Clean));
-        assert_eq!(cell.try_acquire()?, Attempt::Empty);
-        assert_eq!(cell.try_release()?, Some(Release::Done));
-        assert_eq!(cell.try_release()?, Some(Release::TooMany)); // a lock holds one
-        assert_eq!(cell.value(), 1);
-        // Another process inside the state mutex: both tries give up at once, and the
-        // waiting calls go through once it leaves.
-        let held = cell.state().mutex.lock(None, &mut NoInterrupt)?;
-        assert_eq!(cell.try_acquire()?, Attempt::Busy);
-        assert_eq!(cell.try_release()?, None);
-        assert_eq!(cell.value(), 1);
-        drop(held);
-        assert_eq!(
-            cell.acquire(Some(Instant::now()), &mut NoInterrupt)?,
-            Some(Acquired::Clean)
-        );
-        assert_eq!(cell.release()?, Release::Done);
-        Ok(())
-    }
-
-    #[test]
-    fn a_try_never_takes_a_dead_owners_lock_over() -> Result<()> {
-        let cell = SyncCell::create(0, Some(1))?;
-        // A lock taken by a pid that cannot exist, never released.
-        cell.state().owner.store(u32::MAX - 1, Ordering::Relaxed);
-        assert_eq!(cell.try_acquire()?, Attempt::Empty);
-        let waited = cell.acquire(Some(Instant::now() + SLICE * 3), &mut NoInterrupt)?;
-        assert_eq!(waited, Some(Acquired::OwnerDied));
-        Ok(())
-    }
-
-    #[test]
-    fn a_forked_child_records_its_own_pid() {
-        let parent = me().0;
-        assert_eq!(parent, std::process::id());
-        // SAFETY: the child only computes its pid and start time (reading /proc, which
-        // allocates: glibc's fork leaves malloc usable in the child of a threaded
-        // process), then leaves with _exit, running no destructor of the parent's state.
-        let child = unsafe { libc::fork() };
-        if child == 0 {
-            let ok = me().0 == std::process::id() && me().0 != parent;
-            // SAFETY: ends the forked child at once.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-        }
-        assert!(child > 0, "fork failed");
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-        assert_eq!(me().0, parent);
-    }
-
-    #[test]
-    fn limits_none_some_and_zero() -> Result<()> {
-        let open = SyncCell::create(0, None)?;
-        for _ in 0..3 {
-            assert_eq!(open.release()?, Release::Done);
-        }
-        assert_eq!(open.value(), 3);
-        // A bounded semaphore of zero, as multiprocessing's: nothing to give back, ever.
-        let empty = SyncCell::create(0, Some(0))?;
-        assert_eq!(empty.release()?, Release::TooMany);
-        assert!(matches!(
-            SyncCell::create(2, Some(1)),
-            Err(Error::Invalid(_))
-        ));
-        Ok(())
-    }
-
-    #[test]
-    fn an_owner_whose_start_time_is_unknown_counts_as_alive_while_its_pid_is() -> Result<()> {
-        let cell = SyncCell::create(0, Some(1))?;
-        let s = cell.state();
-        s.owner.store(std::process::id(), Ordering::Relaxed);
-        s.owner_start.store(0, Ordering::Relaxed);
-        assert!(!owner_dead(s));
-        s.owner_start.store(1, Ordering::Relaxed); // not this process's start time
-        assert!(owner_dead(s));
-        Ok(())
-    }
-}
+mod tests;
