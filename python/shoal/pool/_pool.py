@@ -69,7 +69,7 @@ class Pool(SingleCalls, MapCalls):
             ``arena_bytes`` (the shared memory large buffers may hold), ``prefetch``
             (chunks a worker holds at once; ``1``: none waits behind a slow one) and
             ``max_memory_per_child`` (bytes of resident memory past which a worker is
-            replaced after its chunk); ``shoal.backends.process.ProcessBackend`` says
+            replaced after its chunk); ``shoal.backends._process_options`` says
             more.
 
     Example:
