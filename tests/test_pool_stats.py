@@ -17,6 +17,7 @@ from waiting import wait_for
 
 import shoal
 from scripts import run_script
+from shoal._wire.labels import LABEL_AFTER
 from shoal.pool._stats import SLOWEST
 
 
@@ -64,8 +65,10 @@ def test_the_slowest_tasks_are_named_by_their_arguments(backend: str) -> None:
     assert first.seconds >= 0.3 > second.seconds >= 0.15
     seconds = [s.seconds for s in stats.slowest]
     assert seconds == sorted(seconds, reverse=True)
-    # The tiny ones were not described (under LABEL_AFTER): no repr paid for them.
-    assert stats.slowest[-1].arguments is None
+    # Only chunks that ran LABEL_AFTER or longer are described: no repr is paid for the
+    # tiny ones (which a loaded machine may stretch past it: the rule, not the timing).
+    for slow in stats.slowest:
+        assert (slow.arguments is not None) == (slow.seconds >= LABEL_AFTER), slow
     if backend in OWN_WORKERS:
         busiest = {w.index: w.busy for w in stats.workers}[first.worker]
         assert busiest >= 0.3
