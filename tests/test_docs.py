@@ -45,6 +45,7 @@ MODULES = [
     "shoal._mp.conditions",
     "shoal._mp.sharedctypes",
     "shoal.errors",
+    "shoal._stdlib_errors",
     "shoal.backends._sendable",
     "shoal._process.preload",
     "shoal.backends._cluster.remote",

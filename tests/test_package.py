@@ -65,6 +65,34 @@ def test_only_looking_up_the_pool_boots_the_zygote() -> None:
     assert done.stdout.split() == ["True", "False"]
 
 
+def test_the_zygote_starts_before_the_workers_modules_load() -> None:
+    # Looking up shoal.Pool prepares the process backend: its zygote boots while the
+    # program loads the Pool, so nothing slow may come before it starts.
+    code = (
+        "import sys, shoal.backends as b; b.prepare('process'); "
+        "import shoal._process.zygote as z; print(z._shared is None); "
+        "print(sorted(m for m in ('shoal.backends.base', 'shoal._process.worker', 'cloudpickle',"
+        " 'concurrent.futures') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines() == ["False", "[]"]
+
+
+def test_a_worker_loads_no_executor_and_no_multiprocessing_pool() -> None:
+    # shoal.errors' InitializerError and ResultNotSentError come with them, on first use.
+    code = (
+        "import sys; from shoal._process import child, worker; import shoal.errors; "
+        "print(sorted(m for m in ('concurrent.futures.process', 'multiprocessing.pool')"
+        " if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_backend_option_the_backend_does_not_take_is_a_type_error() -> None:
     import pytest
 

@@ -8,9 +8,10 @@ also derives from the standard library exception with the same meaning, so code 
 from __future__ import annotations
 
 import pickle
-from concurrent.futures.process import BrokenProcessPool
-from concurrent.futures.thread import BrokenThreadPool
-from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shoal._stdlib_errors import InitializerError, ResultNotSentError
 
 __all__ = [
     "InitializerError",
@@ -131,45 +132,6 @@ class WorkerLostError(ShoalError):
         return (type(self), args)
 
 
-class ResultNotSentError(ShoalError, MaybeEncodingError):  # type: ignore[misc]
-    """A task's result could not be pickled to be sent back: that task fails with this
-    (the pool and the other results go on). It is ``multiprocessing.pool.MaybeEncodingError``
-    too, so code that catches that catches it.
-
-    Attributes:
-        exc: ``repr`` of the pickler's error.
-        value: ``repr`` of the result that could not be sent.
-
-    Example:
-        >>> err = ResultNotSentError(TypeError("cannot pickle 'lock'"), "<lock>")
-        >>> print(err)
-        the task's result could not be sent back to the caller: cannot pickle 'lock'
-        >>> err.value
-        "'<lock>'"
-    """
-
-    def __init__(self, exc: BaseException, value: object) -> None:
-        """``exc``: the pickler's error; ``value``: the result that could not be sent."""
-        self.reason = str(exc)
-        self.exc = repr(exc)
-        self.value = repr(value)
-        Exception.__init__(self, self.exc, self.value)
-
-    def __str__(self) -> str:
-        return f"the task's result could not be sent back to the caller: {self.reason}"
-
-    def __reduce__(self) -> tuple[object, tuple[str, str, str]]:
-        """Pickles as texts: the error and the result may not pickle themselves."""
-        return (_rebuild_result_not_sent, (self.reason, self.exc, self.value))
-
-
-def _rebuild_result_not_sent(reason: str, exc: str, value: str) -> ResultNotSentError:
-    err = ResultNotSentError.__new__(ResultNotSentError)
-    err.reason, err.exc, err.value = reason, exc, value
-    Exception.__init__(err, exc, value)
-    return err
-
-
 class TaskTimeoutError(ShoalError, TimeoutError):
     """A task ran longer than its ``task_timeout``: its worker was killed and replaced,
     and only this task failed.
@@ -202,39 +164,21 @@ class TaskTimeoutError(ShoalError, TimeoutError):
         return (type(self), (self.seconds, self.pid))
 
 
-class InitializerError(ShoalError, BrokenProcessPool, BrokenThreadPool):
-    """A :class:`shoal.Executor`'s initializer raised: the executor is broken, as a
-    ``concurrent.futures`` executor is. Its pending futures fail with this error and
-    ``submit`` raises it. It is a ``BrokenProcessPool`` and a ``BrokenThreadPool`` (so a
-    ``concurrent.futures.BrokenExecutor``), whichever executor the code was written for;
-    the initializer's own exception is its ``__cause__``.
+# Defined in shoal._stdlib_errors, as shoal.errors' own: their standard-library bases
+# (concurrent.futures.process, multiprocessing.pool) take tens of milliseconds to import,
+# and every worker and zygote imports this module while it starts.
+_ON_FIRST_USE = frozenset({"InitializerError", "ResultNotSentError"})
 
-    Attributes:
-        initializer: the initializer's name.
-        error: the initializer's exception, as ``Type: message``.
 
-    Example:
-        >>> from concurrent.futures import BrokenExecutor
-        >>> err = InitializerError("load_model", "OSError: no such file")
-        >>> isinstance(err, BrokenExecutor), err.initializer
-        (True, 'load_model')
-        >>> str(err).startswith("the executor's initializer load_model() raised OSError")
-        True
-    """
+def __getattr__(name: str) -> Any:
+    if name not in _ON_FIRST_USE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from shoal import _stdlib_errors
 
-    initializer: str
-    error: str
+    value = getattr(_stdlib_errors, name)
+    globals()[name] = value
+    return value
 
-    def __init__(self, initializer: str, error: str) -> None:
-        """Builds the message from the initializer's name and its error."""
-        self.initializer = initializer
-        self.error = error
-        super().__init__(
-            f"the executor's initializer {initializer}() raised {error}; the executor is"
-            " broken (its pending tasks fail, new ones are refused): fix the initializer,"
-            " or catch its error inside it"
-        )
 
-    def __reduce__(self) -> tuple[type[InitializerError], tuple[str, str]]:
-        """Pickles by the constructor's arguments."""
-        return (type(self), (self.initializer, self.error))
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ON_FIRST_USE})

@@ -201,10 +201,10 @@ def prestart() -> None:
     pool finds it (nearly) ready: it takes a few tens of milliseconds to boot. Nothing is
     started inside a pool worker (a task that makes a pool of its own starts one then),
     nor when ``SHOAL_PRESTART=0`` is set."""
-    from shoal._process import worker
-    from shoal._process.preload import preload_parent_modules
-
-    if worker.in_worker() or os.environ.get("SHOAL_PRESTART") == "0":
+    # A worker has its loop's module loaded; any other process need not load it (with
+    # cloudpickle and the rest) before the zygote is on its way.
+    worker = sys.modules.get("shoal._process.worker")
+    if (worker is not None and worker.in_worker()) or os.environ.get("SHOAL_PRESTART") == "0":
         return
     with contextlib.suppress(Exception):
         shared_zygote()
@@ -213,6 +213,8 @@ def prestart() -> None:
         global _preload_started
         if not _preload_started:
             _preload_started = True
+            from shoal._process.preload import preload_parent_modules
+
             threading.Thread(
                 target=preload_parent_modules, name="shoal-preload", daemon=True
             ).start()

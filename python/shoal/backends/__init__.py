@@ -17,9 +17,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from shoal.backends.base import Backend, BackendFactory, ResultSink, WorkerSpec
+if TYPE_CHECKING:
+    from shoal.backends.base import Backend, BackendFactory, ResultSink, WorkerSpec
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -119,6 +120,16 @@ def register(name: str, factory: BackendFactory) -> None:
     if not name or not isinstance(name, str):
         raise ValueError(f"a backend name must be a non-empty string, not {name!r}")
     _FACTORIES[name] = factory
+
+
+def __getattr__(name: str) -> Any:
+    # The protocol's names, loaded on first use: looking up shoal.Pool starts the
+    # process backend's zygote (prepare) before base.py and its imports load.
+    if name in ("Backend", "BackendFactory"):
+        from shoal.backends import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def available() -> list[str]:
