@@ -127,23 +127,20 @@ def test_a_function_too_large_to_ride_in_each_task_becomes_a_task_of_its_own() -
         assert pool._core.backend._functions.stored() == 1  # type: ignore[attr-defined]
 
 
-def test_a_shared_object_lost_with_the_workers_fails_its_tasks_instead_of_hanging() -> None:
+def test_a_shared_object_lost_with_the_workers_is_scattered_again_and_its_tasks_run() -> None:
     # Every Dask worker holding a scattered shoal.shared object is killed: the tasks that
-    # need it fail (Dask knows them as its dependents) rather than wait for ever for data
-    # no worker has; the pool goes on.
+    # need it are cancelled by Dask (they name it as a dependency) rather than left to wait
+    # for data no worker has; the pool scatters it again from its handle and resends them.
     np = pytest.importorskip("numpy")
     table = shoal.shared(np.arange(100_000, dtype=np.float64))
-    with shoal.Pool(2, backend="dask") as pool:
+    # (retries: the scheduler may hand a chunk to a killed worker it has not yet seen go.)
+    with shoal.Pool(2, backend="dask", retries=2) as pool:
         assert pool.map(lambda i: float(table.value[i]), [1, 2]) == [1.0, 2.0]
         client = pool._core.backend._client  # type: ignore[attr-defined]
         for pid in client.run(os.getpid).values():
             os.kill(pid, signal.SIGKILL)
         client.wait_for_workers(2, timeout=60)  # the nannies start new ones
-        started = time.monotonic()
-        with pytest.raises(Exception) as lost:  # noqa: PT011 (whatever Dask says of lost data)
-            pool.map(lambda i: float(table.value[i]), [3, 4], chunksize=1)
-        assert time.monotonic() - started < 60
-        assert not isinstance(lost.value, AssertionError)
+        assert pool.map(lambda i: float(table.value[i]), [3, 4], chunksize=1) == [3.0, 4.0]
         fresh = shoal.shared(np.arange(10.0))
         assert pool.map(lambda i: float(fresh.value[i]), [5, 6]) == [5.0, 6.0]
 

@@ -30,6 +30,7 @@ How the Pool's contract maps onto Dask:
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import queue
 import threading
@@ -68,6 +69,9 @@ OPTIONS: Final = ("address", "client")
 
 _RESHIP_LIMIT: Final = 5  # sends of a chunk whose shared objects the cluster lost
 _IN_FLIGHT_PER_WORKER: Final = 8  # enough queued work to hide a round trip of ~10 ms
+# Seconds a scatter of a shoal.shared object may take: Dask's own can wait for ever when
+# a worker dies while the data is sent to it.
+_SCATTER_TIMEOUT: Final = 10.0
 
 
 def _forget(*tables_and_key: Any) -> None:
@@ -209,7 +213,7 @@ class DaskBackend(Backend):
         # round trip, once); tasks carry its key, never a path into this machine.
         future = self._scattered.get(handle)
         if future is None:
-            future = self._client.scatter(handle.value, broadcast=True, hash=False)
+            future = self._scatter(handle.value)
             self._scattered[handle] = future
             self._sources[future.key] = weakref.ref(handle)
             self._holding[future.key] = future
@@ -244,6 +248,12 @@ class DaskBackend(Backend):
         named = [*self._init_shared, *self._job_shared.get(chunk.job_id, ())]
         return {future.key: self._holding.get(future.key, future) for future in named}
 
+    def _scatter(self, value: Any, *, broadcast: bool = True) -> Any:
+        """``value`` scattered (to every worker, with ``broadcast``) within _SCATTER_TIMEOUT s,
+        the whole call (``Client.scatter``'s timeout bounds its wait for workers only)."""
+        scatter = functools.partial(self._client._scatter, broadcast=broadcast, hash=False)
+        return self._client.sync(scatter, value, callback_timeout=_SCATTER_TIMEOUT)
+
     def _scatter_again(self, names: Iterator[str], *, lost: bool) -> None:
         """Scatters anew the shared objects of ``names`` whose data the cluster lost
         (with ``lost``: every one, its loss already seen by a task)."""
@@ -254,7 +264,8 @@ class DaskBackend(Backend):
             if future is None or handle is None or (not lost and future.status == "finished"):
                 continue
             try:
-                new = self._client.scatter(handle.value, broadcast=True, hash=False)
+                # To one worker: a broadcast waits on every worker, the dying ones too.
+                new = self._scatter(handle.value, broadcast=False)
             except Exception:
                 continue  # (workers still dying: the chunk sent again meets it next time)
             self._holding[name] = new
