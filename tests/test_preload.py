@@ -1,5 +1,6 @@
-"""The zygote imports the installed modules a program had imported before it forks the
-program's workers: they start with them loaded. SHOAL_PRELOAD=0 and SHOAL_PRELOAD_SKIP
+"""The zygote imports the installed packages a program had imported before it forks the
+program's workers: they start with them loaded (the standard library's modules are left
+to the workers). SHOAL_PRELOAD=0 and SHOAL_PRELOAD_SKIP
 opt out; a module that fails to import is left to the workers; one that leaves a thread
 running retires that zygote for a new one that never imports it."""
 
@@ -13,11 +14,11 @@ from scripts import run_script
 
 PROGRAM = """
 import os, sys
-import decimal, numpy  # installed modules the tasks below never name
+import decimal, numpy, tqdm  # modules the tasks below never name
 from shoal import Pool
 
 def loaded(_):
-    return "numpy" in sys.modules, "decimal" in sys.modules
+    return tuple(name in sys.modules for name in ("numpy", "tqdm", "decimal"))
 
 with Pool(2, start_method=START) as pool:
     print(sorted(set(pool.map(loaded, range(4), chunksize=1))))
@@ -27,9 +28,9 @@ with Pool(2, start_method=START) as pool:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, "[(True, True)]"),
-        ({"SHOAL_PRELOAD": "0"}, "[(False, False)]"),
-        ({"SHOAL_PRELOAD_SKIP": "numpy, json"}, "[(False, True)]"),
+        ({}, "[(True, True, False)]"),
+        ({"SHOAL_PRELOAD": "0"}, "[(False, False, False)]"),
+        ({"SHOAL_PRELOAD_SKIP": "numpy, json"}, "[(False, True, False)]"),
     ],
     ids=["default", "off", "skip"],
 )
@@ -42,7 +43,7 @@ def test_workers_start_with_the_programs_modules(
 
 
 def test_other_start_methods_import_only_what_tasks_need(tmp_path: Path) -> None:
-    assert run_script(PROGRAM, tmp_path, "spawn").stdout.strip() == "[(False, False)]"
+    assert run_script(PROGRAM, tmp_path, "spawn").stdout.strip() == "[(False, False, False)]"
 
 
 SURPRISES = """
@@ -86,3 +87,22 @@ def test_a_module_that_starts_a_thread_or_fails_never_breaks_the_pool(tmp_path: 
         "['starts_a_thread'] 1",
         "[(False, False, True)] 1",
     ]
+
+
+REPORT = """
+import numpy
+import shoal._process.zygote as zygote
+from shoal import Pool
+
+with Pool(1, start_method=START) as pool:
+    pool.apply(abs, (1,))
+known = zygote.shared_zygote().preloaded
+# numpy was sent; the worker's loop the zygote imported on its own, and reported.
+print("numpy" in known, "shoal._process.worker" in known, "json" in known)
+"""
+
+
+def test_the_zygote_reports_what_it_has_so_later_preloads_send_only_the_rest(
+    tmp_path: Path,
+) -> None:
+    assert run_script(REPORT, tmp_path, "zygote").stdout.split() == ["True", "True", "False"]

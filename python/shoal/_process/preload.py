@@ -2,9 +2,11 @@
 had imported when the pool was made, so that each worker starts with them loaded (as a
 forked worker would) instead of importing pandas or gensim afresh.
 
-Which modules: those in ``sys.modules`` whose file lies in the standard library or in
-site-packages (the program's own modules, test modules and ``__main__`` are left to the
-workers, which import what tasks need), less debuggers, profilers and IDE hooks (a
+Which modules: those in ``sys.modules`` whose file lies in site-packages, the installed
+packages (pandas costs a second to import; a standard library module a task needs costs
+its worker a few milliseconds, and the packages bring the ones they use; the program's own
+modules, test modules and ``__main__`` are left to the workers too, which import what
+tasks need), less debuggers, profilers and IDE hooks (a
 kernel's debugpy: their imports act on the process, and print), less
 ``SHOAL_PRELOAD_SKIP`` (comma-separated names; a package's name skips its submodules
 too). ``SHOAL_PRELOAD=0`` turns it off. What the imports print goes nowhere
@@ -72,8 +74,15 @@ _seen_zygote: object = None
 
 
 def _install_dirs() -> tuple[str, ...]:
+    """The directories installed packages live in: this environment's site-packages, and
+    those ``site`` added (a Debian system Python's dist-packages, the user's own)."""
     paths = sysconfig.get_paths()
-    dirs = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    dirs = {paths[key] for key in ("purelib", "platlib") if key in paths}
+    site = sys.modules.get("site")
+    for name in ("getsitepackages", "getusersitepackages"):
+        with contextlib.suppress(Exception):
+            found = getattr(site, name)()
+            dirs.update([found] if isinstance(found, str) else found)
     return tuple(os.path.join(d, "") for d in sorted(dirs))
 
 
@@ -94,9 +103,10 @@ def worth_preloading(modules: Iterable[tuple[str, object]] | None = None) -> lis
     import, in the order they were first imported.
 
     Example:
-        >>> import json, pdb, sys
-        >>> worth_preloading([("json", json), ("pdb", pdb), ("__main__", sys.modules["__main__"])])
-        ['json']
+        >>> import cloudpickle, json, sys
+        >>> modules = [("cloudpickle", cloudpickle), ("json", json), ("sys", sys)]
+        >>> worth_preloading(modules)  # the standard library's are left to the workers
+        ['cloudpickle']
     """
     if os.environ.get("SHOAL_PRELOAD") == "0":
         return []

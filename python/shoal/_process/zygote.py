@@ -80,7 +80,8 @@ class Zygote:
         self._socket = ours
         self._lock = threading.Lock()
         self.owner = os.getpid()
-        # Modules this zygote was asked to import (shoal._process.preload).
+        # Modules this zygote has imported, as far as its last preload said
+        # (shoal._process.preload).
         self.preloaded: set[str] = set()
 
     @property
@@ -118,9 +119,10 @@ class Zygote:
         return int(reply), received[0]
 
     def preload(self, names: list[str]) -> str | None:
-        """Has the zygote import ``names`` before its next fork (failures ignored).
-        Returns the module after whose import the zygote had a thread running: it must
-        then fork no more (see :func:`retire_shared_zygote`)."""
+        """Has the zygote import ``names`` before its next fork (failures ignored), and
+        learns every module it then has (:attr:`preloaded`). Returns the module after
+        whose import the zygote had a thread running: it must then fork no more (see
+        :func:`retire_shared_zygote`)."""
         listing = os.memfd_create("shoal-preload", os.MFD_CLOEXEC)
         try:
             os.write(listing, "\n".join(names).encode())
@@ -135,9 +137,12 @@ class Zygote:
                     raise ShoalError(message) from exc
                 finally:
                     self._socket.settimeout(_REPLY_TIMEOUT)
+            # The zygote wrote the names of all its modules over the listing.
+            loaded = os.pread(listing, os.fstat(listing).st_size, 0).decode()
         finally:
             os.close(listing)
         self.preloaded.update(names)
+        self.preloaded.update(loaded.split("\n"))
         if reply.startswith(_THREADED):
             return reply[len(_THREADED) :].decode()
         return None

@@ -81,19 +81,25 @@ def _quiet() -> Iterator[None]:
 
 
 def _preload(fds: list[int]) -> bytes:
-    """Imports the modules listed in the descriptor the parent sent; the reply."""
+    """Imports the modules listed in the descriptor the parent sent, and writes over the
+    listing the names of every module this zygote now has (the parent sends none of them
+    again); the reply."""
     from shoal._process.preload import import_all
 
+    for fd in fds[1:]:
+        os.close(fd)
+    if not fds:
+        return b"ok"
     try:
-        with os.fdopen(fds[0], "rb") as listing:
+        with os.fdopen(fds[0], "r+b") as listing:
             names = listing.read().decode().split("\n")
-    except (IndexError, OSError, UnicodeDecodeError):
-        names = []
-    finally:
-        for fd in fds[1:]:
-            os.close(fd)
-    with _quiet():
-        threaded = import_all(name for name in names if name)
+            with _quiet():
+                threaded = import_all(name for name in names if name)
+            listing.seek(0)
+            listing.truncate()
+            listing.write("\n".join(sys.modules).encode())
+    except (OSError, UnicodeDecodeError):
+        return b"ok"
     return b"ok" if threaded is None else _THREADED + threaded.encode()
 
 
