@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from shoal._process.messages import ChunkOutcome, ChunkPayload
+from shoal._process.messages import ChunkPayload, outcome_fields
 from shoal._shoal import Arena, ShmBuffer, WorkerLink
 from shoal._wire.buffers import MAGIC, OutOfBand, pack, unpack
 from shoal._wire.calls import BY_CODE, WATCHED, CallKind
@@ -130,7 +130,7 @@ class ChunkRunner:
         kept and a description of its arguments (slow chunks only). A value or exception
         that cannot be pickled becomes that task's error, saying so, so that one bad
         result never loses the others."""
-        outcome = tuple(ChunkOutcome(values, failures, elapsed, kept, label))
+        outcome = outcome_fields(values, failures, elapsed, kept, label)
         try:
             return pack(outcome, self._out_of_band)[0]
         except Exception:

@@ -4,12 +4,13 @@ and what it says as it leaves (:class:`Farewell`).
 
 They cross as plain tuples of their fields: pickled as records, they would cost a global
 look-up and a Python constructor per message (some microseconds more per chunk to write
-and to read, where a chunk of tiny tasks takes a few in all). So the writer builds the
-record by name and sends ``tuple(record)``; the reader names it again with
-``Record._make``. The fields' order is stated here only.
+and to read, where a chunk of tiny tasks takes a few in all). So the writer of a chunk
+or an outcome calls :func:`payload_fields` or :func:`outcome_fields` with the fields by
+name (building the record and copying it into a tuple cost ten times more); the reader
+names it again with ``Record._make``. The fields' order is stated here only.
 
 Example:
-    >>> sent = tuple(ChunkOutcome([4], {}, 0.5, [], None))
+    >>> sent = outcome_fields(values=[4], failures={}, elapsed=0.5, kept=[], label=None)
     >>> ChunkOutcome._make(sent).values
     [4]
 """
@@ -22,7 +23,14 @@ from typing import Any, NamedTuple, cast
 from shoal._wire.failure import Failure
 from shoal._wire.pickling import loads
 
-__all__ = ["ChunkOutcome", "ChunkPayload", "Farewell", "read_farewell"]
+__all__ = [
+    "ChunkOutcome",
+    "ChunkPayload",
+    "Farewell",
+    "outcome_fields",
+    "payload_fields",
+    "read_farewell",
+]
 
 
 class ChunkPayload(NamedTuple):
@@ -49,6 +57,22 @@ class ChunkOutcome(NamedTuple):
     """The arena blocks of its arguments the worker took over (it frees them itself)."""
     label: str | None
     """A description of its first task's arguments, for a slow chunk; else ``None``."""
+
+
+def payload_fields(call: int, items: Sequence[Any]) -> tuple[int, Sequence[Any]]:
+    """A :class:`ChunkPayload` as it crosses: its fields, in order, in a plain tuple."""
+    return (call, items)
+
+
+def outcome_fields(
+    values: list[Any],
+    failures: dict[int, Failure],
+    elapsed: float,
+    kept: list[int],
+    label: str | None,
+) -> tuple[list[Any], dict[int, Failure], float, list[int], str | None]:
+    """A :class:`ChunkOutcome` as it crosses: its fields, in order, in a plain tuple."""
+    return (values, failures, elapsed, kept, label)
 
 
 class Farewell(NamedTuple):

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from shoal._process.identity import worker_names
 from shoal._process.launch import WorkerSetup, check_start_method, launch
-from shoal._process.messages import ChunkOutcome, ChunkPayload, read_farewell
+from shoal._process.messages import ChunkOutcome, payload_fields, read_farewell
 from shoal._shoal import (
     EVENT_EXITED,
     EVENT_FAREWELL,
@@ -214,7 +214,7 @@ class ProcessBackend:
             call = chunk.call.code
             if chunk.on_progress is not None:
                 call |= WATCHED
-            payload, blocks = pack(tuple(ChunkPayload(call, items)), self._out_of_band)
+            payload, blocks = pack(payload_fields(call, items), self._out_of_band)
         except Exception as exc:
             self._answer_now(all_failed(chunk.chunk_id, len(chunk.items), Failure.capture(exc)))
             return
