@@ -1,15 +1,14 @@
-"""The zygote imports, before it forks a pool's workers, the installed modules the program
-had imported when the pool was made, so that each worker starts with them loaded (as a
-forked worker would) instead of importing pandas or gensim afresh.
+"""The zygote imports, before it forks a pool's workers, the installed packages the
+program had imported when the pool was made, so that each worker starts with them loaded
+(as a forked worker would) instead of importing pandas or gensim afresh.
 
-Which modules: those in ``sys.modules`` whose file lies in site-packages, the installed
-packages (pandas costs a second to import; a standard library module a task needs costs
-its worker a few milliseconds, and the packages bring the ones they use; the program's own
-modules, test modules and ``__main__`` are left to the workers too, which import what
-tasks need), less debuggers, profilers and IDE hooks (a
-kernel's debugpy: their imports act on the process, and print), less
-``SHOAL_PRELOAD_SKIP`` (comma-separated names; a package's name skips its submodules
-too). ``SHOAL_PRELOAD=0`` turns it off. What the imports print goes nowhere
+Which modules: those in ``sys.modules`` whose file lies in site-packages (pandas costs a
+second to import; a standard library module a task needs costs its worker a few
+milliseconds, and the packages bring the ones they use; the program's own modules, test
+modules and ``__main__`` are left to the workers too, which import what tasks need), less
+debuggers, profilers and IDE hooks (a kernel's debugpy: their imports act on the process,
+and print), less ``SHOAL_PRELOAD_SKIP`` (comma-separated names; a package's name skips its
+submodules too). ``SHOAL_PRELOAD=0`` turns it off. What the imports print goes nowhere
 (``shoal._process.zygote``): a program sees only what its own code prints.
 
 An import that fails is ignored (the worker will meet the error, if it needs the module,
