@@ -54,6 +54,7 @@ TESTS = [
     "tests/test_docs.py",
     "tests/test_cpython_suite.py",
     "tests/test_process.py",
+    "tests/test_preload.py",
 ]
 # Cases that need an engine only the main interpreter has, or the README's and docs'
 # programs (which use them too).

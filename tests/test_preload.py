@@ -90,6 +90,7 @@ def test_a_module_that_starts_a_thread_or_fails_never_breaks_the_pool(tmp_path: 
 
 
 REPORT = """
+import colorsys  # a standard library module nothing of shoal's imports: never preloaded
 import numpy
 import shoal._process.zygote as zygote
 from shoal import Pool
@@ -97,8 +98,9 @@ from shoal import Pool
 with Pool(1, start_method=START) as pool:
     pool.apply(abs, (1,))
 known = zygote.shared_zygote().preloaded
-# numpy was sent; the worker's loop the zygote imported on its own, and reported.
-print("numpy" in known, "shoal._process.worker" in known, "json" in known)
+# numpy was sent; the worker's loop the zygote imported on its own, and reported; what
+# only the program has is not in the report.
+print("numpy" in known, "shoal._process.worker" in known, "colorsys" in known)
 """
 
 

@@ -195,8 +195,6 @@ def pack(obj: object, into: OutOfBand | None, *, detached: bool = True) -> tuple
     except BaseException:
         into.restart()
         raise
-    if not into.blocks and not into.stored:
-        return data, []  # (framed's first case, without the call: most messages)
     return framed(data, into)
 
 
