@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from pool_workers import OWN_WORKERS, square
+from pool_workers import OWN_WORKERS, meet, square
 
 import shoal
 from scripts import run_script
@@ -45,16 +45,23 @@ def test_a_script_loads_a_model_once_per_worker(tmp_path: Path, pool_start_metho
     assert done.stdout.splitlines() == ["[0, 1]", "True", "True"]
 
 
-def _visit(_: object) -> tuple[int, int, int]:
+def _visit(item: tuple[str, int]) -> tuple[int, int, int]:
+    folder, number = item
+    if number < 2:
+        # The first two tasks wait for each other, so that both workers run one whatever
+        # the scheduler does (one thread can otherwise take every chunk of a quick map).
+        meet(folder)
     worker = shoal.current_worker()
     worker.state["calls"] = worker.state.get("calls", 0) + 1
     return worker.index, worker.pid, worker.state["calls"]
 
 
 @pytest.mark.parametrize("backend", OWN_WORKERS)
-def test_a_replacement_keeps_the_index_and_starts_with_empty_state(backend: str) -> None:
+def test_a_replacement_keeps_the_index_and_starts_with_empty_state(
+    backend: str, tmp_path: Path
+) -> None:
     with shoal.Pool(2, backend=backend, maxtasksperchild=5) as pool:
-        rows = pool.map(_visit, range(60), chunksize=1)
+        rows = pool.map(_visit, [(str(tmp_path), n) for n in range(60)], chunksize=1)
     assert {index for index, _, _ in rows} == {0, 1}
     # Each worker life sees its own count from 1 to at most 5: state does not carry over.
     assert max(calls for _, _, calls in rows) <= 5
