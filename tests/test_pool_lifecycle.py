@@ -4,18 +4,21 @@ interruption, on every backend."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import gc
+import os
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import CancelledError
+from pathlib import Path
 from typing import Any
 
 import programs
 import pytest
-from pool_workers import KEEPS_ITS_WORKERS, OWN_WORKERS, add, square
+from pool_workers import KEEPS_ITS_WORKERS, OWN_WORKERS, add, fail_on, square
 from waiting import wait_for
 
 import shoal
@@ -117,6 +120,52 @@ def test_a_dropped_pool_is_collected_and_shut_down(backend: str) -> None:
     assert ref() is None
     assert core.state == "TERMINATE"
     assert core.backend.join(30)
+
+
+def _use_and_drop(backend: str) -> weakref.ref[Any]:
+    """Runs a pool through calls that succeed and calls that fail (each way a task's error
+    reaches the caller), closes and joins it, and returns a reference to its core."""
+    pool = shoal.Pool(2, backend=backend)
+    assert pool.map(square, range(5)) == [0, 1, 4, 9, 16]
+    for call in (
+        lambda: pool.apply(fail_on, (0,)),
+        lambda: pool.map(fail_on, range(3)),
+        lambda: list(pool.imap(fail_on, range(3))),
+        lambda: pool.submit(fail_on, 0).result(),
+    ):
+        try:
+            call()
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("the task's error never reached the caller")
+    pool.close()
+    pool.join()
+    return weakref.ref(pool._core)
+
+
+def _pool_memory_descriptors() -> int:
+    fds = Path("/proc/self/fd")
+    links = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # (the listing's own descriptor, closed by now)
+            links.append(os.readlink(fd))
+    return sum(link.startswith(("/memfd:shoal-arena", "/memfd:shoal-bell")) for link in links)
+
+
+@pytest.mark.parametrize("backend", OWN_WORKERS)
+def test_a_finished_pool_is_freed_without_the_garbage_collector(backend: str) -> None:
+    # A reference cycle through a pool would keep it, and its shared memory and
+    # descriptors, until the collector next runs: maybe thousands of pools later.
+    gc.collect()
+    descriptors = _pool_memory_descriptors()
+    gc.disable()
+    try:
+        core = _use_and_drop(backend)
+        assert core() is None, gc.get_referrers(core())
+        assert _pool_memory_descriptors() == descriptors
+    finally:
+        gc.enable()
 
 
 def test_an_interrupted_map_drops_its_remaining_tasks(monkeypatch: pytest.MonkeyPatch) -> None:

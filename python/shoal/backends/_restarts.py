@@ -110,12 +110,13 @@ def oom_kills() -> int | None:
 
 
 class Replacements:
-    """Starts workers in the place of those that ended, by ``launch``: at once, or after
-    the pause :class:`Restarts` decides (on a timer thread); never once the pool is
-    terminated (a closing pool still needs workers for the chunks it queued)."""
+    """Starts workers in the place of those that ended, by the ``launch`` each call is
+    given: at once, or after the pause :class:`Restarts` decides (on a timer thread);
+    never once the pool is terminated (a closing pool still needs workers for the chunks
+    it queued). It keeps no ``launch`` beyond a pending pause, so that a backend holding
+    it is not part of a reference cycle."""
 
-    def __init__(self, launch: Callable[[], None]) -> None:
-        self._launch = launch
+    def __init__(self) -> None:
         self._restarts = Restarts()
         self._lock = threading.Lock()  # the flags and the timer: events thread vs. caller
         self._stopping = False
@@ -130,31 +131,33 @@ class Replacements:
             if terminate and self._pending is not None:
                 self._pending.cancel()
 
-    def replace(self, *, started: bool, code: int | None, signal: int | None) -> bool:
-        """Replaces a worker that ended with exit ``code`` or ``signal`` (``started``: it
-        had said it was ready). False: start-up keeps failing, nothing was started, and
-        the pool should give up."""
+    def replace(
+        self, launch: Callable[[], None], *, started: bool, code: int | None, signal: int | None
+    ) -> bool:
+        """Replaces, by ``launch``, a worker that ended with exit ``code`` or ``signal``
+        (``started``: it had said it was ready). False: start-up keeps failing, nothing
+        was started, and the pool should give up."""
         pause = self._restarts.pause_after(started=started, code=code, signal=signal)
         if pause is None:
             return False
         if not pause:
-            self._relaunch()
+            self._relaunch(launch)
             return True
         # Died starting up: a pause, growing, before the next try.
         with self._lock:
             if not self._terminating:
-                self._pending = threading.Timer(pause, self._relaunch)
+                self._pending = threading.Timer(pause, self._relaunch, (launch,))
                 self._pending.daemon = True
                 self._pending.start()
         return True
 
-    def _relaunch(self) -> None:
+    def _relaunch(self, launch: Callable[[], None]) -> None:
         with self._lock:
             stopping, terminating = self._stopping, self._terminating
         if terminating:
             return
         try:
-            self._launch()
+            launch()
         except Exception:
             if not stopping:
                 # The pool carries on with one worker fewer; the next exit tries again.

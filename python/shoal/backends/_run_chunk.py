@@ -52,7 +52,10 @@ def run_chunk(chunk: Chunk, worker: int) -> ChunkResult:
     label = None
     if elapsed >= LABEL_AFTER and chunk.items:
         label = describe_arguments(chunk.items[0], chunk.call.value)
-    return ChunkResult(chunk.chunk_id, values, failures, elapsed, worker, label)
+    try:
+        return ChunkResult(chunk.chunk_id, values, failures, elapsed, worker, label)
+    finally:
+        del failures  # (a frame a failure's traceback holds: see _run_items)
 
 
 def _run_items(
@@ -65,15 +68,21 @@ def _run_items(
     """Runs ``items`` (the chunk's, from index ``offset``), appending to ``values`` and
     ``failures``."""
     fn, call = chunk.fn, chunk.call
-    for index, item in enumerate(items, offset):
-        try:
-            if call is CallKind.ONE:
-                values.append(fn(item))
-            elif call is CallKind.STAR:
-                values.append(fn(*item))
-            else:
-                args, kwargs = item
-                values.append(fn(*args, **kwargs))
-        except BaseException as exc:  # (a task raising SystemExit failed; nothing more)
-            values.append(None)
-            failures[index] = Failure.capture(exc)
+    try:
+        for index, item in enumerate(items, offset):
+            try:
+                if call is CallKind.ONE:
+                    values.append(fn(item))
+                elif call is CallKind.STAR:
+                    values.append(fn(*item))
+                else:
+                    args, kwargs = item
+                    values.append(fn(*args, **kwargs))
+            except BaseException as exc:  # (a task raising SystemExit failed; nothing more)
+                values.append(None)
+                failures[index] = Failure.capture(exc)
+    finally:
+        # A failure's traceback holds this frame and its callers' (a task's error is
+        # kept whole on threads): without ``failures`` in them, the failure is not in a
+        # reference cycle, which would keep the pool alive until the collector runs.
+        del failures

@@ -162,7 +162,7 @@ class ProcessBackend:
         self._immediate: deque[ChunkResult] = deque()
         # Deaths while starting, and the error every chunk gets once start-up keeps
         # failing (see _on_exit); a replacement waiting out its pause.
-        self._replacements = Replacements(self._launch)
+        self._replacements = Replacements()
         self._oom_kills = OomKills()
         self._broken: Failure | None = None
         self._roster = WorkerRoster()
@@ -376,6 +376,6 @@ class ProcessBackend:
             return
         left_when_done = reason in (ExitReason.RETIRED, ExitReason.OUTGREW)
         started = exited.ready or left_when_done or exited.answered > 0 or lost is not None
-        if not self._replacements.replace(started=started, code=code, signal=signal):
+        if not self._replacements.replace(self._launch, started=started, code=code, signal=signal):
             name = handle.name if handle is not None else "a worker"
             self._break(start_up_failure(self._spec.initializer, name, pid, how))

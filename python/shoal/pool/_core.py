@@ -19,11 +19,19 @@ import functools
 import itertools
 import queue
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from shoal.backends.base import BackendFactory, CallKind, Chunk, ChunkResult, WorkerSpec
+from shoal.backends.base import (
+    BackendFactory,
+    CallKind,
+    Chunk,
+    ChunkResult,
+    ResultSink,
+    WorkerSpec,
+)
 from shoal.pool._chunks import ChunkSizer
 from shoal.pool._jobs import SINGLE, Job, Target
 from shoal.pool._stats import PoolStats, Tally
@@ -59,7 +67,7 @@ class PoolCore:
         # What Pool.stats() counts: kept on the result path (see _handle).
         self._tally = Tally() if Tally.wanted() else None
         self._untallied = self._tally or Tally()  # (for stats() with the tally left out)
-        self.backend = factory(spec, self._sink, **options)
+        self.backend = factory(spec, _sink_of(self), **options)
         # A backend that answers from one thread of its own gets results delivered right
         # there; otherwise (threads answering at once) they go through our result thread,
         # so that callbacks never run concurrently.
@@ -67,11 +75,14 @@ class PoolCore:
         self.max_in_flight = max(1, self.backend.max_in_flight)
         self.workers = max(1, self.backend.workers)
         self._feeder = threading.Thread(target=self._feed, name="shoal-pool-feeder", daemon=True)
-        self._receiver = threading.Thread(
-            target=self._receive, name="shoal-pool-results", daemon=True
-        )
-        self._feeder.start()
+        # Made only when needed: a thread never started would hold this core for good.
+        self._receiver: threading.Thread | None = None
         if not self._inline:
+            self._receiver = threading.Thread(
+                target=self._receive, name="shoal-pool-results", daemon=True
+            )
+        self._feeder.start()
+        if self._receiver is not None:
             self._receiver.start()
 
     def add(self, job: Job) -> None:
@@ -362,7 +373,22 @@ class PoolCore:
             _join(self._receiver)
 
 
-def _join(thread: threading.Thread) -> None:
+def _sink_of(core: PoolCore) -> ResultSink:
+    """The backend's way back to ``core``, which does not keep the core alive: the core
+    holds its backend, and a backend holding its core would make them a cycle that only
+    the garbage collector frees, keeping the workers' shared memory and its descriptors
+    until it runs. Once the core is gone, nobody is waiting for a result."""
+    core_ref = weakref.ref(core)
+
+    def sink(result: ChunkResult) -> None:
+        core = core_ref()
+        if core is not None:
+            core._sink(result)
+
+    return sink
+
+
+def _join(thread: threading.Thread | None) -> None:
     # A callback running on the result thread may close or terminate its own pool.
-    if thread is not threading.current_thread() and thread.ident is not None:
+    if thread is not None and thread is not threading.current_thread() and thread.ident is not None:
         thread.join()

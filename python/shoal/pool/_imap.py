@@ -181,7 +181,14 @@ class IMapIterator(Iterator[R]):
             if isinstance(chunk, _Raised):
                 self._taken += 1
                 self._unreported += 1
-                raise chunk.error
+                # The error's traceback holds this frame: nothing in it may hold the
+                # error, or the two are a reference cycle (with this iterator's pool).
+                failed, error = chunk.error, None
+                del chunk
+                try:
+                    raise failed
+                finally:
+                    del failed
             self._taken += len(chunk)
             self._current = chunk
             self._cursor = iter(chunk)

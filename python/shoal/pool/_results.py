@@ -165,10 +165,15 @@ class AsyncResult(Generic[R]):
         was terminated first."""
         if not self._wait(timeout):
             raise MpTimeoutError(f"no result within {timeout} seconds")
-        if self._error is not None:
+        if self._error is None:
+            value: R = self._value
+            return value
+        try:
             raise self._error
-        value: R = self._value
-        return value
+        finally:
+            # The error's traceback holds this frame: without ``self`` in it, the error
+            # and this result (which holds it, and its pool) are not a reference cycle.
+            del self
 
     def _finish(self, value: Any = None, error: BaseException | None = None) -> None:
         """Records the outcome once, runs the matching callback, then wakes waiters (so
@@ -305,3 +310,5 @@ def get_or_abandon(result: AsyncResult[R]) -> R:
     except BaseException:
         result._abandon()
         raise
+    finally:
+        del result  # (a frame the error's traceback holds: see AsyncResult.get)
