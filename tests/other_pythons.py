@@ -55,6 +55,7 @@ TESTS = [
     "tests/test_cpython_suite.py",
     "tests/test_process.py",
     "tests/test_preload.py",
+    "tests/test_pool_lifecycle.py",
 ]
 # Cases that need an engine only the main interpreter has, or the README's and docs'
 # programs (which use them too).
