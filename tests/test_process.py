@@ -289,6 +289,40 @@ def test_a_killed_program_leaves_no_child(tmp_path: Path, method: str | None) ->
         wait_for(lambda: not _running(child), "the orphaned child to exit", 10, interval=0.05)
 
 
+_ZYGOTE_DIES_AT_FORK = """
+import os, socket, sys, time
+from shoal._process import zygote_server
+
+zygote = os.getpid()
+fork = os.fork
+
+def fork_as_the_zygote_dies():
+    pid = fork()
+    if pid:
+        os._exit(0)  # the zygote is killed just after the fork
+    while os.getppid() == zygote:  # the child goes on once it has been orphaned
+        time.sleep(0.01)
+    with open(sys.argv[1], "w") as out:
+        out.write(str(os.getpid()))
+    return 0
+
+os.fork = fork_as_the_zygote_dies
+here, there = socket.socketpair()
+zygote_server._fork_child(here, [], lambda: time.sleep(120))
+"""
+
+
+def test_a_child_whose_zygote_dies_as_it_forks_exits(tmp_path: Path) -> None:
+    # The window between the zygote's fork and its child's asking to die with it: a child
+    # that learned its parent's pid only then would take its new parent for the zygote.
+    script, told = tmp_path / "zygote.py", tmp_path / "child-pid"
+    script.write_text(_ZYGOTE_DIES_AT_FORK)
+    with programs.started([sys.executable, str(script), str(told)]) as zygote:
+        zygote.wait(30)
+        child = wait_for(lambda: told.exists() and told.read_text(), "the child's pid")
+        wait_for(lambda: not _running(int(child)), "the orphaned child to exit", 10)
+
+
 def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:

@@ -185,12 +185,15 @@ def _fork_child(sock: socket.socket, fds: list[int], run: Callable[[], None]) ->
     # SIGCHLD waits until the pidfd is open: a child that exits at once stays a zombie
     # until then, so its pid cannot be reaped and reused in between.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    # Taken before the fork: a child asking os.getppid() after this zygote died would be
+    # told its new parent's pid (init's, or a subreaper's) and outlive the program.
+    zygote = os.getpid()
     pid = os.fork()
     if pid == 0:
         sock.close()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        if not die_with_parent(os.getppid()):
+        if not die_with_parent(zygote):
             os._exit(1)
         run()
         os._exit(0)  # (run() leaves by os._exit itself)
