@@ -319,8 +319,9 @@ def test_a_child_whose_zygote_dies_as_it_forks_exits(tmp_path: Path) -> None:
     script.write_text(_ZYGOTE_DIES_AT_FORK)
     with programs.started([sys.executable, str(script), str(told)]) as zygote:
         zygote.wait(30)
-        child = wait_for(lambda: told.exists() and told.read_text(), "the child's pid")
-        wait_for(lambda: not _running(int(child)), "the orphaned child to exit", 10)
+        wait_for(lambda: told.exists() and told.read_text(), "the child's pid")
+        child = int(told.read_text())
+        wait_for(lambda: not _running(child), "the orphaned child to exit", 10)
 
 
 def _running(pid: int) -> bool:
