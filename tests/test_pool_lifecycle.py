@@ -18,10 +18,18 @@ from typing import Any
 
 import programs
 import pytest
-from pool_workers import KEEPS_ITS_WORKERS, OWN_WORKERS, add, fail_on, square
+from pool_workers import (
+    KEEPS_ITS_WORKERS,
+    OWN_WORKERS,
+    add,
+    broken_initializer,
+    fail_on,
+    square,
+)
 from waiting import wait_for
 
 import shoal
+from scripts import run_script
 
 
 def test_close_then_join_finishes_the_work(backend: str) -> None:
@@ -166,6 +174,70 @@ def test_a_finished_pool_is_freed_without_the_garbage_collector(backend: str) ->
         assert _pool_memory_descriptors() == descriptors
     finally:
         gc.enable()
+
+
+def test_a_thread_pool_whose_initializer_failed_is_freed_without_the_collector() -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        pool = shoal.Pool(2, broken_initializer, backend="thread")
+        message = ""
+        try:
+            pool.apply(square, (1,))
+        except OSError as exc:  # (no pytest.raises: its record of the error would hold it)
+            message = str(exc)
+        assert "cannot open the model" in message
+        pool.close()
+        pool.join()
+        core = weakref.ref(pool._core)
+        del pool
+        assert core() is None, gc.get_referrers(core())
+    finally:
+        gc.enable()
+
+
+_FREED_IN_A_SCRIPT = """
+import gc, os, weakref
+import shoal
+
+def memory_descriptors():
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return sum(link.startswith(("/memfd:shoal-arena", "/memfd:shoal-bell")) for link in links)
+
+def fail(x):
+    raise ValueError(x)
+
+def use_and_drop():
+    scale = 3
+    with shoal.Pool(2, start_method=START) as pool:
+        print(pool.map(lambda x: x * scale, range(4)))
+        for call in (lambda: pool.apply(fail, (1,)), lambda: list(pool.imap(fail, [2]))):
+            try:
+                call()
+            except ValueError as exc:
+                print("failed", exc)
+        pool.close()
+        pool.join()
+    return weakref.ref(pool._core)
+
+gc.disable()
+before = memory_descriptors()
+core = use_and_drop()
+print(core() is None, memory_descriptors() == before)
+"""
+
+
+def test_a_pool_in_a_script_is_freed_without_the_collector(
+    tmp_path: Path, pool_start_method: str
+) -> None:
+    # Script-level functions and a closure, sent by value, under every start method.
+    done = run_script(_FREED_IN_A_SCRIPT, tmp_path, pool_start_method)
+    assert done.stdout.splitlines() == ["[0, 3, 6, 9]", "failed 1", "failed 2", "True True"]
 
 
 def test_an_interrupted_map_drops_its_remaining_tasks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -212,6 +212,9 @@ class ThreadBackend:
                         index = -1  # the successor has it
                     return
         finally:
+            # The initializer's error, which every chunk was answered with: its traceback
+            # holds this frame, which must not hold it back (a reference cycle).
+            broken = None
             leave_thread_worker()
             if index >= 0:
                 self._lives.ended(index, None)

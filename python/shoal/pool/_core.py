@@ -381,9 +381,9 @@ def _sink_of(core: PoolCore) -> ResultSink:
     core_ref = weakref.ref(core)
 
     def sink(result: ChunkResult) -> None:
-        core = core_ref()
-        if core is not None:
-            core._sink(result)
+        alive = core_ref()
+        if alive is not None:
+            alive._sink(result)
 
     return sink
 
