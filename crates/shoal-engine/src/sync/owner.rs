@@ -1,8 +1,7 @@
 //! Who this process is, as a lock records its owner: a pid and the process's start time,
 //! cached and forgotten in a forked child; and whether a recorded owner is gone.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Whether the process `pid`, recorded with start time `recorded_start` (0: unknown), is
 /// gone: dead, a zombie, or its pid now names another process.
@@ -43,11 +42,28 @@ pub(super) fn me() -> (u32, u64) {
 
 /// Whether forked children forget the cached pid ([`forget_pid`] is registered). Without
 /// that, nothing is cached.
+///
+/// A plain atomic, not a `OnceLock`: a process forked while another thread was inside a
+/// `OnceLock`'s initialisation would find it still running in the child, and wait for it
+/// forever at its first lock. Two threads may both register; the handler then runs twice,
+/// which is harmless (it only stores a zero).
 fn fork_hooked() -> bool {
-    static HOOKED: OnceLock<bool> = OnceLock::new();
-    // SAFETY: registers a handler that glibc's fork runs in the child; it only stores to
-    // an atomic, which is async-signal-safe. It fails only for lack of memory.
-    *HOOKED.get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) } == 0)
+    const UNKNOWN: u8 = 0;
+    const HOOKED: u8 = 1;
+    const FAILED: u8 = 2;
+    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+    match STATE.load(Ordering::Acquire) {
+        HOOKED => true,
+        FAILED => false,
+        _ => {
+            // SAFETY: registers a handler that glibc's fork runs in the child; it only
+            // stores to an atomic, which is async-signal-safe. It fails only for lack of
+            // memory.
+            let hooked = unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) } == 0;
+            STATE.store(if hooked { HOOKED } else { FAILED }, Ordering::Release);
+            hooked
+        }
+    }
 }
 
 /// This process's pid, as [`SyncCell`](super::SyncCell) records it for a lock's owner: cached, and right
