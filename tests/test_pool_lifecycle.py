@@ -4,9 +4,7 @@ interruption, on every backend."""
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import gc
-import os
 import sys
 import threading
 import time
@@ -29,6 +27,7 @@ from pool_workers import (
 from waiting import wait_for
 
 import shoal
+from conftest import memfd_mappings, open_fds
 from scripts import run_script
 
 
@@ -152,13 +151,10 @@ def _use_and_drop(backend: str) -> weakref.ref[Any]:
     return weakref.ref(pool._core)
 
 
-def _pool_memory_descriptors() -> int:
-    fds = Path("/proc/self/fd")
-    links = []
-    for fd in fds.iterdir():
-        with contextlib.suppress(OSError):  # (the listing's own descriptor, closed by now)
-            links.append(os.readlink(fd))
-    return sum(link.startswith(("/memfd:shoal-arena", "/memfd:shoal-bell")) for link in links)
+def _pool_memory() -> tuple[int, int]:
+    """This process's shoal memfd descriptors and mappings."""
+    descriptors = sum(link.startswith("/memfd:shoal-") for link in open_fds().values())
+    return descriptors, memfd_mappings()
 
 
 @pytest.mark.parametrize("backend", OWN_WORKERS)
@@ -166,12 +162,12 @@ def test_a_finished_pool_is_freed_without_the_garbage_collector(backend: str) ->
     # A reference cycle through a pool would keep it, and its shared memory and
     # descriptors, until the collector next runs: maybe thousands of pools later.
     gc.collect()
-    descriptors = _pool_memory_descriptors()
+    memory = _pool_memory()
     gc.disable()
     try:
         core = _use_and_drop(backend)
         assert core() is None, gc.get_referrers(core())
-        assert _pool_memory_descriptors() == descriptors
+        assert _pool_memory() == memory
     finally:
         gc.enable()
 
