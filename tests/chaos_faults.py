@@ -183,8 +183,7 @@ class Holdings:
         for name in os.listdir("/proc/self/fd"):
             with contextlib.suppress(OSError):
                 fds.add(f"{name} -> {os.readlink(f'/proc/self/fd/{name}')}")
-        threads = {f"{t.name} ({t.ident})" for t in threading.enumerate()}
-        return cls(fds, threads, set(descendants(os.getpid())), rss_mb())
+        return cls(fds, running_threads(), set(descendants(os.getpid())), rss_mb())
 
     def gained_since(self, before: Holdings, within: float = 10.0) -> list[str]:
         """What this program holds now and did not hold at ``before``, after waiting up to
@@ -204,6 +203,30 @@ class Holdings:
         with contextlib.suppress(TimeoutError):
             wait_for(lambda: not gained(), "what was gained to be let go", within, interval=0.1)
         return gained()
+
+
+def running_threads() -> set[str]:
+    """The threads running in this program, as the kernel lists them: Python's own by name,
+    the others (the engine's, a cluster client's) by what the kernel calls them."""
+    # threading.enumerate() alone would miss threads Python never ran, and on Python 3.11
+    # and 3.12 it keeps forever a "Dummy" entry for a foreign thread that once called into
+    # Python (a Ray callback thread), long after that thread ended.
+    by_id = {thread.native_id: thread.name for thread in threading.enumerate()}
+    running = set()
+    for task in os.listdir("/proc/self/task"):
+        name = by_id.get(int(task))
+        if name is None:
+            name = f"{_read(f'/proc/self/task/{task}/comm').strip()}, not a Python thread"
+        running.add(f"{name} ({task})")
+    return running
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        return ""
 
 
 def descendants(root: int) -> list[int]:
