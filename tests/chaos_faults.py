@@ -222,8 +222,9 @@ def running_threads() -> set[str]:
 
 
 def _read(path: str) -> str:
+    """A file of /proc's, or "" once what it describes has gone."""
     try:
-        with open(path) as file:
+        with open(path, errors="replace") as file:
             return file.read()
     except OSError:
         return ""
@@ -243,11 +244,7 @@ def descendants(root: int) -> list[int]:
 
 
 def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return file.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
+    return _read(f"/proc/{pid}/cmdline").replace("\0", " ").strip()
 
 
 def rss_mb() -> float:
