@@ -183,6 +183,7 @@ def test_a_program_whose_import_changed_from_concurrent_futures(
         """
         import atexit
         import concurrent.futures as cf
+        import sys
         import time
         from shoal import ProcessPoolExecutor
 
@@ -195,7 +196,9 @@ def test_a_program_whose_import_changed_from_concurrent_futures(
 
         def sleep_and_print(seconds, text):
             time.sleep(seconds)
-            print(text, flush=True)
+            # One write: two pools print at once (print() makes two when unbuffered).
+            sys.stdout.write(text + "\\n")
+            sys.stdout.flush()
 
         ex = ProcessPoolExecutor(2, start_method=START)
         futures = [ex.submit(Doubler(2).run, n) for n in range(5)]
@@ -241,11 +244,13 @@ _UNREAD_MAP = """
 import sys
 from {cf} import ProcessPoolExecutor
 
+# One write each: workers print at once, and print() makes two when unbuffered (-u).
 def init():
-    print("init", flush=True)
+    sys.stdout.write("init\\n")
+    sys.stdout.flush()
 
 def task(n):
-    sys.stdout.write(f"task {{n}}\\n")  # one write: workers print at once
+    sys.stdout.write(f"task {{n}}\\n")
     sys.stdout.flush()
 
 if __name__ == "__main__":
